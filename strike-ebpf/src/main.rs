@@ -1,0 +1,638 @@
+//! Strike's kernel programs.
+//!
+//! Syscall tracepoints capture the bytes a target process moves on its sockets:
+//! - enter probes check the target filter (tgid, then the socket fd) and stash the syscall's
+//!   arguments per thread; nothing else happens for non-target processes;
+//! - exit probes read the return value and copy exactly the bytes transferred, in chunks of
+//!   at most `DATA_CHUNK`, up to the per-syscall capture cap, into one ring buffer;
+//! - accept/connect/close maintain the socket map and its session-unique connection ids;
+//! - sched fork/exit follow the target's child processes.
+//!
+//! Every drop is counted in `COUNTERS`; every byte has a stream offset (`seq`), so userspace
+//! sees any byte that was not delivered as a gap.
+#![no_std]
+#![no_main]
+
+use core::ptr;
+
+use aya_ebpf::{
+    cty::c_void,
+    helpers::{
+        generated::bpf_loop,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+    },
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use strike_common::{
+    counter, direction, flag, kind, role, CloseEvent, DataEvent, EventHeader, OpenEvent, ProcEvent, SockKey,
+    SockState, TargetState, DATA_CHUNK, DATA_EVENT_HEADER_LEN, DEFAULT_MAX_CAPTURE,
+    MAX_CAPTURE_LIMIT, MAX_CHUNKS, MAX_IOV_SEGMENTS,
+};
+
+// Map names are the `strike_common::MAP_*` constants; userspace looks them up by name.
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+#[map(name = "TARGETS")]
+static TARGETS: HashMap<u32, TargetState> = HashMap::with_max_entries(4096, 0);
+
+#[map(name = "SOCKS")]
+static SOCKS: HashMap<SockKey, SockState> = HashMap::with_max_entries(65536, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Arguments of an in-flight syscall, keyed by pid_tgid (one per thread).
+#[map(name = "PENDING")]
+static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// One `DataEvent` per CPU: too large for the 512-byte BPF stack.
+#[map(name = "SCRATCH")]
+static SCRATCH: PerCpuArray<DataEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// State of the running copy loop (see `copy_step`).
+#[map(name = "COPY")]
+static COPY: PerCpuArray<Copy> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU connection counter: `conn_id = cpu << 40 | count`.
+#[map(name = "CONN_SEQ")]
+static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bytes captured from one syscall at most; userspace overrides it (`GLOBAL_MAX_CAPTURE`).
+#[no_mangle]
+static MAX_CAPTURE_BYTES: u32 = DEFAULT_MAX_CAPTURE;
+/// Offset of `child_pid` in `sched/sched_process_fork`; it moved when the comm fields became
+/// `__data_loc`, so userspace reads it from the format file.
+#[no_mangle]
+static FORK_CHILD_PID_OFF: u32 = 44;
+
+const OP_BUF: u8 = 1;
+const OP_IOV: u8 = 2;
+const OP_ACCEPT: u8 = 3;
+const OP_CONNECT: u8 = 4;
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const EINPROGRESS: i64 = 115;
+
+/// Offsets in `/sys/kernel/tracing/events/syscalls/*/format`: the first argument is at 16,
+/// each argument takes 8 bytes; `ret` of `sys_exit_*` is at 16.
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const RET: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Pending {
+    /// Buffer, iovec array, or sockaddr pointer.
+    ptr: u64,
+    /// Buffer size or iovec count.
+    count: u64,
+    fd: u32,
+    op: u8,
+    dir: u8,
+    _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+#[inline(always)]
+fn count(index: u32, value: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += value };
+    }
+}
+
+#[inline(always)]
+fn is_target(tgid: u32) -> bool {
+    // SAFETY: the value is only tested for presence.
+    unsafe { TARGETS.get(&tgid) }.is_some()
+}
+
+#[inline(always)]
+fn read_max_capture() -> u64 {
+    // SAFETY: a global set by the loader before the program runs.
+    let cap = unsafe { ptr::read_volatile(&MAX_CAPTURE_BYTES) };
+    u64::from(if cap > MAX_CAPTURE_LIMIT { MAX_CAPTURE_LIMIT } else { cap })
+}
+
+// ---------------------------------------------------------------------------------------
+// Data syscalls
+
+/// Stash a data syscall's arguments when its fd is a tracked socket of a target.
+#[inline(always)]
+fn enter_data(ctx: &TracePointContext, op: u8, dir: u8, msg: bool) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    // SAFETY: offsets from the tracepoint format (see ARG0..ARG2).
+    let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
+    // SAFETY: presence test only.
+    if unsafe { SOCKS.get(&SockKey { tgid, fd }) }.is_none() {
+        return Ok(0);
+    }
+    let ptr = unsafe { ctx.read_at::<u64>(ARG1) }.map_err(|_| 1u32)?;
+    let (ptr, count_arg) = if msg {
+        // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
+        // SAFETY: reads user memory through the checked helper.
+        let iov = unsafe { bpf_probe_read_user((ptr + 16) as *const u64) }.map_err(|_| 1u32)?;
+        let iovlen =
+            unsafe { bpf_probe_read_user((ptr + 24) as *const u64) }.map_err(|_| 1u32)?;
+        (iov, iovlen)
+    } else {
+        (ptr, unsafe { ctx.read_at::<u64>(ARG2) }.map_err(|_| 1u32)?)
+    };
+    let pending = Pending { ptr, count: count_arg, fd, op, dir, _pad: [0; 2] };
+    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
+        count(counter::PENDING_FULL, 1);
+    }
+    Ok(0)
+}
+
+/// Copy the bytes a data syscall transferred into the ring buffer.
+#[inline(always)]
+fn exit_data(ctx: &TracePointContext) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
+        return Ok(0);
+    };
+    let _ = PENDING.remove(&pid_tgid);
+    let tgid = (pid_tgid >> 32) as u32;
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.map_err(|_| 1u32)?;
+    let key = SockKey { tgid, fd: pending.fd };
+    let Some(sock) = SOCKS.get_ptr_mut(&key) else {
+        return Ok(0);
+    };
+    let dir = pending.dir as usize & 1;
+    // SAFETY: map value pointer, valid for this program run.
+    let (conn_id, seq) = unsafe { ((*sock).conn_id, (*sock).seq[dir]) };
+    if ret == 0 && pending.dir == direction::INGRESS {
+        // End of stream: the peer shut down its side. Sent as an empty data event.
+        emit_data(pid_tgid, &pending, conn_id, seq, 0, 0, 0, 0);
+        return Ok(0);
+    }
+    if ret <= 0 {
+        return Ok(0);
+    }
+    let ret = ret as u64;
+    // SAFETY: as above; racing writers on one socket only skew seq, which userspace reports.
+    unsafe { (*sock).seq[dir] = seq + ret };
+    let cap = if ret < read_max_capture() { ret } else { read_max_capture() };
+    let Some(state) = COPY.get_ptr_mut(0) else {
+        return Ok(0);
+    };
+    let copy = Copy {
+        pending,
+        pid_tgid,
+        conn_id,
+        seq,
+        ret,
+        cap,
+        done: 0,
+        seg: 0,
+        base: 0,
+        seg_len: 0,
+        seg_off: 0,
+    };
+    // SAFETY: per-CPU slot; tracepoint programs do not nest on one CPU.
+    unsafe { *state = copy };
+    // bpf_loop: the verifier checks the step once, whatever the number of iterations. The
+    // loop state lives in a map value rather than on the stack: the verifier does not track
+    // map memory, so the steps' states converge instead of differing by their offsets.
+    // SAFETY: the callback is a BPF subprogram; it takes no context pointer.
+    unsafe {
+        bpf_loop(
+            MAX_CHUNKS + MAX_IOV_SEGMENTS,
+            copy_step as *const () as *mut c_void,
+            ptr::null_mut(),
+            0,
+        )
+    };
+    let done = unsafe { (*state).done };
+    if done < ret {
+        count(counter::TRUNCATED_CALLS, 1);
+        count(counter::TRUNCATED_BYTES, ret - done);
+    }
+    Ok(0)
+}
+
+/// State of one syscall's copy loop, on the exit probe's stack.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Copy {
+    pending: Pending,
+    pid_tgid: u64,
+    conn_id: u64,
+    /// Stream offset of the syscall's first byte.
+    seq: u64,
+    /// Bytes the syscall transferred.
+    ret: u64,
+    /// Bytes to capture: `min(ret, MAX_CAPTURE_BYTES)`.
+    cap: u64,
+    /// Bytes sent so far.
+    done: u64,
+    /// Next iovec index (for a plain buffer, 1 once its single segment is set up).
+    seg: u64,
+    base: u64,
+    seg_len: u64,
+    seg_off: u64,
+}
+
+/// One step of the copy loop: moves to the next iovec segment, or sends one chunk of at most
+/// `DATA_CHUNK` bytes. Returns 1 to stop the loop.
+#[inline(never)]
+unsafe extern "C" fn copy_step(_index: u32, _ctx: *mut c_void) -> i64 {
+    let Some(c) = COPY.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU slot that exit_data filled before starting the loop.
+    let c = unsafe { &mut *c };
+    if c.done >= c.cap {
+        return 1;
+    }
+    if c.seg_off >= c.seg_len {
+        if c.pending.op != OP_IOV {
+            if c.seg > 0 {
+                return 1;
+            }
+            c.base = c.pending.ptr;
+            c.seg_len = c.cap;
+        } else {
+            if c.seg >= c.pending.count || c.seg >= u64::from(MAX_IOV_SEGMENTS) {
+                return 1;
+            }
+            let at = c.pending.ptr + c.seg * core::mem::size_of::<Iovec>() as u64;
+            // SAFETY: reads user memory through the checked helper.
+            let Ok(iov) = (unsafe { bpf_probe_read_user(at as *const Iovec) }) else {
+                count(counter::READ_FAULTS, 1);
+                return 1;
+            };
+            c.base = iov.base;
+            c.seg_len = iov.len;
+        }
+        c.seg += 1;
+        c.seg_off = 0;
+        return 0;
+    }
+    let mut len = c.seg_len - c.seg_off;
+    if len > c.cap - c.done {
+        len = c.cap - c.done;
+    }
+    if len > DATA_CHUNK as u64 {
+        len = DATA_CHUNK as u64;
+    }
+    let last = c.done + len >= c.cap;
+    let flags = if last && c.cap < c.ret { flag::TRUNCATED } else { 0 };
+    let pending = c.pending;
+    emit_data(c.pid_tgid, &pending, c.conn_id, c.seq + c.done, c.ret, c.base + c.seg_off, len, flags);
+    c.seg_off += len;
+    c.done += len;
+    0
+}
+
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "flat arguments keep the verifier's view simple")]
+fn emit_data(
+    pid_tgid: u64,
+    p: &Pending,
+    conn_id: u64,
+    seq: u64,
+    call_len: u64,
+    src: u64,
+    len: u64,
+    flags: u8,
+) {
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot; no other program runs on this CPU meanwhile.
+    let ev = unsafe { &mut *ev };
+    ev.header = EventHeader {
+        kind: kind::DATA,
+        flags,
+        _pad: [0; 2],
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd: p.fd,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        conn_id,
+    };
+    ev.seq = seq;
+    ev.call_len = call_len as u32;
+    ev.direction = p.dir;
+    let n = len as usize;
+    if n > DATA_CHUNK {
+        return;
+    }
+    if n > 0 {
+        // SAFETY: `n <= DATA_CHUNK` bounds the destination; the source is user memory.
+        if unsafe { bpf_probe_read_user_buf(src as *const u8, &mut ev.data[..n]) }.is_err() {
+            count(counter::READ_FAULTS, 1);
+            return;
+        }
+    }
+    ev.len = n as u32;
+    // SAFETY: the first DATA_EVENT_HEADER_LEN + n bytes of the scratch event are initialised.
+    let bytes = unsafe {
+        core::slice::from_raw_parts((ev as *const DataEvent).cast::<u8>(), DATA_EVENT_HEADER_LEN + n)
+    };
+    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+        count(counter::EVENTS, 1);
+        count(counter::BYTES, len);
+    } else {
+        count(counter::RINGBUF_FULL, 1);
+    }
+}
+
+macro_rules! data_probe {
+    ($enter:ident, $exit:ident, $op:expr, $dir:expr, $msg:expr, $doc:literal) => {
+        #[doc = concat!("`syscalls/sys_enter_", $doc, "`: fd at 16, buffer/iovec/msghdr at 24, count at 32.")]
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            match enter_data(&ctx, $op, $dir, $msg) {
+                Ok(r) | Err(r) => r,
+            }
+        }
+
+        #[doc = concat!("`syscalls/sys_exit_", $doc, "`: ret at 16.")]
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            match exit_data(&ctx) {
+                Ok(r) | Err(r) => r,
+            }
+        }
+    };
+}
+
+data_probe!(enter_read, exit_read, OP_BUF, direction::INGRESS, false, "read");
+data_probe!(enter_write, exit_write, OP_BUF, direction::EGRESS, false, "write");
+data_probe!(enter_recvfrom, exit_recvfrom, OP_BUF, direction::INGRESS, false, "recvfrom");
+data_probe!(enter_sendto, exit_sendto, OP_BUF, direction::EGRESS, false, "sendto");
+data_probe!(enter_readv, exit_readv, OP_IOV, direction::INGRESS, false, "readv");
+data_probe!(enter_writev, exit_writev, OP_IOV, direction::EGRESS, false, "writev");
+data_probe!(enter_recvmsg, exit_recvmsg, OP_IOV, direction::INGRESS, true, "recvmsg");
+data_probe!(enter_sendmsg, exit_sendmsg, OP_IOV, direction::EGRESS, true, "sendmsg");
+
+// ---------------------------------------------------------------------------------------
+// Socket lifetime
+
+/// `syscalls/sys_enter_accept` and `sys_enter_accept4`: upeer_sockaddr at 24.
+#[tracepoint]
+pub fn enter_accept(ctx: TracePointContext) -> u32 {
+    match try_enter_sock(&ctx, OP_ACCEPT) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `syscalls/sys_enter_connect`: fd at 16, uservaddr at 24.
+#[tracepoint]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    match try_enter_sock(&ctx, OP_CONNECT) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_enter_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return Ok(0);
+    }
+    let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
+    let addr = unsafe { ctx.read_at::<u64>(ARG1) }.map_err(|_| 1u32)?;
+    let pending = Pending { ptr: addr, count: 0, fd, op, dir: 0, _pad: [0; 2] };
+    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
+        count(counter::PENDING_FULL, 1);
+    }
+    Ok(0)
+}
+
+/// `syscalls/sys_exit_accept`, `sys_exit_accept4` and `sys_exit_connect`: ret at 16.
+#[tracepoint]
+pub fn exit_sock(ctx: TracePointContext) -> u32 {
+    match try_exit_sock(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_exit_sock(ctx: &TracePointContext) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(p) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
+        return Ok(0);
+    };
+    let _ = PENDING.remove(&pid_tgid);
+    let ret = unsafe { ctx.read_at::<i64>(RET) }.map_err(|_| 1u32)?;
+    let (fd, sock_role) = match p.op {
+        OP_ACCEPT if ret >= 0 => (ret as u32, role::SERVER),
+        OP_CONNECT if ret == 0 || ret == -EINPROGRESS => (p.fd, role::CLIENT),
+        _ => return Ok(0),
+    };
+    let mut open = OpenEvent::default();
+    open.role = sock_role;
+    if p.ptr != 0 {
+        read_sockaddr(p.ptr, &mut open);
+    }
+    // Outgoing connections only matter over IP; unix-socket connects are logging, DNS, etc.
+    if sock_role == role::CLIENT && open.family != AF_INET as u8 && open.family != AF_INET6 as u8 {
+        return Ok(0);
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let conn_id = next_conn_id();
+    let state = SockState { conn_id, seq: [0; 2], role: sock_role, _pad: [0; 7] };
+    if SOCKS.insert(&SockKey { tgid, fd }, &state, 0).is_err() {
+        count(counter::SOCKS_FULL, 1);
+        return Ok(0);
+    }
+    open.header = EventHeader {
+        kind: kind::OPEN,
+        flags: 0,
+        _pad: [0; 2],
+        tgid,
+        tid: pid_tgid as u32,
+        fd,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        conn_id,
+    };
+    open.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    output(&open);
+    Ok(0)
+}
+
+fn read_sockaddr(at: u64, open: &mut OpenEvent) {
+    // SAFETY: user memory through the checked helper.
+    let Ok(family) = (unsafe { bpf_probe_read_user(at as *const u16) }) else {
+        return;
+    };
+    match family {
+        AF_INET => {
+            let port = unsafe { bpf_probe_read_user((at + 2) as *const u16) }.unwrap_or(0);
+            let addr = unsafe { bpf_probe_read_user((at + 4) as *const [u8; 4]) }.unwrap_or([0; 4]);
+            open.family = AF_INET as u8;
+            open.port = u16::from_be(port);
+            open.addr[..4].copy_from_slice(&addr);
+        }
+        AF_INET6 => {
+            let port = unsafe { bpf_probe_read_user((at + 2) as *const u16) }.unwrap_or(0);
+            let addr = unsafe { bpf_probe_read_user((at + 8) as *const [u8; 16]) }.unwrap_or([0; 16]);
+            open.family = AF_INET6 as u8;
+            open.port = u16::from_be(port);
+            open.addr = addr;
+        }
+        AF_UNIX => open.family = AF_UNIX as u8,
+        _ => {}
+    }
+}
+
+fn next_conn_id() -> u64 {
+    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() });
+    let n = match CONN_SEQ.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        Some(c) => unsafe {
+            *c += 1;
+            *c
+        },
+        None => 0,
+    };
+    (cpu << 40) | (n & ((1 << 40) - 1))
+}
+
+/// `syscalls/sys_enter_close`: fd at 16.
+#[tracepoint]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    match try_enter_close(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
+    let key = SockKey { tgid, fd };
+    let Some(state) = (unsafe { SOCKS.get(&key) }).copied() else {
+        return Ok(0);
+    };
+    let _ = SOCKS.remove(&key);
+    let close = CloseEvent {
+        header: EventHeader {
+            kind: kind::CLOSE,
+            flags: 0,
+            _pad: [0; 2],
+            tgid,
+            tid: pid_tgid as u32,
+            fd,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            conn_id: state.conn_id,
+        },
+        seq: state.seq,
+    };
+    output(&close);
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Process tree
+
+/// `sched/sched_process_fork`: parent_pid and child_pid at the offsets userspace read from
+/// the format file. The child of a target becomes a target (threads are pruned by userspace).
+#[tracepoint]
+pub fn sched_fork(ctx: TracePointContext) -> u32 {
+    match try_sched_fork(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_sched_fork(ctx: &TracePointContext) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    let child_off = unsafe { ptr::read_volatile(&FORK_CHILD_PID_OFF) } as usize;
+    let child = unsafe { ctx.read_at::<u32>(child_off) }.map_err(|_| 1u32)?;
+    // Threads of the target share its tgid and need no entry; we cannot tell them apart
+    // here, so userspace removes the ones that turn out to be threads.
+    let state = TargetState { origin: 2, _pad: 0 };
+    if TARGETS.insert(&child, &state, 0).is_err() {
+        count(counter::TARGETS_FULL, 1);
+        return Ok(0);
+    }
+    let ev = ProcEvent {
+        header: EventHeader {
+            kind: kind::FORK,
+            flags: 0,
+            _pad: [0; 2],
+            tgid,
+            tid: pid_tgid as u32,
+            fd: 0,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            conn_id: 0,
+        },
+        pid: child,
+        _pad: [0; 4],
+    };
+    output(&ev);
+    Ok(0)
+}
+
+/// `sched/sched_process_exit`: runs in the exiting task; a target's leader exiting ends it.
+#[tracepoint]
+pub fn sched_exit(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid != pid_tgid as u32 || !is_target(tgid) {
+        return 0;
+    }
+    let _ = TARGETS.remove(&tgid);
+    let ev = ProcEvent {
+        header: EventHeader {
+            kind: kind::EXIT,
+            flags: 0,
+            _pad: [0; 2],
+            tgid,
+            tid: tgid,
+            fd: 0,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            conn_id: 0,
+        },
+        pid: tgid,
+        _pad: [0; 4],
+    };
+    output(&ev);
+    0
+}
+
+#[inline(always)]
+fn output<T>(value: &T) {
+    if EVENTS.output::<T>(value, 0).is_ok() {
+        count(counter::EVENTS, 1);
+    } else {
+        count(counter::RINGBUF_FULL, 1);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,359 @@
+//! Capture stage: loads the kernel programs, attaches them to the socket syscall and
+//! scheduler tracepoints, and owns the maps that select what is captured (target processes,
+//! their sockets). The ring buffer is handed to the pipeline's reader task.
+
+pub mod event;
+pub mod procfs;
+pub mod recording;
+
+use std::{fs, io, path::Path};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use serde::Serialize;
+use strike_common::{
+    counter, role, SockKey, SockState, TargetState, GLOBAL_FORK_CHILD_OFF, GLOBAL_MAX_CAPTURE,
+    MAP_COUNTERS, MAP_EVENTS, MAP_SOCKS, MAP_TARGETS, MAX_CAPTURE_LIMIT, USER_CONN_ID_BIT,
+};
+
+use crate::conn::Role;
+
+/// The compiled kernel programs (see `build.rs`). Empty when the build had no BPF toolchain.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strike-ebpf.o"));
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// (program, category, tracepoint): every attachment Strike makes.
+const ATTACHMENTS: &[(&str, &str, &str)] = &[
+    ("enter_read", "syscalls", "sys_enter_read"),
+    ("exit_read", "syscalls", "sys_exit_read"),
+    ("enter_write", "syscalls", "sys_enter_write"),
+    ("exit_write", "syscalls", "sys_exit_write"),
+    ("enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+    ("enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("exit_sendto", "syscalls", "sys_exit_sendto"),
+    ("enter_readv", "syscalls", "sys_enter_readv"),
+    ("exit_readv", "syscalls", "sys_exit_readv"),
+    ("enter_writev", "syscalls", "sys_enter_writev"),
+    ("exit_writev", "syscalls", "sys_exit_writev"),
+    ("enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+    ("enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+    ("enter_accept", "syscalls", "sys_enter_accept"),
+    ("enter_accept", "syscalls", "sys_enter_accept4"),
+    ("enter_connect", "syscalls", "sys_enter_connect"),
+    ("exit_sock", "syscalls", "sys_exit_accept"),
+    ("exit_sock", "syscalls", "sys_exit_accept4"),
+    ("exit_sock", "syscalls", "sys_exit_connect"),
+    ("enter_close", "syscalls", "sys_enter_close"),
+    ("sched_fork", "sched", "sched_process_fork"),
+    ("sched_exit", "sched", "sched_process_exit"),
+];
+
+/// Settings of the kernel side.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// Bytes captured from one syscall at most; the rest is reported as truncated.
+    pub max_capture_bytes: u32,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { max_capture_bytes: strike_common::DEFAULT_MAX_CAPTURE, ring_bytes: 16 << 20 }
+    }
+}
+
+/// Why capture could not start. Each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("strike must run as root (or with CAP_BPF and CAP_PERFMON) to load its eBPF programs; try `sudo strike ...`")]
+    NotRoot,
+    #[error("tracefs is not available at {TRACEFS} and mounting it failed ({source}); mount it with `mount -t tracefs tracefs {TRACEFS}`")]
+    NoTracefs {
+        #[source]
+        source: io::Error,
+    },
+    #[error("tracepoint {category}/{name} does not exist on this kernel (is CONFIG_FTRACE_SYSCALLS enabled?)")]
+    MissingTracepoint { category: String, name: String },
+    #[error("this strike binary was built without its eBPF programs (no BPF toolchain at build time); run `cargo xtask setup` and rebuild")]
+    NoObject,
+    #[error("--max-capture-bytes must be between 1 and {MAX_CAPTURE_LIMIT}, got {0}")]
+    BadCap(u32),
+    #[error("loading the eBPF programs failed")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the kernel rejected program {program}")]
+    Program {
+        program: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("eBPF map {name} is missing or has the wrong type")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Option<Box<aya::maps::MapError>>,
+    },
+    #[error("updating eBPF map {name}")]
+    MapUpdate {
+        name: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub events: u64,
+    pub bytes: u64,
+    pub ringbuf_full: u64,
+    pub truncated_calls: u64,
+    pub truncated_bytes: u64,
+    pub socks_map_full: u64,
+    pub pending_map_full: u64,
+    pub read_faults: u64,
+    pub targets_map_full: u64,
+}
+
+/// The loaded and attached kernel programs and their control maps.
+pub struct Capture {
+    // Keeps the programs attached; dropping it detaches everything.
+    _ebpf: Ebpf,
+    ring: Option<RingBuf<MapData>>,
+    targets: BpfHashMap<MapData, u32, TargetState>,
+    socks: BpfHashMap<MapData, SockKey, SockState>,
+    counters: PerCpuArray<MapData, u64>,
+    next_user_conn: u64,
+}
+
+/// Checks what loading needs, mounting tracefs if it is not mounted yet. A missing BTF is
+/// only a warning: Strike's programs use no CO-RE relocations.
+pub fn preflight() -> Result<(), CaptureError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(CaptureError::NotRoot);
+    }
+    if !Path::new(TRACEFS).join("events").join("syscalls").exists() {
+        mount_tracefs().map_err(|source| CaptureError::NoTracefs { source })?;
+    }
+    if !Path::new(BTF).exists() {
+        tracing::warn!("{BTF} is missing: the kernel has no BTF; Strike does not need it, but some verifier messages will be less precise");
+    }
+    Ok(())
+}
+
+fn mount_tracefs() -> io::Result<()> {
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "tracefs", TRACEFS])
+        .status()?;
+    if status.success() && Path::new(TRACEFS).join("events").join("syscalls").exists() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("mount exited with {status}")))
+    }
+}
+
+/// Offset of `child_pid` in `sched/sched_process_fork`, from its format file.
+fn fork_child_offset() -> Result<u32, CaptureError> {
+    let path = format!("{TRACEFS}/events/sched/sched_process_fork/format");
+    let missing = || CaptureError::MissingTracepoint { category: "sched".into(), name: "sched_process_fork".into() };
+    let text = fs::read_to_string(path).map_err(|_| missing())?;
+    parse_field_offset(&text, "child_pid").ok_or_else(missing)
+}
+
+/// Finds `offset:N;` of the field named `name` in a tracepoint format file.
+fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let field = decl.rsplit(|c: char| c == ' ' || c == '*').next()?;
+        if field != name {
+            return None;
+        }
+        rest.trim().strip_prefix("offset:")?.split(';').next()?.parse().ok()
+    })
+}
+
+fn raise_memlock() {
+    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer. Kernels >= 5.11 account BPF memory to the
+    // cgroup instead, so a failure here only matters on old kernels.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {}", io::Error::last_os_error());
+    }
+}
+
+impl Capture {
+    /// Loads and attaches every program. Requires [`preflight`] to have passed.
+    pub fn load(config: &CaptureConfig) -> Result<Capture, CaptureError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(CaptureError::NoObject);
+        }
+        if config.max_capture_bytes == 0 || config.max_capture_bytes > MAX_CAPTURE_LIMIT {
+            return Err(CaptureError::BadCap(config.max_capture_bytes));
+        }
+        raise_memlock();
+        let fork_off = fork_child_offset()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_MAX_CAPTURE, &config.max_capture_bytes, true)
+            .override_global(GLOBAL_FORK_CHILD_OFF, &fork_off, true)
+            .map_max_entries(MAP_EVENTS, config.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| CaptureError::Load(Box::new(e)))?;
+
+        let mut loaded: Vec<&str> = Vec::new();
+        for &(program, category, name) in ATTACHMENTS {
+            if !Path::new(TRACEFS).join("events").join(category).join(name).exists() {
+                return Err(CaptureError::MissingTracepoint { category: category.into(), name: name.into() });
+            }
+            let prog_err = |source| CaptureError::Program { program: program.into(), source: Box::new(source) };
+            let tp: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| CaptureError::Map { name: "program missing from object", source: None })?
+                .try_into()
+                .map_err(prog_err)?;
+            if !loaded.contains(&program) {
+                tp.load().map_err(prog_err)?;
+                loaded.push(program);
+            }
+            tp.attach(category, name).map_err(prog_err)?;
+        }
+
+        let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?)
+            .map_err(|e| map_err(MAP_EVENTS, e))?;
+        let targets = BpfHashMap::try_from(take_map(&mut ebpf, MAP_TARGETS)?)
+            .map_err(|e| map_err(MAP_TARGETS, e))?;
+        let socks = BpfHashMap::try_from(take_map(&mut ebpf, MAP_SOCKS)?)
+            .map_err(|e| map_err(MAP_SOCKS, e))?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?)
+            .map_err(|e| map_err(MAP_COUNTERS, e))?;
+        Ok(Capture { _ebpf: ebpf, ring: Some(ring), targets, socks, counters, next_user_conn: 0 })
+    }
+
+    /// The ring buffer, for the reader task (once).
+    pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
+        self.ring.take()
+    }
+
+    /// Starts capturing `tgid`.
+    pub fn add_target(&mut self, tgid: u32) -> Result<(), CaptureError> {
+        self.targets
+            .insert(tgid, TargetState { origin: 1, _pad: 0 }, 0)
+            .map_err(|e| CaptureError::MapUpdate { name: MAP_TARGETS, source: Box::new(e) })
+    }
+
+    /// Stops capturing `tgid` (absent is fine).
+    pub fn remove_target(&mut self, tgid: u32) {
+        let _ = self.targets.remove(&tgid);
+    }
+
+    /// Every tgid in the target map (including ones the kernel added on fork).
+    pub fn targets(&self) -> Vec<u32> {
+        self.targets.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Tracks a socket that was already open, with a userspace connection id; returns it.
+    pub fn track_socket(&mut self, tgid: u32, fd: u32, sock_role: Role) -> Result<u64, CaptureError> {
+        self.next_user_conn += 1;
+        let conn_id = USER_CONN_ID_BIT | self.next_user_conn;
+        let state = SockState {
+            conn_id,
+            seq: [0; 2],
+            role: match sock_role {
+                Role::Server => role::SERVER,
+                Role::Client => role::CLIENT,
+                Role::Unknown => role::UNKNOWN,
+            },
+            _pad: [0; 7],
+        };
+        // BPF_NOEXIST: a socket the kernel started tracking meanwhile keeps its id.
+        self.socks
+            .insert(SockKey { tgid, fd }, state, u64::from(aya_noexist()))
+            .map_err(|e| CaptureError::MapUpdate { name: MAP_SOCKS, source: Box::new(e) })?;
+        Ok(conn_id)
+    }
+
+    /// Forgets every socket of `tgid` (it exited); returns their (fd, conn_id).
+    pub fn untrack_process(&mut self, tgid: u32) -> Vec<(u32, u64)> {
+        let keys: Vec<SockKey> = self.socks.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Ok(state) = self.socks.get(&key, 0) {
+                out.push((key.fd, state.conn_id));
+            }
+            let _ = self.socks.remove(&key);
+        }
+        out
+    }
+
+    /// Number of sockets tracked now.
+    pub fn tracked_sockets(&self) -> usize {
+        self.socks.keys().count()
+    }
+
+    /// The kernel counters, summed over CPUs.
+    pub fn counters(&self) -> KernelCounters {
+        let get = |index: u32| -> u64 {
+            self.counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+        };
+        KernelCounters {
+            events: get(counter::EVENTS),
+            bytes: get(counter::BYTES),
+            ringbuf_full: get(counter::RINGBUF_FULL),
+            truncated_calls: get(counter::TRUNCATED_CALLS),
+            truncated_bytes: get(counter::TRUNCATED_BYTES),
+            socks_map_full: get(counter::SOCKS_FULL),
+            pending_map_full: get(counter::PENDING_FULL),
+            read_faults: get(counter::READ_FAULTS),
+            targets_map_full: get(counter::TARGETS_FULL),
+        }
+    }
+}
+
+const fn aya_noexist() -> u32 {
+    1 // BPF_NOEXIST
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
+    ebpf.take_map(name).ok_or(CaptureError::Map { name, source: None })
+}
+
+fn map_err(name: &'static str, e: aya::maps::MapError) -> CaptureError {
+    CaptureError::Map { name, source: Some(Box::new(e)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORK_6_18: &str = "name: sched_process_fork
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;
+\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;
+\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;
+";
+    const FORK_OLD: &str = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:0;
+\tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;
+\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;
+";
+
+    #[test]
+    fn finds_fork_offsets_on_old_and_new_kernels() {
+        assert_eq!(parse_field_offset(FORK_6_18, "child_pid"), Some(20));
+        assert_eq!(parse_field_offset(FORK_OLD, "child_pid"), Some(44));
+        assert_eq!(parse_field_offset(FORK_OLD, "nope"), None);
+    }
+}

@@ -1,0 +1,277 @@
+//! Target discovery from `/proc`: processes by pid, listening port or name, their
+//! descendants, and the sockets they already have open. The text parsers are pure
+//! functions; the thin readers around them take a `/proc` root so tests can use a fixture.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+/// One TCP socket from `/proc/net/tcp{,6}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSocket {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Kernel TCP state (`0x0A` is LISTEN).
+    pub state: u8,
+    pub inode: u64,
+}
+
+/// TCP state LISTEN in `/proc/net/tcp`.
+pub const TCP_LISTEN: u8 = 0x0A;
+
+/// A socket fd a target already had open when capture started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenSocket {
+    pub fd: u32,
+    pub inode: u64,
+    /// The TCP entry, when the socket is TCP (unix sockets have none).
+    pub tcp: Option<TcpSocket>,
+}
+
+/// Reads `/proc`, or a fixture standing in for it.
+#[derive(Clone, Debug)]
+pub struct Proc {
+    root: PathBuf,
+}
+
+impl Default for Proc {
+    fn default() -> Self {
+        Proc { root: PathBuf::from("/proc") }
+    }
+}
+
+impl Proc {
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Proc { root: root.into() }
+    }
+
+    /// Every process id.
+    pub fn pids(&self) -> Vec<u32> {
+        let Ok(dir) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+    }
+
+    pub fn exists(&self, pid: u32) -> bool {
+        self.root.join(pid.to_string()).exists()
+    }
+
+    /// `comm` of a process.
+    pub fn comm(&self, pid: u32) -> Option<String> {
+        let s = fs::read_to_string(self.root.join(format!("{pid}/comm"))).ok()?;
+        Some(s.trim_end_matches('\n').to_string())
+    }
+
+    /// The thread group id of a task id (differs from `tid` for a thread).
+    pub fn tgid(&self, tid: u32) -> Option<u32> {
+        let s = fs::read_to_string(self.root.join(format!("{tid}/status"))).ok()?;
+        parse_status_field(&s, "Tgid:")
+    }
+
+    /// Parent process id.
+    pub fn ppid(&self, pid: u32) -> Option<u32> {
+        let s = fs::read_to_string(self.root.join(format!("{pid}/stat"))).ok()?;
+        parse_stat_ppid(&s)
+    }
+
+    /// Processes whose `comm` equals `name` (the kernel cuts comm to 15 bytes, so a longer
+    /// name matches on its first 15 bytes).
+    pub fn pids_by_comm(&self, name: &str) -> Vec<u32> {
+        let want: String = name.chars().take(15).collect();
+        self.pids().into_iter().filter(|&p| self.comm(p).is_some_and(|c| c == want)).collect()
+    }
+
+    /// `pids` and all their descendants.
+    pub fn with_descendants(&self, pids: &BTreeSet<u32>) -> BTreeSet<u32> {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for p in self.pids() {
+            if let Some(pp) = self.ppid(p) {
+                children.entry(pp).or_default().push(p);
+            }
+        }
+        let mut out = pids.clone();
+        let mut stack: Vec<u32> = pids.iter().copied().collect();
+        while let Some(p) = stack.pop() {
+            for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+                if out.insert(c) {
+                    stack.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    /// Socket inodes of a process, with their fd numbers.
+    pub fn socket_fds(&self, pid: u32) -> Vec<(u32, u64)> {
+        let Ok(dir) = fs::read_dir(self.root.join(format!("{pid}/fd"))) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| {
+            let e = e.ok()?;
+            let fd: u32 = e.file_name().to_str()?.parse().ok()?;
+            let link = fs::read_link(e.path()).ok()?;
+            Some((fd, parse_socket_link(link.to_str()?)?))
+        })
+        .collect()
+    }
+
+    /// TCP sockets (IPv4 and IPv6) in the network namespace of `pid`.
+    pub fn tcp_sockets(&self, pid: u32) -> Vec<TcpSocket> {
+        let mut out = Vec::new();
+        for (file, v6) in [("tcp", false), ("tcp6", true)] {
+            let path = self.root.join(format!("{pid}/net/{file}"));
+            if let Ok(text) = fs::read_to_string(path) {
+                out.extend(parse_net_tcp(&text, v6));
+            }
+        }
+        out
+    }
+
+    /// Processes with a socket listening on `port`.
+    pub fn pids_listening_on(&self, port: u16) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut checked_ns: HashSet<PathBuf> = HashSet::new();
+        let mut inodes: HashSet<u64> = HashSet::new();
+        for pid in self.pids() {
+            // Processes in one network namespace share the table; read it once per namespace.
+            let ns = fs::read_link(self.root.join(format!("{pid}/ns/net")))
+                .unwrap_or_else(|_| PathBuf::from(format!("pid:{pid}")));
+            if checked_ns.insert(ns) {
+                inodes.extend(
+                    self.tcp_sockets(pid)
+                        .into_iter()
+                        .filter(|s| s.state == TCP_LISTEN && s.local.port() == port)
+                        .map(|s| s.inode),
+                );
+            }
+        }
+        if inodes.is_empty() {
+            return out;
+        }
+        for pid in self.pids() {
+            if self.socket_fds(pid).iter().any(|(_, ino)| inodes.contains(ino)) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// Sockets `pid` has open now, with their TCP entries where they are TCP.
+    pub fn open_sockets(&self, pid: u32) -> Vec<OpenSocket> {
+        let tcp: HashMap<u64, TcpSocket> =
+            self.tcp_sockets(pid).into_iter().map(|s| (s.inode, s)).collect();
+        self.socket_fds(pid)
+            .into_iter()
+            .map(|(fd, inode)| OpenSocket { fd, inode, tcp: tcp.get(&inode).copied() })
+            .collect()
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// `socket:[12345]` → 12345.
+pub fn parse_socket_link(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The ppid field of `/proc/PID/stat` (the comm field may contain spaces and parentheses).
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn parse_status_field(status: &str, field: &str) -> Option<u32> {
+    status.lines().find_map(|l| l.strip_prefix(field)?.trim().parse().ok())
+}
+
+/// Parses `/proc/net/tcp` or `/proc/net/tcp6`.
+pub fn parse_net_tcp(text: &str, v6: bool) -> Vec<TcpSocket> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let _slot = f.next()?;
+            let local = parse_hex_addr(f.next()?, v6)?;
+            let remote = parse_hex_addr(f.next()?, v6)?;
+            let state = u8::from_str_radix(f.next()?, 16).ok()?;
+            // tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+            let inode = f.nth(5)?.parse().ok()?;
+            Some(TcpSocket { local, remote, state, inode })
+        })
+        .collect()
+}
+
+/// `0100007F:1F90` (IPv4, as four native-endian u32 words for IPv6) → address.
+fn parse_hex_addr(s: &str, v6: bool) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip: IpAddr = if v6 {
+        if ip.len() != 32 {
+            return None;
+        }
+        let mut octets = [0u8; 16];
+        for (i, chunk) in octets.chunks_mut(4).enumerate() {
+            let word = u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok()?;
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        Ipv6Addr::from(octets).into()
+    } else {
+        let word = u32::from_str_radix(ip, 16).ok()?;
+        Ipv4Addr::from(word.to_le_bytes()).into()
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 31338 1 0000000000000000 20 4 30 10 -1
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+";
+
+    #[test]
+    fn parses_proc_net_tcp() {
+        let s = parse_net_tcp(TCP, false);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s[0].state, TCP_LISTEN);
+        assert_eq!(s[0].inode, 31337);
+        assert_eq!(s[1].remote, "127.0.0.1:54321".parse().unwrap());
+        let s6 = parse_net_tcp(TCP6, true);
+        assert_eq!(s6[0].local, "[::1]:8081".parse().unwrap());
+        assert_eq!(s6[0].inode, 4242);
+    }
+
+    #[test]
+    fn parses_stat_and_links() {
+        assert_eq!(parse_stat_ppid("123 (my (weird) proc) S 77 123 123 0"), Some(77));
+        assert_eq!(parse_stat_ppid("garbage"), None);
+        assert_eq!(parse_socket_link("socket:[991]"), Some(991));
+        assert_eq!(parse_socket_link("pipe:[991]"), None);
+    }
+
+    #[test]
+    fn reads_this_process_from_real_proc() {
+        let proc = Proc::default();
+        let me = std::process::id();
+        assert!(proc.exists(me));
+        assert_eq!(proc.tgid(me), Some(me));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(proc.pids_listening_on(port).contains(&me));
+        let socks = proc.open_sockets(me);
+        assert!(socks.iter().any(|s| s.tcp.is_some_and(|t| t.local.port() == port && t.state == TCP_LISTEN)));
+        assert!(proc.with_descendants(&BTreeSet::from([me])).contains(&me));
+    }
+}

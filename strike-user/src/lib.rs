@@ -1,0 +1,14 @@
+//! Strike's userspace: capture → stream → protocol → llm → tokens → output.
+//!
+//! See `docs/ARCHITECTURE.md` for the stages and the data flow between them.
+
+pub mod capture;
+pub mod conn;
+pub mod llm;
+pub mod output;
+pub mod pipeline;
+pub mod protocol;
+pub mod record;
+pub mod stream;
+pub mod telemetry;
+pub mod tokens;

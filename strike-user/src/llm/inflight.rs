@@ -1,0 +1,534 @@
+//! One request in flight: accumulates what the exchange events say and builds the
+//! [`RequestRecord`] when both sides are over.
+
+use bytes::{Bytes, BytesMut};
+
+use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo, Timings, Usage};
+use super::TrackerStats;
+use crate::conn::ConnInfo;
+use crate::protocol::exchange::EndReason;
+use crate::protocol::http::{RequestHead, ResponseHead};
+use crate::protocol::ndjson::NdjsonDecoder;
+use crate::protocol::sse::{SseDecoder, SseEvent};
+use crate::record::{Api, RequestRecord};
+use crate::tokens::{self, TokenInputs};
+
+#[derive(Debug)]
+enum BodyMode {
+    /// Not parsed (api "other", or no response yet).
+    Ignore,
+    /// Kept whole, parsed at the end.
+    Json,
+    Sse(SseDecoder),
+    Ndjson(NdjsonDecoder),
+}
+
+/// A request in flight.
+#[derive(Debug)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one exchange"
+)]
+pub(crate) struct InFlight {
+    pub seq: u64,
+    method: String,
+    path: String,
+    api: Api,
+    dialect: Dialect,
+    start_ns: Option<u64>,
+    request_done: bool,
+    request_bytes: u64,
+    req_body: Vec<u8>,
+    req_body_over: bool,
+    req_info: Option<RequestInfo>,
+    status: Option<u16>,
+    response_head_ns: Option<u64>,
+    response_done: bool,
+    response_bytes: u64,
+    mode: BodyMode,
+    res_buf: BytesMut,
+    res_body_over: bool,
+    first_body_ns: Option<u64>,
+    end_ns: Option<u64>,
+    streamed: bool,
+    stream_events: u32,
+    content_events: u32,
+    content_count: u64,
+    content_bytes: u64,
+    first_content_ns: Option<u64>,
+    last_content_ns: Option<u64>,
+    itl_max_ns: u64,
+    response_id: Option<String>,
+    model: Option<String>,
+    finish_reasons: Vec<Option<String>>,
+    usage: Option<Usage>,
+    timings: Option<Timings>,
+    error: Option<ErrorInfo>,
+    response_parsed: bool,
+    client_disconnected: bool,
+    partial: Vec<&'static str>,
+}
+
+/// Most choices tracked for `finish_reasons`.
+const MAX_CHOICES: u32 = 128;
+
+impl InFlight {
+    pub fn new(seq: u64) -> Self {
+        Self {
+            seq,
+            method: String::new(),
+            path: String::new(),
+            api: Api::Other,
+            dialect: Dialect::OpenAi,
+            start_ns: None,
+            request_done: false,
+            request_bytes: 0,
+            req_body: Vec::new(),
+            req_body_over: false,
+            req_info: None,
+            status: None,
+            response_head_ns: None,
+            response_done: false,
+            response_bytes: 0,
+            mode: BodyMode::Ignore,
+            res_buf: BytesMut::new(),
+            res_body_over: false,
+            first_body_ns: None,
+            end_ns: None,
+            streamed: false,
+            stream_events: 0,
+            content_events: 0,
+            content_count: 0,
+            content_bytes: 0,
+            first_content_ns: None,
+            last_content_ns: None,
+            itl_max_ns: 0,
+            response_id: None,
+            model: None,
+            finish_reasons: Vec::new(),
+            usage: None,
+            timings: None,
+            error: None,
+            response_parsed: false,
+            client_disconnected: false,
+            partial: Vec::new(),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.request_done && self.response_done
+    }
+
+    fn mark_partial(&mut self, reason: &'static str) {
+        if !self.partial.contains(&reason) {
+            self.partial.push(reason);
+        }
+    }
+
+    pub fn request_head(&mut self, start_ns: u64, head: &RequestHead) {
+        self.start_ns = Some(start_ns);
+        self.method.clone_from(&head.method);
+        self.path = head.path.chars().take(2048).collect();
+        (self.api, self.dialect) = openai::classify(&head.method, &head.path);
+    }
+
+    pub fn request_body(&mut self, data: &Bytes, max: usize, stats: &mut TrackerStats) {
+        if self.api == Api::Other || self.req_body_over {
+            return;
+        }
+        if self.req_body.len().saturating_add(data.len()) > max {
+            self.req_body_over = true;
+            self.req_body = Vec::new();
+            stats.bodies_over_limit = stats.bodies_over_limit.saturating_add(1);
+            self.mark_partial("request_body_over_limit");
+            return;
+        }
+        self.req_body.extend_from_slice(data);
+    }
+
+    pub fn request_end(&mut self, wire: u64, stats: &mut TrackerStats) {
+        self.request_done = true;
+        self.request_bytes = wire;
+        if self.api != Api::Other && !self.req_body_over {
+            match openai::parse_request(self.api, self.dialect, &self.req_body) {
+                Ok(info) => self.req_info = Some(info),
+                Err(e) => {
+                    tracing::debug!(error = %e, "request body");
+                    stats.json_errors = stats.json_errors.saturating_add(1);
+                }
+            }
+        }
+        self.req_body = Vec::new();
+    }
+
+    pub fn request_abort(&mut self, ts_ns: u64, wire: u64, reason: EndReason) {
+        if self.start_ns.is_none() {
+            self.start_ns = Some(ts_ns);
+        }
+        self.request_done = true;
+        self.request_bytes = wire;
+        self.req_body = Vec::new();
+        self.note_reason(reason, "request_");
+    }
+
+    fn note_reason(&mut self, reason: EndReason, side: &'static str) {
+        match reason {
+            EndReason::ClientDisconnected => self.client_disconnected = true,
+            EndReason::Gap => self.mark_partial(if side == "request_" {
+                "request_gap"
+            } else {
+                "response_gap"
+            }),
+            EndReason::CaptureStart => self.mark_partial("capture_started_mid_request"),
+            other => self.mark_partial(other.as_str()),
+        }
+    }
+
+    pub fn response_head(&mut self, ts_ns: u64, head: &ResponseHead) {
+        self.status = Some(head.status);
+        self.response_head_ns = Some(ts_ns);
+        // A request not seen (empty method) may still have an LLM response worth parsing.
+        if self.api == Api::Other && !self.method.is_empty() {
+            return;
+        }
+        let ct = head.content_type.as_deref().unwrap_or_default();
+        self.mode = if ct.contains("text/event-stream") {
+            self.streamed = true;
+            BodyMode::Sse(SseDecoder::default())
+        } else if ct.contains("ndjson") {
+            self.streamed = true;
+            BodyMode::Ndjson(NdjsonDecoder::default())
+        } else {
+            BodyMode::Json
+        };
+    }
+
+    pub fn response_body(
+        &mut self,
+        ts_ns: u64,
+        data: &Bytes,
+        max: usize,
+        stats: &mut TrackerStats,
+    ) {
+        if self.first_body_ns.is_none() && !data.is_empty() {
+            self.first_body_ns = Some(ts_ns);
+        }
+        self.end_ns = Some(ts_ns);
+        match self.mode {
+            BodyMode::Ignore => {}
+            BodyMode::Json => {
+                if self.res_body_over {
+                    return;
+                }
+                if self.res_buf.len().saturating_add(data.len()) > max {
+                    self.res_body_over = true;
+                    self.res_buf = BytesMut::new();
+                    stats.bodies_over_limit = stats.bodies_over_limit.saturating_add(1);
+                    self.mark_partial("response_body_over_limit");
+                    return;
+                }
+                self.res_buf.extend_from_slice(data);
+            }
+            BodyMode::Sse(_) | BodyMode::Ndjson(_) => {
+                self.res_buf.extend_from_slice(data);
+                self.drain_stream(ts_ns, false, stats);
+            }
+        }
+    }
+
+    fn drain_stream(&mut self, ts_ns: u64, end: bool, stats: &mut TrackerStats) {
+        let mut mode = std::mem::replace(&mut self.mode, BodyMode::Ignore);
+        match &mut mode {
+            BodyMode::Sse(dec) => {
+                loop {
+                    match dec.decode(&mut self.res_buf) {
+                        Ok(Some(ev)) => self.sse_event(ts_ns, &ev, stats),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "sse");
+                            stats.sse_errors = stats.sse_errors.saturating_add(1);
+                        }
+                    }
+                }
+                if end {
+                    if let Some(ev) = dec.finish() {
+                        self.sse_event(ts_ns, &ev, stats);
+                    }
+                }
+            }
+            BodyMode::Ndjson(dec) => {
+                loop {
+                    match dec.decode(&mut self.res_buf) {
+                        Ok(Some(line)) => self.stream_json(ts_ns, &line, stats),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "ndjson");
+                            stats.ndjson_errors = stats.ndjson_errors.saturating_add(1);
+                        }
+                    }
+                }
+                if end {
+                    if let Some(line) = dec.finish(&mut self.res_buf) {
+                        self.stream_json(ts_ns, &line, stats);
+                    }
+                }
+            }
+            BodyMode::Ignore | BodyMode::Json => {}
+        }
+        self.mode = mode;
+    }
+
+    fn sse_event(&mut self, ts_ns: u64, ev: &SseEvent, stats: &mut TrackerStats) {
+        if ev.data.trim() == "[DONE]" {
+            self.stream_events = self.stream_events.saturating_add(1);
+            return;
+        }
+        let before = self.stream_events;
+        self.stream_json(ts_ns, ev.data.as_bytes(), stats);
+        if ev.event.as_deref() == Some("error") && self.error.is_none() {
+            self.error = Some(ErrorInfo {
+                kind: "stream_error".to_owned(),
+                message: None,
+            });
+        }
+        if self.stream_events == before {
+            self.stream_events = self.stream_events.saturating_add(1);
+        }
+    }
+
+    fn stream_json(&mut self, ts_ns: u64, data: &[u8], stats: &mut TrackerStats) {
+        self.stream_events = self.stream_events.saturating_add(1);
+        match openai::parse_response(data) {
+            Ok(info) => self.merge(ts_ns, info, true),
+            Err(e) => {
+                tracing::debug!(error = %e, "stream event");
+                stats.json_errors = stats.json_errors.saturating_add(1);
+            }
+        }
+    }
+
+    fn merge(&mut self, ts_ns: u64, info: ResponseInfo, streaming: bool) {
+        self.response_parsed = true;
+        if self.response_id.is_none() {
+            self.response_id = info.id.filter(|id| !id.is_empty());
+        }
+        if self.model.is_none() {
+            self.model = info.model;
+        }
+        if info.content_choices > 0 {
+            self.content_count = self
+                .content_count
+                .saturating_add(u64::from(info.content_choices));
+            self.content_bytes = self.content_bytes.saturating_add(info.content_bytes);
+            if streaming {
+                self.content_events = self.content_events.saturating_add(1);
+                if let Some(last) = self.last_content_ns {
+                    self.itl_max_ns = self.itl_max_ns.max(ts_ns.saturating_sub(last));
+                }
+                if self.first_content_ns.is_none() {
+                    self.first_content_ns = Some(ts_ns);
+                }
+                self.last_content_ns = Some(ts_ns);
+            }
+        }
+        for (index, reason) in info.finish_reasons {
+            if index >= MAX_CHOICES {
+                continue;
+            }
+            let i = index as usize;
+            if self.finish_reasons.len() <= i {
+                self.finish_reasons.resize(i + 1, None);
+            }
+            if let Some(slot) = self.finish_reasons.get_mut(i) {
+                *slot = Some(reason);
+            }
+        }
+        if info.usage.is_some() {
+            self.usage = info.usage;
+        }
+        if info.timings.is_some() {
+            self.timings = info.timings;
+        }
+        if self.error.is_none() {
+            self.error = info.error;
+        }
+    }
+
+    pub fn response_end(&mut self, ts_ns: u64, wire: u64, stats: &mut TrackerStats) {
+        self.response_done = true;
+        self.response_bytes = wire;
+        self.end_ns = Some(ts_ns);
+        self.finish_body(ts_ns, stats);
+    }
+
+    fn finish_body(&mut self, ts_ns: u64, stats: &mut TrackerStats) {
+        match self.mode {
+            BodyMode::Json => {
+                if !self.res_body_over && !self.res_buf.is_empty() {
+                    match openai::parse_response(&self.res_buf) {
+                        Ok(info) => self.merge(ts_ns, info, false),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "response body");
+                            stats.json_errors = stats.json_errors.saturating_add(1);
+                        }
+                    }
+                }
+            }
+            BodyMode::Sse(_) | BodyMode::Ndjson(_) => self.drain_stream(ts_ns, true, stats),
+            BodyMode::Ignore => {}
+        }
+        self.mode = BodyMode::Ignore;
+        self.res_buf = BytesMut::new();
+    }
+
+    pub fn response_abort(
+        &mut self,
+        ts_ns: u64,
+        wire: u64,
+        reason: EndReason,
+        stats: &mut TrackerStats,
+    ) {
+        self.response_done = true;
+        if wire > self.response_bytes {
+            self.response_bytes = wire;
+        }
+        // Streamed events seen so far still count; a truncated JSON body will not parse.
+        if matches!(self.mode, BodyMode::Sse(_) | BodyMode::Ndjson(_)) {
+            self.finish_body(ts_ns, stats);
+        }
+        self.mode = BodyMode::Ignore;
+        self.res_buf = BytesMut::new();
+        self.note_reason(reason, "response_");
+    }
+
+    /// Builds the record.
+    pub fn into_record(self, conn: &ConnInfo, clock_offset_ns: i64) -> RequestRecord {
+        let req = self.req_info.clone().unwrap_or_default();
+        let counts = tokens::decide(&TokenInputs {
+            api: Some(self.api),
+            usage: self.usage,
+            timings: self.timings,
+            streamed: self.streamed,
+            stream_content_count: self.content_count,
+            text_bytes: self.content_bytes,
+            response_seen: self.response_parsed && self.status.is_some_and(|s| s < 400),
+            // A rejected request processed no prompt: no estimate.
+            request_seen: self.req_info.is_some() && self.status.is_none_or(|s| s < 400),
+            prompt_bytes: req.prompt_bytes,
+            prompt_token_ids: req.prompt_token_ids,
+        });
+        let start_ns = self.start_ns.unwrap_or_default();
+        let first_token_ns = if self.streamed {
+            self.first_content_ns
+        } else if self.api == Api::Other {
+            None
+        } else {
+            self.first_body_ns
+        };
+        let tpot_ms = match (
+            self.streamed,
+            self.first_content_ns,
+            self.last_content_ns,
+            counts.output,
+        ) {
+            (true, Some(first), Some(last), Some(n)) if n >= 2 => {
+                Some(ns_to_ms(last.saturating_sub(first)) / u64_to_f64(n - 1))
+            }
+            _ => None,
+        };
+        let itl_mean_ms = match (self.first_content_ns, self.last_content_ns) {
+            (Some(first), Some(last)) if self.content_events >= 2 => {
+                Some(ns_to_ms(last.saturating_sub(first)) / f64::from(self.content_events - 1))
+            }
+            _ => None,
+        };
+        let error = if let Some(e) = &self.error {
+            Some(e.kind.clone())
+        } else if self.client_disconnected {
+            Some("client_disconnected".to_owned())
+        } else {
+            self.status
+                .filter(|s| *s >= 400)
+                .map(|s| format!("http_{s}"))
+        };
+        let partial_reason = (!self.partial.is_empty()).then(|| self.partial.join(","));
+        RequestRecord {
+            request_id: uuid::Uuid::now_v7().to_string(),
+            response_id: self.response_id,
+            pid: conn.key.tgid,
+            comm: conn.comm.clone(),
+            conn_id: conn.key.conn_id,
+            peer: conn.peer.map(|p| p.to_string()),
+            method: self.method,
+            path: self.path,
+            status: self.status,
+            api: self.api,
+            model: self.model.or_else(|| req.model.clone()),
+            request_model: req.model,
+            stream: self.streamed || (self.status.is_none() && req.stream == Some(true)),
+            include_usage: req.include_usage,
+            n: req.n,
+            max_tokens: req.max_tokens,
+            input_tokens: counts.input,
+            output_tokens: counts.output,
+            cached_input_tokens: counts.cached,
+            token_source: counts.source,
+            input_token_source: counts.input_source,
+            output_token_source: counts.output_source,
+            start: wall_clock(start_ns, clock_offset_ns),
+            ttft_ms: first_token_ns
+                .and_then(|t| t.checked_sub(start_ns))
+                .map(ns_to_ms),
+            e2e_ms: self
+                .end_ns
+                .and_then(|t| t.checked_sub(start_ns))
+                .map(ns_to_ms),
+            tpot_ms,
+            itl_mean_ms,
+            itl_max_ms: (self.content_events >= 2).then(|| ns_to_ms(self.itl_max_ns)),
+            stream_events: self.stream_events,
+            content_events: self.content_events,
+            request_bytes: self.request_bytes,
+            response_bytes: self.response_bytes,
+            finish_reason: self.finish_reasons.first().cloned().flatten(),
+            finish_reasons: self.finish_reasons,
+            error,
+            error_message: self.error.and_then(|e| e.message),
+            partial: !self.partial.is_empty(),
+            partial_reason,
+            start_ns,
+            response_head_ns: self.response_head_ns,
+            first_token_ns,
+            last_token_ns: self.last_content_ns,
+            end_ns: self.end_ns,
+        }
+    }
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "durations in ns fit f64's 53 bits for 104 days"
+)]
+fn ns_to_ms(ns: u64) -> f64 {
+    ns as f64 / 1_000_000.0
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "token counts are far below 2^53"
+)]
+fn u64_to_f64(n: u64) -> f64 {
+    n as f64
+}
+
+/// RFC 3339 with nanoseconds of a monotonic timestamp.
+pub(crate) fn wall_clock(mono_ns: u64, offset_ns: i64) -> String {
+    let wall = i128::from(mono_ns).saturating_add(i128::from(offset_ns));
+    time::OffsetDateTime::from_unix_timestamp_nanos(wall)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

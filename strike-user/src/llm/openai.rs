@@ -1,0 +1,423 @@
+//! OpenAI-compatible API semantics (and Ollama's native `/api/*`): which API a request
+//! uses, what its JSON body asks for, and what a response body or stream event says.
+//! Lenient by design: unknown fields are ignored, a field of an unexpected type is absent.
+
+use serde_json::{Map, Value};
+
+use crate::record::Api;
+
+/// Wire dialect of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Ollama,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("body is not valid JSON")]
+    Json {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("JSON body is not an object")]
+    NotObject,
+}
+
+/// Classifies a request by method and path (query string ignored).
+pub fn classify(method: &str, path: &str) -> (Api, Dialect) {
+    if !method.eq_ignore_ascii_case("POST") {
+        return (Api::Other, Dialect::OpenAi);
+    }
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let openai = path.strip_prefix("/v1").unwrap_or(path);
+    match openai {
+        "/chat/completions" => return (Api::ChatCompletions, Dialect::OpenAi),
+        "/completions" => return (Api::Completions, Dialect::OpenAi),
+        "/embeddings" => return (Api::Embeddings, Dialect::OpenAi),
+        _ => {}
+    }
+    match path {
+        "/api/chat" => (Api::ChatCompletions, Dialect::Ollama),
+        "/api/generate" => (Api::Completions, Dialect::Ollama),
+        "/api/embed" | "/api/embeddings" => (Api::Embeddings, Dialect::Ollama),
+        _ => (Api::Other, Dialect::OpenAi),
+    }
+}
+
+/// What the request body asks for (the prompt itself is not kept, only its size).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub model: Option<String>,
+    pub stream: Option<bool>,
+    pub include_usage: Option<bool>,
+    pub n: Option<u64>,
+    pub max_tokens: Option<u64>,
+    /// Bytes of prompt text (message contents, `prompt`, `input`, `system`).
+    pub prompt_bytes: u64,
+    /// Prompt items given as token ids (exact counts).
+    pub prompt_token_ids: u64,
+}
+
+fn object(data: &[u8]) -> Result<Map<String, Value>, LlmError> {
+    match serde_json::from_slice::<Value>(data) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(LlmError::NotObject),
+        Err(source) => Err(LlmError::Json { source }),
+    }
+}
+
+fn str_of(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Adds up text bytes and token ids found in a prompt-like value.
+fn measure_prompt(v: &Value, info: &mut RequestInfo, depth: u32) {
+    if depth > 8 {
+        return;
+    }
+    match v {
+        Value::String(s) => info.prompt_bytes = info.prompt_bytes.saturating_add(s.len() as u64),
+        Value::Number(_) => info.prompt_token_ids = info.prompt_token_ids.saturating_add(1),
+        Value::Array(items) => {
+            for item in items {
+                measure_prompt(item, info, depth + 1);
+            }
+        }
+        Value::Object(map) => {
+            // Chat message parts: {"type":"text","text":"..."}; messages: {"content": ...}.
+            for key in ["content", "text"] {
+                if let Some(inner) = map.get(key) {
+                    measure_prompt(inner, info, depth + 1);
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) => {}
+    }
+}
+
+/// Parses a request body.
+pub fn parse_request(api: Api, dialect: Dialect, body: &[u8]) -> Result<RequestInfo, LlmError> {
+    let map = object(body)?;
+    let mut info = RequestInfo {
+        model: str_of(map.get("model")),
+        stream: map.get("stream").and_then(Value::as_bool),
+        include_usage: map
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool),
+        n: map.get("n").and_then(Value::as_u64),
+        max_tokens: map
+            .get("max_completion_tokens")
+            .and_then(Value::as_u64)
+            .or_else(|| map.get("max_tokens").and_then(Value::as_u64))
+            .or_else(|| {
+                map.get("options")
+                    .and_then(|o| o.get("num_predict"))
+                    .and_then(Value::as_u64)
+            }),
+        ..RequestInfo::default()
+    };
+    if dialect == Dialect::Ollama && info.stream.is_none() && api != Api::Embeddings {
+        info.stream = Some(true); // Ollama streams unless told not to.
+    }
+    for key in ["messages", "prompt", "input", "system", "suffix"] {
+        if let Some(v) = map.get(key) {
+            measure_prompt(v, &mut info, 0);
+        }
+    }
+    Ok(info)
+}
+
+/// Token counts reported by the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+}
+
+/// llama.cpp's `timings` object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Prompt tokens evaluated (not taken from the cache).
+    pub prompt_n: Option<u64>,
+    pub predicted_n: Option<u64>,
+    /// Prompt tokens taken from the cache.
+    pub cache_n: Option<u64>,
+}
+
+/// An error reported in a body or event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// `type`, else `code`, else "error".
+    pub kind: String,
+    pub message: Option<String>,
+}
+
+/// What one response body or stream event says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponseInfo {
+    pub id: Option<String>,
+    pub model: Option<String>,
+    /// Choices that carry content (text, reasoning or tool calls) in this body/event.
+    pub content_choices: u32,
+    /// Bytes of generated text (content, text, reasoning) in this body/event.
+    pub content_bytes: u64,
+    /// `(choice index, finish_reason)` for each choice that has one.
+    pub finish_reasons: Vec<(u32, String)>,
+    pub usage: Option<Usage>,
+    pub timings: Option<Timings>,
+    pub error: Option<ErrorInfo>,
+}
+
+fn nonempty_str(v: Option<&Value>) -> Option<usize> {
+    v.and_then(Value::as_str)
+        .map(str::len)
+        .filter(|len| *len > 0)
+}
+
+/// Content of a `delta`/`message` object: (bytes of text, carries content).
+fn message_content(msg: &Map<String, Value>) -> (u64, bool) {
+    let mut bytes = 0u64;
+    let mut has = false;
+    for key in ["content", "reasoning_content", "reasoning", "thinking"] {
+        match msg.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => {
+                bytes = bytes.saturating_add(s.len() as u64);
+                has = true;
+            }
+            Some(Value::Array(parts)) if !parts.is_empty() => {
+                for p in parts {
+                    if let Some(n) = nonempty_str(p.get("text")) {
+                        bytes = bytes.saturating_add(n as u64);
+                        has = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    match msg.get("tool_calls") {
+        Some(Value::Array(calls)) if !calls.is_empty() => {
+            has = true;
+            for c in calls {
+                if let Some(n) = nonempty_str(c.get("function").and_then(|f| f.get("arguments"))) {
+                    bytes = bytes.saturating_add(n as u64);
+                }
+            }
+        }
+        _ => {}
+    }
+    (bytes, has)
+}
+
+fn parse_error(v: &Value) -> ErrorInfo {
+    match v {
+        Value::Object(e) => {
+            let kind = e
+                .get("type")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .or_else(|| match e.get("code") {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "error".to_owned());
+            ErrorInfo {
+                kind,
+                message: str_of(e.get("message")).map(truncate_message),
+            }
+        }
+        Value::String(s) => ErrorInfo {
+            kind: "error".to_owned(),
+            message: Some(truncate_message(s.clone())),
+        },
+        _ => ErrorInfo {
+            kind: "error".to_owned(),
+            message: None,
+        },
+    }
+}
+
+fn truncate_message(mut s: String) -> String {
+    if let Some((i, _)) = s.char_indices().nth(256) {
+        s.truncate(i);
+    }
+    s
+}
+
+/// Parses one response body (non-streaming) or one stream event (SSE `data`, NDJSON line).
+pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
+    let map = object(data)?;
+    let mut info = ResponseInfo {
+        id: str_of(map.get("id")),
+        model: str_of(map.get("model")),
+        ..ResponseInfo::default()
+    };
+    if let Some(Value::Array(choices)) = map.get("choices") {
+        for (pos, choice) in choices.iter().enumerate() {
+            let Some(choice) = choice.as_object() else {
+                continue;
+            };
+            let index = choice
+                .get("index")
+                .and_then(Value::as_u64)
+                .and_then(|i| u32::try_from(i).ok())
+                .unwrap_or_else(|| u32::try_from(pos).unwrap_or(u32::MAX));
+            let mut bytes = 0u64;
+            let mut has = false;
+            for key in ["delta", "message"] {
+                if let Some(Value::Object(msg)) = choice.get(key) {
+                    let (b, h) = message_content(msg);
+                    bytes = bytes.saturating_add(b);
+                    has |= h;
+                }
+            }
+            if let Some(n) = nonempty_str(choice.get("text")) {
+                bytes = bytes.saturating_add(n as u64);
+                has = true;
+            }
+            if has {
+                info.content_choices = info.content_choices.saturating_add(1);
+                info.content_bytes = info.content_bytes.saturating_add(bytes);
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                info.finish_reasons.push((index, reason.to_owned()));
+            }
+        }
+    }
+    // Ollama native: message / response / thinking at the top level.
+    if let Some(Value::Object(msg)) = map.get("message") {
+        let (b, h) = message_content(msg);
+        if h {
+            info.content_choices = info.content_choices.saturating_add(1);
+            info.content_bytes = info.content_bytes.saturating_add(b);
+        }
+    }
+    let mut top = 0u64;
+    for key in ["response", "thinking"] {
+        if let Some(n) = nonempty_str(map.get(key)) {
+            top = top.saturating_add(n as u64);
+        }
+    }
+    if top > 0 {
+        info.content_choices = info.content_choices.saturating_add(1);
+        info.content_bytes = info.content_bytes.saturating_add(top);
+    }
+    if let Some(reason) = map.get("done_reason").and_then(Value::as_str) {
+        info.finish_reasons.push((0, reason.to_owned()));
+    }
+    if let Some(Value::Object(u)) = map.get("usage") {
+        info.usage = Some(Usage {
+            prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64),
+            completion_tokens: u.get("completion_tokens").and_then(Value::as_u64),
+            cached_tokens: u
+                .get("prompt_tokens_details")
+                .and_then(|d| d.get("cached_tokens"))
+                .and_then(Value::as_u64),
+        });
+    } else if map.contains_key("prompt_eval_count") || map.contains_key("eval_count") {
+        info.usage = Some(Usage {
+            prompt_tokens: map.get("prompt_eval_count").and_then(Value::as_u64),
+            completion_tokens: map.get("eval_count").and_then(Value::as_u64),
+            cached_tokens: None,
+        });
+    }
+    if let Some(Value::Object(t)) = map.get("timings") {
+        info.timings = Some(Timings {
+            prompt_n: t.get("prompt_n").and_then(Value::as_u64),
+            predicted_n: t.get("predicted_n").and_then(Value::as_u64),
+            cache_n: t.get("cache_n").and_then(Value::as_u64),
+        });
+    }
+    if let Some(e) = map.get("error").filter(|e| !e.is_null()) {
+        info.error = Some(parse_error(e));
+    } else if map.get("object").and_then(Value::as_str) == Some("error") {
+        // Older vLLM: the error fields at the top level.
+        info.error = Some(parse_error(&Value::Object(map)));
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_paths() {
+        assert_eq!(
+            classify("POST", "/v1/chat/completions").0,
+            Api::ChatCompletions
+        );
+        assert_eq!(
+            classify("POST", "/chat/completions?x=1").0,
+            Api::ChatCompletions
+        );
+        assert_eq!(classify("POST", "/v1/completions").0, Api::Completions);
+        assert_eq!(classify("POST", "/embeddings").0, Api::Embeddings);
+        assert_eq!(
+            classify("POST", "/api/chat"),
+            (Api::ChatCompletions, Dialect::Ollama)
+        );
+        assert_eq!(classify("GET", "/v1/chat/completions").0, Api::Other);
+        assert_eq!(classify("GET", "/health").0, Api::Other);
+        assert_eq!(classify("POST", "/v1/models").0, Api::Other);
+    }
+
+    #[test]
+    fn request_fields() {
+        let body = br#"{"model":"llama","stream":true,"stream_options":{"include_usage":true},"n":2,"max_tokens":50,"max_completion_tokens":64,"messages":[{"role":"user","content":"Hello there"},{"role":"user","content":[{"type":"text","text":"abcd"}]}]}"#;
+        let info = parse_request(Api::ChatCompletions, Dialect::OpenAi, body).unwrap();
+        assert_eq!(info.model.as_deref(), Some("llama"));
+        assert_eq!(info.stream, Some(true));
+        assert_eq!(info.include_usage, Some(true));
+        assert_eq!(info.n, Some(2));
+        assert_eq!(info.max_tokens, Some(64));
+        assert_eq!(info.prompt_bytes, 15);
+        let info =
+            parse_request(Api::Completions, Dialect::OpenAi, br#"{"prompt":[1,2,3]}"#).unwrap();
+        assert_eq!(info.prompt_token_ids, 3);
+        assert!(parse_request(Api::Completions, Dialect::OpenAi, b"[1]").is_err());
+    }
+
+    #[test]
+    fn role_only_chunk_has_no_content() {
+        let ev = br#"{"id":"chatcmpl-1","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#;
+        let info = parse_response(ev).unwrap();
+        assert_eq!(info.content_choices, 0);
+        assert_eq!(info.id.as_deref(), Some("chatcmpl-1"));
+        assert!(info.finish_reasons.is_empty());
+    }
+
+    #[test]
+    fn content_tool_calls_usage_timings_errors() {
+        let info = parse_response(br#"{"choices":[{"index":0,"delta":{"content":"Hi"}},{"index":1,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":3}},"timings":{"prompt_n":2,"predicted_n":7,"cache_n":3}}"#).unwrap();
+        assert_eq!(info.content_choices, 2);
+        assert_eq!(info.finish_reasons, vec![(1, "tool_calls".to_owned())]);
+        assert_eq!(
+            info.usage,
+            Some(Usage {
+                prompt_tokens: Some(5),
+                completion_tokens: Some(7),
+                cached_tokens: Some(3)
+            })
+        );
+        assert_eq!(info.timings.unwrap().cache_n, Some(3));
+        let e = parse_response(
+            br#"{"error":{"message":"boom","type":"InternalServerError","code":500}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.error.unwrap().kind, "InternalServerError");
+        let e = parse_response(
+            br#"{"object":"error","message":"bad","type":"BadRequestError","code":400}"#,
+        )
+        .unwrap();
+        assert_eq!(e.error.unwrap().kind, "BadRequestError");
+        let e = parse_response(br#"{"error":{"code":"context_length_exceeded"}}"#).unwrap();
+        assert_eq!(e.error.unwrap().kind, "context_length_exceeded");
+    }
+}

@@ -1,0 +1,181 @@
+//! Bodies of the fuzz targets (`fuzz/`), kept here so a normal test can run them too.
+
+use bytes::{Bytes, BytesMut};
+
+use super::http::{RequestDecoder, ResponseDecoder};
+use super::ndjson::NdjsonDecoder;
+use super::sse::SseDecoder;
+use crate::conn::{ConnInfo, ConnKey, Direction, Role, StreamEvent};
+use crate::llm::{RequestTracker, TrackerConfig};
+
+/// Splits `data` into pieces: the first byte of the input picks piece sizes.
+fn pieces(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let (seed, rest) = data.split_first().map_or((7u8, data), |(s, r)| (*s, r));
+    let step = usize::from(seed % 17) + 1;
+    rest.chunks(step)
+}
+
+/// Request decoder over arbitrary bytes, fed in pieces.
+pub fn fuzz_entry_request(data: &[u8]) {
+    let mut dec = RequestDecoder::new(1024);
+    let mut buf = BytesMut::new();
+    for piece in pieces(data) {
+        buf.extend_from_slice(piece);
+        for _ in 0..10_000 {
+            match dec.decode(&mut buf) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    dec.reset();
+                    buf.clear();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Response decoder over arbitrary bytes, fed in pieces.
+pub fn fuzz_entry_response(data: &[u8]) {
+    let mut dec = ResponseDecoder::new(1024);
+    dec.set_head_request(data.first().is_some_and(|b| b & 0x80 != 0));
+    let mut buf = BytesMut::new();
+    for piece in pieces(data) {
+        buf.extend_from_slice(piece);
+        for _ in 0..10_000 {
+            match dec.decode(&mut buf) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    dec.reset();
+                    buf.clear();
+                    break;
+                }
+            }
+        }
+    }
+    let _ = dec.finish();
+}
+
+/// SSE decoder over arbitrary bytes.
+pub fn fuzz_entry_sse(data: &[u8]) {
+    let mut dec = SseDecoder::new(256, 1024);
+    let mut buf = BytesMut::new();
+    for piece in pieces(data) {
+        buf.extend_from_slice(piece);
+        for _ in 0..10_000 {
+            match dec.decode(&mut buf) {
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => break,
+            }
+        }
+        assert!(buf.len() <= 256 + 17, "SSE buffer unbounded: {}", buf.len());
+    }
+    let _ = dec.finish();
+}
+
+/// NDJSON framer over arbitrary bytes.
+pub fn fuzz_entry_ndjson(data: &[u8]) {
+    let mut dec = NdjsonDecoder::new(256);
+    let mut buf = BytesMut::new();
+    for piece in pieces(data) {
+        buf.extend_from_slice(piece);
+        for _ in 0..10_000 {
+            match dec.decode(&mut buf) {
+                Ok(Some(_)) | Err(_) => {}
+                Ok(None) => break,
+            }
+        }
+    }
+    let _ = dec.finish(&mut buf);
+}
+
+/// `OpenAI` request/response JSON parsing.
+pub fn fuzz_entry_openai_event(data: &[u8]) {
+    let _ = crate::llm::openai::parse_response(data);
+    let _ = crate::llm::openai::parse_request(
+        crate::record::Api::ChatCompletions,
+        crate::llm::openai::Dialect::OpenAi,
+        data,
+    );
+    if let Ok(text) = std::str::from_utf8(data) {
+        let (method, path) = text.split_once(' ').unwrap_or((text, ""));
+        let _ = crate::llm::openai::classify(method, path);
+    }
+}
+
+/// The tracker fed an event sequence decoded from bytes: each op byte picks an event for
+/// one of two connections; Data takes a length byte and that many bytes.
+pub fn fuzz_entry_tracker(data: &[u8]) {
+    let mut tracker = RequestTracker::new(TrackerConfig {
+        max_body_bytes: 512,
+        max_connections: 2,
+        idle_timeout_ns: 1000,
+        ..TrackerConfig::default()
+    });
+    let mut out = Vec::new();
+    let mut ts = 0u64;
+    let mut i = 0usize;
+    while let Some(&op) = data.get(i) {
+        i += 1;
+        ts = ts.saturating_add(u64::from(op >> 4) * 10);
+        let key = ConnKey {
+            tgid: 1,
+            conn_id: u64::from(op & 1),
+        };
+        let dir = if op & 2 == 0 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
+        let ev = match (op >> 2) % 8 {
+            0 => StreamEvent::Open(ConnInfo {
+                key,
+                comm: "fuzz".to_owned(),
+                role: match op >> 5 {
+                    0..=2 => Role::Server,
+                    3..=5 => Role::Client,
+                    _ => Role::Unknown,
+                },
+                peer: None,
+                opened_ns: ts,
+                preexisting: op & 0x10 != 0,
+            }),
+            5 => StreamEvent::Gap {
+                key,
+                dir,
+                ts_ns: ts,
+                missing: 1,
+            },
+            6 => StreamEvent::Eof { key, ts_ns: ts },
+            7 => {
+                if op & 0x80 != 0 {
+                    tracker.evict_idle(ts, &mut out);
+                    continue;
+                }
+                StreamEvent::Close { key, ts_ns: ts }
+            }
+            _ => {
+                let len = usize::from(data.get(i).copied().unwrap_or(0));
+                i += 1;
+                let end = i.saturating_add(len).min(data.len());
+                let bytes = Bytes::copy_from_slice(data.get(i..end).unwrap_or_default());
+                i = end;
+                StreamEvent::Data {
+                    key,
+                    dir,
+                    ts_ns: ts,
+                    bytes,
+                }
+            }
+        };
+        tracker.handle(ev, &mut out);
+    }
+    tracker.finish(&mut out);
+    let stats = tracker.stats();
+    assert_eq!(stats.connections_open, 0);
+    assert_eq!(stats.records, out.len() as u64);
+    for r in &out {
+        let _ = serde_json::to_string(r);
+    }
+}

@@ -1,0 +1,866 @@
+//! Incremental HTTP/1.1 message decoders (RFC 9112), without I/O.
+//!
+//! [`RequestDecoder`] and [`ResponseDecoder`] take bytes from a [`BytesMut`] and yield one
+//! [`RequestFrame`]/[`ResponseFrame`] per call: the head (parsed by `httparse`), body pieces
+//! as they arrive (chunked transfer coding already removed), then `End`. Heads larger than
+//! the configured limit are an error ([`HttpError::HeadTooLarge`]): the caller drops the
+//! message and resynchronises. Bodies are never buffered here: each `Body` frame is the
+//! bytes available now.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Default bound on the size of a request or response head.
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields accepted in one head.
+const MAX_HEADERS: usize = 128;
+/// Bound on a chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Why bytes could not be decoded as HTTP/1.x.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("invalid HTTP head")]
+    Head {
+        #[source]
+        source: httparse::Error,
+    },
+    #[error("HTTP head larger than {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    #[error("invalid Content-Length header")]
+    BadContentLength,
+    #[error("request Transfer-Encoding does not end with chunked")]
+    BadTransferEncoding,
+    #[error("invalid chunk-size line")]
+    BadChunkSize,
+    #[error("chunk-size line longer than {limit} bytes")]
+    ChunkLineTooLong { limit: usize },
+    #[error("chunk data not followed by CRLF")]
+    BadChunkEnd,
+    #[error("trailer section larger than {limit} bytes")]
+    TrailersTooLarge { limit: usize },
+}
+
+impl HttpError {
+    /// A short stable name, for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HttpError::Head { .. } => "head",
+            HttpError::HeadTooLarge { .. } => "head_too_large",
+            HttpError::BadContentLength => "content_length",
+            HttpError::BadTransferEncoding => "transfer_encoding",
+            HttpError::BadChunkSize | HttpError::ChunkLineTooLong { .. } => "chunk_size",
+            HttpError::BadChunkEnd => "chunk_end",
+            HttpError::TrailersTooLarge { .. } => "trailers_too_large",
+        }
+    }
+}
+
+/// How the length of a message body is determined (RFC 9112 section 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body at all.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Everything until the connection closes (responses only).
+    UntilClose,
+}
+
+/// The parts of a request head that later stages use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// Request target as sent (path and query).
+    pub path: String,
+    /// HTTP/1.`minor`.
+    pub version_minor: u8,
+    pub content_type: Option<String>,
+    pub expect_continue: bool,
+    pub connection_close: bool,
+    pub body: BodyKind,
+    /// Bytes of the head, request line and final CRLF included.
+    pub head_len: usize,
+}
+
+/// The parts of a response head that later stages use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub version_minor: u8,
+    pub content_type: Option<String>,
+    pub connection_close: bool,
+    pub body: BodyKind,
+    pub head_len: usize,
+}
+
+impl ResponseHead {
+    /// A 1xx response other than 101: the final response is still to come.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+/// One decoded piece of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestFrame {
+    Head(RequestHead),
+    Body(Bytes),
+    End,
+}
+
+/// One decoded piece of a response. Interim (1xx) heads are returned as `Head` too, without
+/// `Body`/`End`; check [`ResponseHead::is_interim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseFrame {
+    Head(ResponseHead),
+    Body(Bytes),
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data { remaining: u64 },
+    DataEnd,
+    Trailers { seen: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    Length { remaining: u64 },
+    Chunked(ChunkState),
+    UntilClose,
+}
+
+enum BodyStep {
+    Data(Bytes),
+    Done,
+    NeedMore,
+}
+
+impl BodyState {
+    fn new(kind: BodyKind) -> Option<BodyState> {
+        match kind {
+            BodyKind::None | BodyKind::Length(0) => None,
+            BodyKind::Length(n) => Some(BodyState::Length { remaining: n }),
+            BodyKind::Chunked => Some(BodyState::Chunked(ChunkState::Size)),
+            BodyKind::UntilClose => Some(BodyState::UntilClose),
+        }
+    }
+
+    fn step(&mut self, buf: &mut BytesMut, max_trailers: usize) -> Result<BodyStep, HttpError> {
+        match self {
+            BodyState::Length { remaining } => {
+                if buf.is_empty() {
+                    return Ok(BodyStep::NeedMore);
+                }
+                let n = take_len(*remaining, buf.len());
+                let data = buf.split_to(n).freeze();
+                *remaining = remaining.saturating_sub(data.len() as u64);
+                if *remaining == 0 {
+                    // The next call reports Done; returning data first keeps one frame per call.
+                    *self = BodyState::Length { remaining: 0 };
+                }
+                Ok(BodyStep::Data(data))
+            }
+            BodyState::UntilClose => {
+                if buf.is_empty() {
+                    return Ok(BodyStep::NeedMore);
+                }
+                Ok(BodyStep::Data(buf.split().freeze()))
+            }
+            BodyState::Chunked(state) => step_chunked(state, buf, max_trailers),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, BodyState::Length { remaining: 0 })
+    }
+}
+
+fn take_len(remaining: u64, available: usize) -> usize {
+    usize::try_from(remaining).map_or(available, |r| r.min(available))
+}
+
+/// Finds the end of a line: returns (line length without CR/LF, bytes to consume).
+fn find_line(buf: &[u8]) -> Option<(usize, usize)> {
+    let lf = memchr::memchr(b'\n', buf)?;
+    let line_len = if lf > 0 && buf.get(lf - 1) == Some(&b'\r') {
+        lf - 1
+    } else {
+        lf
+    };
+    Some((line_len, lf + 1))
+}
+
+fn parse_chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+    let size_part = line.split(|b| *b == b';').next().unwrap_or_default();
+    let trimmed = size_part.trim_ascii();
+    if trimmed.is_empty() || trimmed.len() > 16 {
+        return Err(HttpError::BadChunkSize);
+    }
+    let text = std::str::from_utf8(trimmed).map_err(|_| HttpError::BadChunkSize)?;
+    u64::from_str_radix(text, 16).map_err(|_| HttpError::BadChunkSize)
+}
+
+fn step_chunked(
+    state: &mut ChunkState,
+    buf: &mut BytesMut,
+    max_trailers: usize,
+) -> Result<BodyStep, HttpError> {
+    loop {
+        match *state {
+            ChunkState::Size => {
+                let window = buf
+                    .get(..buf.len().min(MAX_CHUNK_LINE + 2))
+                    .unwrap_or_default();
+                let Some((line_len, consume)) = find_line(window) else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err(HttpError::ChunkLineTooLong {
+                            limit: MAX_CHUNK_LINE,
+                        });
+                    }
+                    return Ok(BodyStep::NeedMore);
+                };
+                let size = parse_chunk_size(window.get(..line_len).unwrap_or_default())?;
+                buf.advance(consume);
+                *state = if size == 0 {
+                    ChunkState::Trailers { seen: 0 }
+                } else {
+                    ChunkState::Data { remaining: size }
+                };
+            }
+            ChunkState::Data { remaining } => {
+                if buf.is_empty() {
+                    return Ok(BodyStep::NeedMore);
+                }
+                let n = take_len(remaining, buf.len());
+                let data = buf.split_to(n).freeze();
+                let left = remaining.saturating_sub(data.len() as u64);
+                *state = if left == 0 {
+                    ChunkState::DataEnd
+                } else {
+                    ChunkState::Data { remaining: left }
+                };
+                return Ok(BodyStep::Data(data));
+            }
+            ChunkState::DataEnd => match buf.first() {
+                None => return Ok(BodyStep::NeedMore),
+                Some(b'\n') => {
+                    buf.advance(1);
+                    *state = ChunkState::Size;
+                }
+                Some(b'\r') => match buf.get(1) {
+                    None => return Ok(BodyStep::NeedMore),
+                    Some(b'\n') => {
+                        buf.advance(2);
+                        *state = ChunkState::Size;
+                    }
+                    Some(_) => return Err(HttpError::BadChunkEnd),
+                },
+                Some(_) => return Err(HttpError::BadChunkEnd),
+            },
+            ChunkState::Trailers { seen } => {
+                let Some((line_len, consume)) = find_line(buf) else {
+                    if seen.saturating_add(buf.len()) > max_trailers {
+                        return Err(HttpError::TrailersTooLarge {
+                            limit: max_trailers,
+                        });
+                    }
+                    return Ok(BodyStep::NeedMore);
+                };
+                buf.advance(consume);
+                if line_len == 0 {
+                    return Ok(BodyStep::Done);
+                }
+                let seen = seen.saturating_add(consume);
+                if seen > max_trailers {
+                    return Err(HttpError::TrailersTooLarge {
+                        limit: max_trailers,
+                    });
+                }
+                *state = ChunkState::Trailers { seen };
+            }
+        }
+    }
+}
+
+/// Header values the decoders act on.
+#[derive(Default)]
+#[expect(clippy::struct_excessive_bools, reason = "one flag per header")]
+struct Framing {
+    content_length: Option<u64>,
+    /// Transfer-Encoding present; `chunked` when its last coding is chunked.
+    transfer_encoding: bool,
+    chunked: bool,
+    content_type: Option<String>,
+    expect_continue: bool,
+    connection_close: bool,
+}
+
+fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HttpError> {
+    let mut f = Framing::default();
+    for h in headers {
+        let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            for part in value.split(',') {
+                let n: u64 = part
+                    .trim()
+                    .parse()
+                    .map_err(|_| HttpError::BadContentLength)?;
+                if f.content_length.is_some_and(|prev| prev != n) {
+                    return Err(HttpError::BadContentLength);
+                }
+                f.content_length = Some(n);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            f.transfer_encoding = true;
+            // Only the last coding of the last header counts.
+            f.chunked = value
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            f.content_type = Some(value.to_ascii_lowercase());
+        } else if h.name.eq_ignore_ascii_case("expect") {
+            f.expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            f.connection_close = value
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        }
+    }
+    Ok(f)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MsgState {
+    Head,
+    Body(BodyState),
+    EndPending,
+}
+
+fn next_state(kind: BodyKind) -> MsgState {
+    BodyState::new(kind).map_or(MsgState::EndPending, MsgState::Body)
+}
+
+/// Decodes a body state machine into frames; shared by both decoders.
+fn decode_body_frame(
+    state: &mut MsgState,
+    buf: &mut BytesMut,
+    max_trailers: usize,
+) -> Result<Option<Bytes>, HttpError> {
+    match state {
+        MsgState::Body(body) => {
+            if body.is_done() {
+                *state = MsgState::EndPending;
+                return Ok(None);
+            }
+            match body.step(buf, max_trailers)? {
+                BodyStep::Data(d) => Ok(Some(d)),
+                BodyStep::Done => {
+                    *state = MsgState::EndPending;
+                    Ok(None)
+                }
+                BodyStep::NeedMore => Ok(None),
+            }
+        }
+        MsgState::Head | MsgState::EndPending => Ok(None),
+    }
+}
+
+/// Incremental decoder of HTTP/1.x requests.
+#[derive(Debug, Clone)]
+pub struct RequestDecoder {
+    max_head: usize,
+    state: MsgState,
+}
+
+impl Default for RequestDecoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_HEAD_BYTES)
+    }
+}
+
+impl RequestDecoder {
+    pub fn new(max_head: usize) -> Self {
+        Self {
+            max_head,
+            state: MsgState::Head,
+        }
+    }
+
+    /// True between messages (no head has been decoded for the next message yet).
+    pub fn is_idle(&self) -> bool {
+        self.state == MsgState::Head
+    }
+
+    /// Forgets the message in progress.
+    pub fn reset(&mut self) {
+        self.state = MsgState::Head;
+    }
+
+    /// Decodes the next frame from `buf`, consuming its bytes; `Ok(None)` when more bytes
+    /// are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RequestFrame>, HttpError> {
+        match self.state {
+            MsgState::Head => self.decode_head(buf),
+            MsgState::EndPending => {
+                self.state = MsgState::Head;
+                Ok(Some(RequestFrame::End))
+            }
+            MsgState::Body(_) => {
+                if let Some(d) = decode_body_frame(&mut self.state, buf, self.max_head)? {
+                    return Ok(Some(RequestFrame::Body(d)));
+                }
+                if self.state == MsgState::EndPending {
+                    self.state = MsgState::Head;
+                    return Ok(Some(RequestFrame::End));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn decode_head(&mut self, buf: &mut BytesMut) -> Result<Option<RequestFrame>, HttpError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let f = framing(req.headers)?;
+                let body = if f.transfer_encoding {
+                    if !f.chunked {
+                        return Err(HttpError::BadTransferEncoding);
+                    }
+                    BodyKind::Chunked
+                } else {
+                    f.content_length.map_or(BodyKind::None, BodyKind::Length)
+                };
+                let head = RequestHead {
+                    method: req.method.unwrap_or_default().to_owned(),
+                    path: req.path.unwrap_or_default().to_owned(),
+                    version_minor: req.version.unwrap_or(1),
+                    content_type: f.content_type,
+                    expect_continue: f.expect_continue,
+                    connection_close: f.connection_close,
+                    body,
+                    head_len,
+                };
+                buf.advance(head_len);
+                self.state = next_state(body);
+                Ok(Some(RequestFrame::Head(head)))
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > self.max_head {
+                    Err(HttpError::HeadTooLarge {
+                        limit: self.max_head,
+                    })
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(source) => Err(HttpError::Head { source }),
+        }
+    }
+}
+
+/// Incremental decoder of HTTP/1.x responses. The body length depends on the request, so
+/// call [`ResponseDecoder::set_head_request`] before each response head is decoded.
+#[derive(Debug, Clone)]
+pub struct ResponseDecoder {
+    max_head: usize,
+    state: MsgState,
+    head_request: bool,
+}
+
+impl Default for ResponseDecoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_HEAD_BYTES)
+    }
+}
+
+impl ResponseDecoder {
+    pub fn new(max_head: usize) -> Self {
+        Self {
+            max_head,
+            state: MsgState::Head,
+            head_request: false,
+        }
+    }
+
+    /// The response being waited for answers a HEAD request (so it has no body).
+    pub fn set_head_request(&mut self, head: bool) {
+        self.head_request = head;
+    }
+
+    /// True between messages.
+    pub fn is_idle(&self) -> bool {
+        self.state == MsgState::Head
+    }
+
+    /// Forgets the message in progress.
+    pub fn reset(&mut self) {
+        self.state = MsgState::Head;
+    }
+
+    /// The connection's incoming side ended: a body delimited by close is complete
+    /// (returns `End`); any other message in progress is truncated (returns `None`).
+    pub fn finish(&mut self) -> Option<ResponseFrame> {
+        let done = matches!(
+            self.state,
+            MsgState::Body(BodyState::UntilClose) | MsgState::EndPending
+        );
+        self.state = MsgState::Head;
+        done.then_some(ResponseFrame::End)
+    }
+
+    /// Decodes the next frame from `buf`, consuming its bytes.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseFrame>, HttpError> {
+        match self.state {
+            MsgState::Head => self.decode_head(buf),
+            MsgState::EndPending => {
+                self.state = MsgState::Head;
+                Ok(Some(ResponseFrame::End))
+            }
+            MsgState::Body(_) => {
+                if let Some(d) = decode_body_frame(&mut self.state, buf, self.max_head)? {
+                    return Ok(Some(ResponseFrame::Body(d)));
+                }
+                if self.state == MsgState::EndPending {
+                    self.state = MsgState::Head;
+                    return Ok(Some(ResponseFrame::End));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn decode_head(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseFrame>, HttpError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut headers);
+        match res.parse(buf) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let f = framing(res.headers)?;
+                let status = res.code.unwrap_or_default();
+                let body = if self.head_request
+                    || (100..200).contains(&status)
+                    || status == 204
+                    || status == 304
+                {
+                    BodyKind::None
+                } else if f.transfer_encoding {
+                    if f.chunked {
+                        BodyKind::Chunked
+                    } else {
+                        BodyKind::UntilClose
+                    }
+                } else {
+                    f.content_length
+                        .map_or(BodyKind::UntilClose, BodyKind::Length)
+                };
+                let head = ResponseHead {
+                    status,
+                    version_minor: res.version.unwrap_or(1),
+                    content_type: f.content_type,
+                    connection_close: f.connection_close,
+                    body,
+                    head_len,
+                };
+                buf.advance(head_len);
+                if !head.is_interim() {
+                    self.state = next_state(body);
+                }
+                Ok(Some(ResponseFrame::Head(head)))
+            }
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > self.max_head {
+                    Err(HttpError::HeadTooLarge {
+                        limit: self.max_head,
+                    })
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(source) => Err(HttpError::Head { source }),
+        }
+    }
+}
+
+/// Whether bytes could be the start of an HTTP request line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sniff {
+    Yes,
+    No,
+    /// A prefix of a plausible request line: more bytes decide.
+    NeedMore,
+}
+
+const METHODS: &[&[u8]] = &[
+    b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
+];
+
+/// Checks for `METHOD SP target SP HTTP/1.` at the start of `buf`.
+pub fn sniff_request_line(buf: &[u8]) -> Sniff {
+    const LIMIT: usize = 8192;
+    let Some(sp) = memchr::memchr(b' ', buf.get(..buf.len().min(8)).unwrap_or_default()) else {
+        return if buf.len() < 8 && METHODS.iter().any(|m| m.starts_with(buf)) {
+            Sniff::NeedMore
+        } else {
+            Sniff::No
+        };
+    };
+    let method = buf.get(..sp).unwrap_or_default();
+    if !METHODS.contains(&method) {
+        return Sniff::No;
+    }
+    let rest = buf.get(sp + 1..).unwrap_or_default();
+    let window = rest.get(..rest.len().min(LIMIT)).unwrap_or_default();
+    for (i, b) in window.iter().enumerate() {
+        match b {
+            b' ' if i > 0 => {
+                let tail = window.get(i + 1..).unwrap_or_default();
+                let want: &[u8] = b"HTTP/1.";
+                let n = tail.len().min(want.len());
+                if tail.get(..n) != want.get(..n) {
+                    return Sniff::No;
+                }
+                return if n == want.len() {
+                    Sniff::Yes
+                } else {
+                    Sniff::NeedMore
+                };
+            }
+            b' ' | b'\r' | b'\n' | 0..=0x1f | 0x7f => return Sniff::No,
+            _ => {}
+        }
+    }
+    if rest.len() >= LIMIT {
+        Sniff::No
+    } else {
+        Sniff::NeedMore
+    }
+}
+
+/// Checks for `HTTP/1.` at the start of `buf`.
+pub fn sniff_status_line(buf: &[u8]) -> Sniff {
+    let want: &[u8] = b"HTTP/1.";
+    let n = buf.len().min(want.len());
+    if buf.get(..n) != want.get(..n) {
+        Sniff::No
+    } else if n == want.len() {
+        Sniff::Yes
+    } else {
+        Sniff::NeedMore
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req_frames(input: &[&[u8]]) -> Result<Vec<RequestFrame>, HttpError> {
+        let mut dec = RequestDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input {
+            buf.extend_from_slice(piece);
+            while let Some(f) = dec.decode(&mut buf)? {
+                out.push(f);
+            }
+        }
+        Ok(merge_req(out))
+    }
+
+    /// Merges adjacent body frames so outputs from different splits compare equal.
+    fn merge_req(frames: Vec<RequestFrame>) -> Vec<RequestFrame> {
+        let mut out: Vec<RequestFrame> = Vec::new();
+        for f in frames {
+            if let (Some(RequestFrame::Body(prev)), RequestFrame::Body(b)) = (out.last_mut(), &f) {
+                let mut v = prev.to_vec();
+                v.extend_from_slice(b);
+                *prev = Bytes::from(v);
+                continue;
+            }
+            out.push(f);
+        }
+        out
+    }
+
+    fn resp_frames(input: &[&[u8]], head_req: bool) -> Result<Vec<ResponseFrame>, HttpError> {
+        let mut dec = ResponseDecoder::default();
+        dec.set_head_request(head_req);
+        let mut buf = BytesMut::new();
+        let mut out: Vec<ResponseFrame> = Vec::new();
+        for piece in input {
+            buf.extend_from_slice(piece);
+            while let Some(f) = dec.decode(&mut buf)? {
+                if let (Some(ResponseFrame::Body(prev)), ResponseFrame::Body(b)) =
+                    (out.last_mut(), &f)
+                {
+                    let mut v = prev.to_vec();
+                    v.extend_from_slice(b);
+                    *prev = Bytes::from(v);
+                    continue;
+                }
+                out.push(f);
+            }
+        }
+        if let Some(f) = dec.finish() {
+            out.push(f);
+        }
+        Ok(out)
+    }
+
+    const CHAT_REQ: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:8000\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{\"model\":\"m\",\"stream\":true}GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    const CHUNKED_RESP: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n6;name=value\r\ndata: \r\n19\r\n{\"x\":1}\n\n{\"y\":22222222}\n\n\r\n0\r\nX-Trailer: 1\r\n\r\n";
+
+    #[test]
+    fn request_with_body_then_get() {
+        let frames = req_frames(&[CHAT_REQ]).unwrap();
+        assert_eq!(frames.len(), 5, "{frames:?}");
+        let RequestFrame::Head(h) = &frames[0] else {
+            panic!("{frames:?}")
+        };
+        assert_eq!(h.method, "POST");
+        assert_eq!(h.path, "/v1/chat/completions");
+        assert_eq!(h.body, BodyKind::Length(27));
+        assert_eq!(
+            frames[1],
+            RequestFrame::Body(Bytes::from_static(b"{\"model\":\"m\",\"stream\":true}"))
+        );
+        assert_eq!(frames[2], RequestFrame::End);
+        assert!(
+            matches!(&frames[3], RequestFrame::Head(h) if h.method == "GET" && h.body == BodyKind::None)
+        );
+        assert_eq!(frames[4], RequestFrame::End);
+    }
+
+    #[test]
+    fn request_every_split_is_identical() {
+        let whole = req_frames(&[CHAT_REQ]).unwrap();
+        for i in 0..=CHAT_REQ.len() {
+            let (a, b) = CHAT_REQ.split_at(i);
+            assert_eq!(req_frames(&[a, b]).unwrap(), whole, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn chunked_with_extensions_and_trailers() {
+        let frames = resp_frames(&[CHUNKED_RESP], false).unwrap();
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert!(
+            matches!(&frames[0], ResponseFrame::Head(h) if h.status == 200 && h.body == BodyKind::Chunked && h.content_type.as_deref() == Some("text/event-stream; charset=utf-8"))
+        );
+        assert_eq!(
+            frames[1],
+            ResponseFrame::Body(Bytes::from_static(
+                b"data: {\"x\":1}\n\n{\"y\":22222222}\n\n"
+            ))
+        );
+        assert_eq!(frames[2], ResponseFrame::End);
+    }
+
+    #[test]
+    fn response_every_split_is_identical() {
+        let whole = resp_frames(&[CHUNKED_RESP], false).unwrap();
+        for i in 0..=CHUNKED_RESP.len() {
+            let (a, b) = CHUNKED_RESP.split_at(i);
+            assert_eq!(resp_frames(&[a, b], false).unwrap(), whole, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn interim_then_final() {
+        let input: &[u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        let frames = resp_frames(&[input], false).unwrap();
+        assert!(matches!(&frames[0], ResponseFrame::Head(h) if h.is_interim()));
+        assert!(matches!(&frames[1], ResponseFrame::Head(h) if h.status == 200));
+        assert_eq!(frames[2], ResponseFrame::Body(Bytes::from_static(b"ok")));
+        assert_eq!(frames[3], ResponseFrame::End);
+        assert_eq!(frames.len(), 4);
+    }
+
+    #[test]
+    fn no_body_cases() {
+        for (input, head) in [
+            (&b"HTTP/1.1 204 No Content\r\n\r\n"[..], false),
+            (
+                &b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"[..],
+                false,
+            ),
+            (&b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"[..], true),
+        ] {
+            let frames = resp_frames(&[input], head).unwrap();
+            assert_eq!(frames.len(), 2, "{frames:?}");
+            assert_eq!(frames[1], ResponseFrame::End);
+        }
+    }
+
+    #[test]
+    fn until_close_ends_at_finish() {
+        let frames = resp_frames(&[b"HTTP/1.0 200 OK\r\n\r\nabc", b"def"], false).unwrap();
+        assert_eq!(
+            frames[1],
+            ResponseFrame::Body(Bytes::from_static(b"abcdef"))
+        );
+        assert_eq!(frames[2], ResponseFrame::End);
+        // A Content-Length body cut short is not complete.
+        let frames =
+            resp_frames(&[b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc"], false).unwrap();
+        assert_eq!(frames.len(), 2);
+    }
+
+    #[test]
+    fn oversized_head_is_an_error() {
+        let mut dec = RequestDecoder::new(64);
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nX-Long: "[..]);
+        buf.extend_from_slice(&[b'a'; 100]);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Err(HttpError::HeadTooLarge { limit: 64 })
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        assert!(req_frames(&[b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"]).is_err());
+        assert!(req_frames(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        ])
+        .is_err());
+        assert!(req_frames(&[b"\x16\x03\x01\x02\x00"]).is_err());
+        assert!(resp_frames(
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"],
+            false
+        )
+        .is_err());
+        assert!(resp_frames(
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXX"],
+            false
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(sniff_request_line(b"POST /v1/x HTTP/1.1\r\n"), Sniff::Yes);
+        assert_eq!(sniff_request_line(b"POS"), Sniff::NeedMore);
+        assert_eq!(sniff_request_line(b"POST /v1/x HT"), Sniff::NeedMore);
+        assert_eq!(sniff_request_line(b"POST /v1/x HX"), Sniff::No);
+        assert_eq!(sniff_request_line(b"{\"a\":1}"), Sniff::No);
+        assert_eq!(sniff_request_line(b""), Sniff::NeedMore);
+        assert_eq!(sniff_status_line(b"HTTP/1.1 200"), Sniff::Yes);
+        assert_eq!(sniff_status_line(b"HTT"), Sniff::NeedMore);
+        assert_eq!(sniff_status_line(b"data: x"), Sniff::No);
+    }
+}

@@ -1,0 +1,151 @@
+//! The per-request record: what Strike reports for one HTTP request to an inference server.
+
+use serde::Serialize;
+
+/// Which inference API a request used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// `POST /v1/chat/completions` (or `/chat/completions`, Ollama `/api/chat`).
+    ChatCompletions,
+    /// `POST /v1/completions` (or `/completions`, Ollama `/api/generate`).
+    Completions,
+    /// `POST /v1/embeddings` (or `/embeddings`, Ollama `/api/embed`, `/api/embeddings`).
+    Embeddings,
+    /// Any other request (health checks, `/metrics`, `/v1/models`...): head only.
+    Other,
+}
+
+/// Where the token numbers of a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// The server's own counts (`usage`, or Ollama's `prompt_eval_count`/`eval_count`).
+    Usage,
+    /// llama.cpp's `timings` (`prompt_n` + `cache_n`, `predicted_n`).
+    Timings,
+    /// Estimated by Strike (see `input_token_source`/`output_token_source`).
+    Estimated,
+    /// No numbers.
+    None,
+}
+
+/// Where one token number came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountSource {
+    /// The server's `usage` (or Ollama's counts).
+    Usage,
+    /// llama.cpp's `timings`.
+    Timings,
+    /// Output: the number of content-bearing stream deltas summed over choices (servers
+    /// such as vLLM and llama.cpp send one token per delta; an estimate).
+    StreamCount,
+    /// Input: the prompt's text bytes / 4, rounded up (an estimate).
+    PromptBytes,
+    /// Output of a non-streaming response: its generated text bytes / 4 (an estimate).
+    TextBytes,
+    /// Fixed by the API (embeddings produce no output tokens).
+    Api,
+}
+
+/// One HTTP request seen by Strike, with its response.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    /// Strike's id for this request (UUID v7).
+    pub request_id: String,
+    /// The server's response id (`id` of the completion), when seen.
+    pub response_id: Option<String>,
+    /// Process id (thread group id) of the traced process.
+    pub pid: u32,
+    /// `comm` of the traced process.
+    pub comm: String,
+    /// Strike's connection id (unique for the session).
+    pub conn_id: u64,
+    /// The other end of the connection, when known.
+    pub peer: Option<String>,
+    /// HTTP method; empty when the request itself was not captured.
+    pub method: String,
+    /// Request target (path and query); empty when the request was not captured.
+    pub path: String,
+    /// Final HTTP status (interim 1xx responses are not reported).
+    pub status: Option<u16>,
+    /// Which API the request used.
+    pub api: Api,
+    /// Model: the response's `model`, else the request's.
+    pub model: Option<String>,
+    /// The `model` the request asked for.
+    pub request_model: Option<String>,
+    /// The response was streamed (SSE or NDJSON), or the request asked for streaming when
+    /// no response was seen.
+    pub stream: bool,
+    /// The request's `stream_options.include_usage`.
+    pub include_usage: Option<bool>,
+    /// The request's `n` (choices asked for).
+    pub n: Option<u64>,
+    /// The request's `max_completion_tokens`, else `max_tokens` (Ollama: `options.num_predict`).
+    pub max_tokens: Option<u64>,
+    /// Prompt (input) tokens.
+    pub input_tokens: Option<u64>,
+    /// Generated (output) tokens; 0 for embeddings.
+    pub output_tokens: Option<u64>,
+    /// Input tokens served from the server's prefix cache
+    /// (`usage.prompt_tokens_details.cached_tokens`, llama.cpp `timings.cache_n`).
+    pub cached_input_tokens: Option<u64>,
+    /// Where the token numbers came from: "usage", "timings", "estimated" or "none".
+    pub token_source: TokenSource,
+    /// Where `input_tokens` came from.
+    pub input_token_source: Option<CountSource>,
+    /// Where `output_tokens` came from.
+    pub output_token_source: Option<CountSource>,
+    /// Wall-clock time (RFC 3339, nanoseconds) of the request's first byte.
+    pub start: String,
+    /// Time to first token, ms: first content-bearing stream event (or, not streaming,
+    /// first response body byte) minus the request's first byte.
+    pub ttft_ms: Option<f64>,
+    /// End to end, ms: the response's last byte minus the request's first byte.
+    pub e2e_ms: Option<f64>,
+    /// Time per output token, ms: (last content event - first content event) /
+    /// (`output_tokens` - 1), streaming responses with at least 2 output tokens.
+    pub tpot_ms: Option<f64>,
+    /// Mean gap between consecutive content-bearing stream events, ms.
+    pub itl_mean_ms: Option<f64>,
+    /// Largest gap between consecutive content-bearing stream events, ms.
+    pub itl_max_ms: Option<f64>,
+    /// Events in the response stream (SSE events or NDJSON lines, `[DONE]` included).
+    pub stream_events: u32,
+    /// Stream events that carried content (text, reasoning or tool calls).
+    pub content_events: u32,
+    /// Bytes of the whole HTTP request, head included.
+    pub request_bytes: u64,
+    /// Bytes of the whole HTTP response, heads (1xx included) and chunk framing included.
+    pub response_bytes: u64,
+    /// Choice 0's `finish_reason` (Ollama: `done_reason`).
+    pub finish_reason: Option<String>,
+    /// Every choice's `finish_reason`, by choice index (null when not seen).
+    pub finish_reasons: Vec<Option<String>>,
+    /// Why the request failed: the `error.type` (or `code`) of an error body or stream
+    /// event, else `http_<status>` for a 4xx/5xx, or `client_disconnected`.
+    pub error: Option<String>,
+    /// The error's message, truncated to 256 characters.
+    pub error_message: Option<String>,
+    /// Built from an incomplete capture: numbers may be missing or low.
+    pub partial: bool,
+    /// Why the record is partial (comma-separated when several).
+    pub partial_reason: Option<String>,
+    /// Kernel monotonic ns of the request's first byte.
+    #[serde(skip)]
+    pub start_ns: u64,
+    /// Kernel monotonic ns of the final response head.
+    #[serde(skip)]
+    pub response_head_ns: Option<u64>,
+    /// Kernel monotonic ns of the first token (first content event, or first body byte).
+    #[serde(skip)]
+    pub first_token_ns: Option<u64>,
+    /// Kernel monotonic ns of the last content-bearing event.
+    #[serde(skip)]
+    pub last_token_ns: Option<u64>,
+    /// Kernel monotonic ns of the response's last byte (or when the exchange was given up).
+    #[serde(skip)]
+    pub end_ns: Option<u64>,
+}

@@ -1,0 +1,172 @@
+//! Runs every fuzz target body (`strike::protocol::fuzz`) over deterministic pseudo-random
+//! inputs and mutations of the golden scenarios, so CI exercises them without nightly.
+
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "test input generators truncate random words to bytes on purpose"
+)]
+
+mod common;
+
+use std::path::Path;
+
+use strike::conn::StreamEvent;
+use strike::protocol::fuzz;
+
+/// xorshift64*: deterministic and dependency-free.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % (n.max(1) as u64)).unwrap()
+    }
+}
+
+/// Byte streams from the golden scenarios (each direction of each scenario).
+fn corpus() -> Vec<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tracker");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path().join("scenario.txt");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let scenario = common::parse(&text).unwrap();
+        let mut ingress = Vec::new();
+        let mut egress = Vec::new();
+        for step in scenario.steps {
+            if let common::Step::Event(StreamEvent::Data { dir, bytes, .. }) = step {
+                match dir {
+                    strike::conn::Direction::Ingress => ingress.extend_from_slice(&bytes),
+                    strike::conn::Direction::Egress => egress.extend_from_slice(&bytes),
+                }
+            }
+        }
+        out.push(ingress);
+        out.push(egress);
+    }
+    assert!(out.len() >= 20, "golden corpus missing");
+    out
+}
+
+fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for _ in 0..=rng.below(8) {
+        match rng.below(5) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = rng.next() as u8;
+            }
+            1 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                let n = rng.below(v.len() - i).min(64);
+                v.drain(i..i + n);
+            }
+            2 => {
+                let i = rng.below(v.len() + 1);
+                let tokens: [&[u8]; 8] = [
+                    b"\r\n",
+                    b"\n\n",
+                    b"data:",
+                    b"0\r\n\r\n",
+                    b"HTTP/1.1 ",
+                    b"POST / HTTP/1.1\r\n",
+                    b"{\"error\":{}}",
+                    b"ffffffff\r\n",
+                ];
+                let t = tokens[rng.below(tokens.len())];
+                v.splice(i..i, t.iter().copied());
+            }
+            3 if !v.is_empty() => {
+                let cut = rng.below(v.len());
+                v.truncate(cut);
+            }
+            _ => {
+                let i = rng.below(v.len() + 1);
+                let b = rng.next().to_le_bytes();
+                v.splice(i..i, b);
+            }
+        }
+    }
+    v
+}
+
+fn inputs(seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng(seed);
+    let corpus = corpus();
+    let mut out = Vec::new();
+    for c in &corpus {
+        for split in [1u8, 3, 16, 200] {
+            let mut v = vec![split];
+            v.extend_from_slice(c);
+            out.push(v);
+        }
+    }
+    for _ in 0..1500 {
+        let base = &corpus[rng.below(corpus.len())];
+        let mut v = vec![rng.next() as u8];
+        v.extend(mutate(&mut rng, base));
+        out.push(v);
+    }
+    for _ in 0..1500 {
+        let len = rng.below(512);
+        out.push((0..len).map(|_| rng.next() as u8).collect());
+    }
+    out
+}
+
+#[test]
+fn decoders_survive() {
+    for input in inputs(0x5eed_0001) {
+        fuzz::fuzz_entry_request(&input);
+        fuzz::fuzz_entry_response(&input);
+        fuzz::fuzz_entry_sse(&input);
+        fuzz::fuzz_entry_ndjson(&input);
+        fuzz::fuzz_entry_openai_event(&input);
+        // SSE event payloads too.
+        if let Some(pos) = input.windows(6).position(|w| w == b"data: ") {
+            fuzz::fuzz_entry_openai_event(&input[pos + 6..]);
+        }
+    }
+}
+
+#[test]
+fn tracker_survives() {
+    let mut rng = Rng(0x5eed_0002);
+    let corpus = corpus();
+    let mut n = 0;
+    for input in inputs(0x5eed_0003) {
+        fuzz::fuzz_entry_tracker(&input);
+        n += 1;
+    }
+    // Well-formed op streams carrying golden bytes: open, data in/out with length bytes.
+    for _ in 0..2000 {
+        let base = &corpus[rng.below(corpus.len())];
+        let mut ops = vec![0x00u8]; // open conn 0 as server
+        let mut pos = 0;
+        while pos < base.len() {
+            let len = (rng.below(255) + 1).min(base.len() - pos);
+            let dir = if rng.below(2) == 0 { 0u8 } else { 2u8 };
+            let op = match rng.below(20) {
+                0 => 5 << 2 | dir, // gap
+                1 => 6 << 2,       // eof
+                _ => 1 << 2 | dir, // data
+            };
+            ops.push(op | (((rng.below(4) as u8) << 5) & 0x60));
+            if (op >> 2) % 8 == 1 {
+                ops.push(len as u8);
+                ops.extend_from_slice(&base[pos..pos + len]);
+                pos += len;
+            }
+        }
+        fuzz::fuzz_entry_tracker(&ops);
+        n += 1;
+    }
+    assert!(n > 3000);
+}

@@ -1,0 +1,129 @@
+//! Where the end-to-end tests find their binaries, and whether they may run here.
+//!
+//! `cargo xtask test` sets these variables (all absolute paths):
+//! - `STRIKE_BIN`: the release `strike` binary;
+//! - `STRIKE_LLAMA_SERVER`: llama.cpp's `llama-server`;
+//! - `STRIKE_TINY_MODEL`: a GGUF written by `tests/tools/make_tiny_gguf.py`;
+//! - `STRIKE_PYTHON`: a Python with fastapi, uvicorn, uvloop and httptools.
+//!
+//! A test that lacks something skips with a printed reason, except under `CI=true`, where a
+//! missing capability or binary is a failure: CI must never pass by skipping.
+
+use std::path::{Path, PathBuf};
+
+/// Paths an end-to-end test needs.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    /// Set for privileged tests only.
+    pub strike_bin: Option<PathBuf>,
+    pub llama_server: Option<PathBuf>,
+    pub tiny_model: Option<PathBuf>,
+    pub python: Option<PathBuf>,
+    /// `tests/servers/openai_app.py` of this checkout.
+    pub app_script: PathBuf,
+}
+
+/// What a test needs beyond root, BTF and the strike binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    LlamaServer,
+    PythonApp,
+}
+
+/// True when running under CI (`CI=true`), where skipping is not allowed.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+fn env_path(var: &str) -> Result<PathBuf, String> {
+    let value = std::env::var_os(var).ok_or_else(|| {
+        format!("{var} is not set (run the e2e tests through `cargo xtask test`)")
+    })?;
+    let path = PathBuf::from(value);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{var}={} does not exist", path.display()))
+    }
+}
+
+fn missing_capabilities() -> Vec<String> {
+    let mut missing = Vec::new();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        missing.push(format!(
+            "not root (euid {euid}); loading eBPF programs needs root"
+        ));
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        missing.push("no kernel BTF at /sys/kernel/btf/vmlinux".to_owned());
+    }
+    missing
+}
+
+/// Resolves the environment for the privileged `test`, or explains why it cannot run.
+///
+/// Returns `None` (after printing `SKIP <test>: <reasons>`) when the test should skip.
+///
+/// # Panics
+/// Under `CI=true`, instead of skipping: a skipped e2e test in CI is a failure.
+pub fn e2e_env(test: &str, needs: &[Need]) -> Option<TestEnv> {
+    resolve(test, needs, true)
+}
+
+/// Like [`e2e_env`] for tests that only need the servers (no root, no BTF, no strike binary).
+///
+/// # Panics
+/// Under `CI=true`, instead of skipping.
+pub fn peers_env(test: &str, needs: &[Need]) -> Option<TestEnv> {
+    resolve(test, needs, false)
+}
+
+fn resolve(test: &str, needs: &[Need], privileged: bool) -> Option<TestEnv> {
+    let mut problems = if privileged {
+        missing_capabilities()
+    } else {
+        Vec::new()
+    };
+    let mut get = |var: &str| match env_path(var) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    };
+    let strike_bin = if privileged { get("STRIKE_BIN") } else { None };
+    let llama_server = if needs.contains(&Need::LlamaServer) {
+        get("STRIKE_LLAMA_SERVER")
+    } else {
+        None
+    };
+    let tiny_model = if needs.contains(&Need::LlamaServer) {
+        get("STRIKE_TINY_MODEL")
+    } else {
+        None
+    };
+    let python = if needs.contains(&Need::PythonApp) {
+        get("STRIKE_PYTHON")
+    } else {
+        None
+    };
+    let app_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/openai_app.py");
+    if needs.contains(&Need::PythonApp) && !app_script.is_file() {
+        problems.push(format!("{} is missing", app_script.display()));
+    }
+    if !problems.is_empty() {
+        let reasons = problems.join("; ");
+        assert!(!in_ci(), "{test} cannot run under CI=true: {reasons}");
+        println!("SKIP {test}: {reasons}");
+        return None;
+    }
+    Some(TestEnv {
+        strike_bin,
+        llama_server,
+        tiny_model,
+        python,
+        app_script,
+    })
+}

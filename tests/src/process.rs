@@ -1,0 +1,308 @@
+//! Child processes of an end-to-end test: the inference server and `strike trace`.
+
+use std::fs::File;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::Value;
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `GET path` on 127.0.0.1:port with `Connection: close`; returns the status code.
+pub fn http_get_status(port: u16, path: &str) -> Result<u16> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
+    head.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("no HTTP status line in {head:?}"))
+}
+
+/// Sends `sig` to the child.
+pub fn send_signal(child: &Child, sig: libc::c_int) -> Result<()> {
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: kill has no memory-safety preconditions; pid is our own un-reaped child.
+    let rc = unsafe { libc::kill(pid, sig) };
+    ensure!(
+        rc == 0,
+        "kill({pid}, {sig}): {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A server under test, stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub port: u16,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Service {
+    /// Spawns `cmd` with stdout and stderr to `log`, then polls `GET /health` until it answers
+    /// 200 (llama-server answers 503 while it loads the model).
+    pub fn start(
+        name: &str,
+        mut cmd: Command,
+        port: u16,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("spawning {name}: {cmd:?}"))?;
+        let mut service = Service {
+            name: name.to_owned(),
+            port,
+            log: log.to_owned(),
+            child: Some(child),
+        };
+        let started = Instant::now();
+        loop {
+            if let Some(child) = service.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    service.child = None;
+                    bail!(
+                        "{name} exited with {status} before it was healthy; log tail:\n{}",
+                        tail(log, 30)
+                    );
+                }
+            }
+            if http_get_status(port, "/health").ok() == Some(200) {
+                println!(
+                    "{name}: healthy on 127.0.0.1:{port} after {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(service);
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "{name} not healthy on port {port} after {timeout:?}; log tail:\n{}",
+                    tail(log, 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM, up to 10 s to exit, then SIGKILL.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if child.try_wait()?.is_none() {
+            send_signal(&child, libc::SIGTERM)?;
+            if wait_timeout(&mut child, Duration::from_secs(10))?.is_none() {
+                child.kill()?;
+                child.wait()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("stopping {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// A running `strike trace --format json`, killed if dropped before [`Strike::finish`].
+#[derive(Debug)]
+pub struct Strike {
+    child: Option<Child>,
+    stdout_path: PathBuf,
+    summary_path: PathBuf,
+    stderr: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+/// What `strike trace` left behind after SIGINT.
+#[derive(Debug)]
+pub struct StrikeOutput {
+    pub status: ExitStatus,
+    /// Every JSON line of stdout.
+    pub records: Vec<Value>,
+    /// Lines of stdout that were not JSON objects.
+    pub bad_lines: Vec<String>,
+    /// The parsed `--summary-file`.
+    pub summary: Value,
+    pub stderr: Vec<String>,
+    pub stopped_in: Duration,
+}
+
+/// Stderr line that tells probes are attached and targets registered.
+pub const ATTACHED: &str = "strike: attached";
+
+impl Strike {
+    /// Starts `strike trace --format json --port <port> --summary-file <dir>/summary.json`,
+    /// stdout to `<dir>/records.jsonl`, and waits for [`ATTACHED`] on stderr.
+    pub fn start(bin: &Path, port: u16, dir: &Path, timeout: Duration) -> Result<Self> {
+        let stdout_path = dir.join("records.jsonl");
+        let summary_path = dir.join("summary.json");
+        let _ = std::fs::remove_file(&summary_path);
+        let stdout = File::create(&stdout_path)
+            .with_context(|| format!("creating {}", stdout_path.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "trace",
+            "--format",
+            "json",
+            "--port",
+            &port.to_string(),
+            "--summary-file",
+        ])
+        .arg(&summary_path)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+        let stderr_pipe = child.stderr.take().context("no stderr pipe")?;
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (attached_tx, attached_rx) = mpsc::channel();
+        let reader = {
+            let stderr = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr_pipe).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("  [strike] {line}");
+                    if line.starts_with(ATTACHED) {
+                        let _ = attached_tx.send(());
+                    }
+                    stderr
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(line);
+                }
+            })
+        };
+        let mut strike = Strike {
+            child: Some(child),
+            stdout_path,
+            summary_path,
+            stderr,
+            reader: Some(reader),
+        };
+        let started = Instant::now();
+        loop {
+            if attached_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                println!(
+                    "strike: attached after {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(strike);
+            }
+            if let Some(child) = strike.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    strike.child = None;
+                    bail!("strike trace exited with {status} before `{ATTACHED}`");
+                }
+            }
+            if started.elapsed() > timeout {
+                bail!("strike trace printed no `{ATTACHED}` within {timeout:?}");
+            }
+        }
+    }
+
+    /// Sends SIGINT, waits up to `timeout` for strike to drain and exit, and reads its output.
+    pub fn finish(mut self, timeout: Duration) -> Result<StrikeOutput> {
+        let mut child = self.child.take().context("strike already stopped")?;
+        let t0 = Instant::now();
+        send_signal(&child, libc::SIGINT)?;
+        let Some(status) = wait_timeout(&mut child, timeout)? else {
+            child.kill()?;
+            child.wait()?;
+            bail!("strike trace did not exit within {timeout:?} of SIGINT (killed)");
+        };
+        let stopped_in = t0.elapsed();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let text = std::fs::read_to_string(&self.stdout_path)?;
+        let mut records = Vec::new();
+        let mut bad_lines = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) if v.is_object() => records.push(v),
+                _ => bad_lines.push(line.to_owned()),
+            }
+        }
+        let summary_text = std::fs::read_to_string(&self.summary_path).with_context(|| {
+            format!(
+                "strike wrote no summary file {}",
+                self.summary_path.display()
+            )
+        })?;
+        let summary = serde_json::from_str(&summary_text)
+            .with_context(|| format!("summary file is not JSON: {summary_text:?}"))?;
+        let stderr =
+            std::mem::take(&mut *self.stderr.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok(StrikeOutput {
+            status,
+            records,
+            bad_lines,
+            summary,
+            stderr,
+            stopped_in,
+        })
+    }
+}
+
+impl Drop for Strike {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Privileged end-to-end tests: a real inference server, real concurrent load, `strike trace`
+//! attached to the server's port, and an exact comparison of every request.
+//!
+//! Run through `cargo xtask test` (root, kernel BTF, binaries built and located by env vars;
+//! see `strike_tests::env`). Without those they skip with a printed reason, except under
+//! `CI=true`, where that is a failure.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _, Result};
+use strike_tests::check;
+use strike_tests::env::{e2e_env, Need};
+use strike_tests::load::{self, run_load, LoadPlan, Usage};
+use strike_tests::process::{Service, Strike};
+use strike_tests::servers;
+
+/// Records may not end later than the client saw the last byte, give or take this much.
+const TIMING_SLACK_MS: f64 = 50.0;
+/// Requests per load worker (8 workers).
+const PER_WORKER: usize = 25;
+
+/// Traces `service` with strike while `plan` runs, then checks every request.
+fn trace_and_check(
+    name: &str,
+    strike_bin: &Path,
+    dir: &Path,
+    mut service: Service,
+    plan: &LoadPlan,
+    app_log: Option<&Path>,
+    min_ms_per_token: f64,
+) -> Result<()> {
+    let strike = Strike::start(strike_bin, service.port, dir, Duration::from_secs(90))?;
+    let t0 = Instant::now();
+    let sent = run_load(plan)?;
+    println!(
+        "{name}: sent {} requests ({} workers) in {:.2} s ({} resent: the server had closed the kept-alive connection)",
+        sent.len(),
+        plan.workers,
+        t0.elapsed().as_secs_f64(),
+        load::retries(&sent)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let out = strike.finish(Duration::from_secs(30))?;
+    service.stop()?;
+    println!(
+        "strike: exited {} {:.2} s after SIGINT",
+        out.status,
+        out.stopped_in.as_secs_f64()
+    );
+    println!("strike summary: {}", out.summary);
+    ensure!(
+        out.status.success(),
+        "strike trace exited with {} after SIGINT",
+        out.status
+    );
+    ensure!(
+        out.bad_lines.is_empty(),
+        "stdout lines that are not JSON objects: {:?}",
+        out.bad_lines
+    );
+
+    let app_log: Option<HashMap<String, Usage>> = app_log.map(check::read_app_log).transpose()?;
+    let report = check::compare(&sent, &out.records, app_log.as_ref());
+    println!("e2e {name}: {}", report.counts());
+    println!("{}", check::samples(&report, 8));
+    let mut problems = report.problems.clone();
+    problems.extend(check::server_problems(&sent, app_log.as_ref()));
+    problems.extend(check::timing_problems(
+        &report,
+        min_ms_per_token,
+        TIMING_SLACK_MS,
+    ));
+    let failed = check::Report {
+        problems,
+        ..check::Report::default()
+    };
+    ensure!(
+        failed.problems.is_empty(),
+        "e2e {name}: {}",
+        failed.problems_text(25)
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
+fn llama_server() -> Result<()> {
+    let Some(env) = e2e_env("e2e llama-server", &[Need::LlamaServer]) else {
+        return Ok(());
+    };
+    let dir = servers::work_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "e2e-llama-server")?;
+    let service = servers::start_llama_server(&env, &dir)?;
+    let plan = servers::llama_plan(&service, PER_WORKER);
+    let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
+    trace_and_check("llama-server", strike_bin, &dir, service, &plan, None, 0.0)
+}
+
+#[test]
+#[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
+fn uvicorn_openai_app() -> Result<()> {
+    let Some(env) = e2e_env("e2e uvicorn-app", &[Need::PythonApp]) else {
+        return Ok(());
+    };
+    let dir = servers::work_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "e2e-uvicorn-app")?;
+    let token_delay_ms = 1.0;
+    let (service, app_log) = servers::start_openai_app(&env, &dir, token_delay_ms)?;
+    let plan = servers::app_plan(&service, PER_WORKER);
+    let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
+    trace_and_check(
+        "uvicorn-app",
+        strike_bin,
+        &dir,
+        service,
+        &plan,
+        Some(&app_log),
+        token_delay_ms,
+    )
+}

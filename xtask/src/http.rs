@@ -1,0 +1,50 @@
+//! A minimal blocking HTTP/1.1 client for the demo: one request per connection.
+
+use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+/// A response: status code and the raw body (still chunk-encoded if the server chunked it).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Sends `method path` with an optional JSON body to 127.0.0.1:port and reads the whole response.
+pub fn request(port: u16, method: &str, path: &str, json: Option<&str>) -> Result<Response> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
+    stream.set_read_timeout(Some(Duration::from_mins(1)))?;
+    let body = json.unwrap_or("");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if json.is_some() {
+        let _ = write!(
+            req,
+            "Content-Type: application/json
+Content-Length: {}
+",
+            body.len()
+        );
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status line in {:?}", &text[..text.len().min(80)]))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok(Response { status, body })
+}

@@ -1,0 +1,121 @@
+//! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::ctx::{self, describe, Ctx};
+
+struct Stages {
+    done: Vec<String>,
+}
+
+impl Stages {
+    /// Runs one stage with a banner; on failure prints which stage failed and returns the error.
+    fn run(&mut self, name: &str, what: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        println!("\n==== xtask test: {name}: {what} ====");
+        let t = Instant::now();
+        match f() {
+            Ok(()) => {
+                println!("==== xtask test: {name} ok ({}) ====", ctx::secs(t));
+                self.done.push(format!("{name} ok"));
+                Ok(())
+            }
+            Err(e) => {
+                println!("==== xtask test: {name} FAILED ({}) ====", ctx::secs(t));
+                self.done.push(format!("{name} FAILED"));
+                println!("xtask test: {}", self.done.join(", "));
+                Err(e.context(format!("stage {name} failed")))
+            }
+        }
+    }
+
+    fn cmd(&mut self, name: &str, cmd: &mut Command) -> Result<()> {
+        let what = describe(cmd);
+        self.run(name, &what, || ctx::run(cmd))
+    }
+}
+
+/// Why the privileged tests cannot run here, if they cannot.
+fn e2e_blockers() -> Vec<&'static str> {
+    let mut why = Vec::new();
+    if !ctx::is_root() {
+        why.push("not root (loading eBPF programs needs root)");
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        why.push("no kernel BTF at /sys/kernel/btf/vmlinux");
+    }
+    why
+}
+
+/// Adds the paths of the test servers that setup prepared (see `strike_tests::env`).
+fn with_peers<'c>(ctx: &Ctx, cmd: &'c mut Command) -> &'c mut Command {
+    cmd.env("STRIKE_LLAMA_SERVER", ctx.llama_server())
+        .env("STRIKE_TINY_MODEL", ctx.model())
+        .env("STRIKE_PYTHON", ctx.python())
+}
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let total = Instant::now();
+    let mut s = Stages { done: Vec::new() };
+    s.run("setup", "cargo xtask setup", || crate::setup::run(ctx))?;
+    s.cmd("fmt", ctx.cargo().args(["fmt", "--all", "--", "--check"]))?;
+    s.cmd(
+        "clippy",
+        ctx.cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    // The harness tests run the load generator against the real servers (no privileges).
+    s.cmd(
+        "test",
+        with_peers(ctx, ctx.cargo().args(["test", "--workspace"])),
+    )?;
+
+    let blockers = e2e_blockers();
+    if !blockers.is_empty() && !ctx::in_ci() {
+        println!(
+            "\n==== xtask test: e2e SKIPPED: {} ====",
+            blockers.join("; ")
+        );
+        s.done.push("e2e skipped".to_owned());
+    } else {
+        // Under CI a missing capability is not skipped here: the tests themselves fail on it.
+        s.cmd(
+            "build-release",
+            ctx.cargo()
+                .args(["build", "--release", "-p", "strike-user"]),
+        )?;
+        let mut e2e = ctx.cargo();
+        e2e.args([
+            "test",
+            "-p",
+            "strike-tests",
+            "--release",
+            "--test",
+            "e2e",
+            "--",
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("STRIKE_BIN", ctx.strike_bin())
+        .env("STRIKE_LLAMA_SERVER", ctx.llama_server())
+        .env("STRIKE_TINY_MODEL", ctx.model())
+        .env("STRIKE_PYTHON", ctx.python());
+        s.cmd("e2e", &mut e2e)?;
+    }
+    println!(
+        "\nxtask test: {} (total {})",
+        s.done.join(", "),
+        ctx::secs(total)
+    );
+    Ok(())
+}
