@@ -1,1 +1,469 @@
-//! (being written)
+//! The pipeline: capture → stream → protocol/llm → records.
+//!
+//! [`Processor`] is the synchronous heart, shared by live tracing and replay: capture events
+//! in, request records out. [`run_live`] wires it to the kernel as actors joined by bounded
+//! channels:
+//!
+//! ```text
+//! ring buffer ──reader task──▶ [events queue, bounded] ──processor task──▶ [records queue, bounded] ──▶ output thread
+//!                                   (drop + count)          │  targets, /proc            (drop + count)
+//! ```
+//! Nothing on the data path blocks or panics: a full queue drops and counts, and the stream
+//! stage turns any lost byte into a gap that the records report as `partial`.
+
+use std::{
+    collections::BTreeSet,
+    io,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    sync::mpsc,
+};
+
+use crate::{
+    capture::{
+        event::{CaptureEvent, CloseRecord, OpenRecord},
+        procfs::{Proc, TCP_LISTEN},
+        recording::{RecordingHeader, RecordingWriter},
+        Capture, CaptureError,
+    },
+    conn::{ConnKey, Role, StreamEvent},
+    llm::{RequestTracker, TrackerConfig},
+    record::RequestRecord,
+    stream::{Reassembler, StreamConfig},
+    telemetry::{PipelineStats, Summary},
+};
+
+/// Which processes to trace.
+#[derive(Clone, Debug, Default)]
+pub struct TargetSelector {
+    pub pids: Vec<u32>,
+    pub ports: Vec<u16>,
+    pub comms: Vec<String>,
+    /// Also trace the selected processes' descendants (workers).
+    pub follow_children: bool,
+}
+
+impl TargetSelector {
+    /// The processes matching now (with descendants when following children).
+    pub fn resolve(&self, proc: &Proc) -> BTreeSet<u32> {
+        let mut pids: BTreeSet<u32> = self.pids.iter().copied().filter(|&p| proc.exists(p)).collect();
+        for &port in &self.ports {
+            pids.extend(proc.pids_listening_on(port));
+        }
+        for comm in &self.comms {
+            pids.extend(proc.pids_by_comm(comm));
+        }
+        if self.follow_children {
+            proc.with_descendants(&pids)
+        } else {
+            pids
+        }
+    }
+
+    /// Whether the selection can gain processes while running (by port or by name).
+    pub fn is_dynamic(&self) -> bool {
+        !self.ports.is_empty() || !self.comms.is_empty()
+    }
+}
+
+/// Settings of the processing stages.
+#[derive(Clone, Debug)]
+pub struct ProcessorConfig {
+    pub stream: StreamConfig,
+    pub tracker: TrackerConfig,
+    pub max_capture_bytes: u32,
+}
+
+/// Capture events in, records out. Synchronous and free of I/O but for the optional recording.
+pub struct Processor {
+    reassembler: Reassembler,
+    tracker: RequestTracker,
+    stream_events: Vec<StreamEvent>,
+    recorder: Option<RecordingWriter<io::BufWriter<std::fs::File>>>,
+    pub stats: PipelineStats,
+}
+
+/// What the live session must do about a process event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessChange {
+    Forked { child: u32 },
+    Exited { pid: u32 },
+}
+
+impl Processor {
+    pub fn new(config: ProcessorConfig) -> Self {
+        Processor {
+            reassembler: Reassembler::new(config.stream, config.max_capture_bytes),
+            tracker: RequestTracker::new(config.tracker),
+            stream_events: Vec::new(),
+            recorder: None,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    /// Records every capture event to `file` from now on.
+    pub fn record_to(&mut self, file: std::fs::File, header: &RecordingHeader) -> io::Result<()> {
+        let writer = RecordingWriter::new(io::BufWriter::new(file), header).map_err(io::Error::other)?;
+        self.recorder = Some(writer);
+        Ok(())
+    }
+
+    /// Feeds one capture event; completed records are pushed to `records`.
+    pub fn handle(&mut self, event: CaptureEvent, records: &mut Vec<RequestRecord>) -> Option<ProcessChange> {
+        if let Some(rec) = &mut self.recorder {
+            if rec.write(&event).is_err() {
+                self.stats.recording_errors += 1;
+            }
+        }
+        let change = match event {
+            CaptureEvent::Fork { child, .. } => Some(ProcessChange::Forked { child }),
+            CaptureEvent::Exit { pid, ts_ns } => {
+                self.reassembler.process_exited(pid, ts_ns, &mut self.stream_events);
+                Some(ProcessChange::Exited { pid })
+            }
+            other => {
+                self.reassembler.handle(other, &mut self.stream_events);
+                None
+            }
+        };
+        self.drain(records);
+        change
+    }
+
+    fn drain(&mut self, records: &mut Vec<RequestRecord>) {
+        let before = records.len();
+        for ev in self.stream_events.drain(..) {
+            self.tracker.handle(ev, records);
+        }
+        self.stats.records += (records.len() - before) as u64;
+    }
+
+    /// Periodic upkeep at kernel monotonic time `now_ns`.
+    pub fn tick(&mut self, now_ns: u64, records: &mut Vec<RequestRecord>) {
+        self.reassembler.tick(now_ns, &mut self.stream_events);
+        self.drain(records);
+        let before = records.len();
+        self.tracker.evict_idle(now_ns, records);
+        self.stats.records += (records.len() - before) as u64;
+        if let Some(rec) = &mut self.recorder {
+            if rec.flush().is_err() {
+                self.stats.recording_errors += 1;
+            }
+        }
+    }
+
+    /// End of session: in-flight requests become partial records.
+    pub fn finish(&mut self, records: &mut Vec<RequestRecord>) {
+        let before = records.len();
+        self.tracker.finish(records);
+        self.stats.records += (records.len() - before) as u64;
+        if let Some(rec) = &mut self.recorder {
+            if rec.flush().is_err() {
+                self.stats.recording_errors += 1;
+            }
+        }
+    }
+
+    /// The stages' counters (kernel counters and duration are the caller's).
+    pub fn summary(&self) -> Summary {
+        Summary {
+            pipeline: self.stats,
+            stream: self.reassembler.stats(),
+            tracker: self.tracker.stats(),
+            ..Summary::default()
+        }
+    }
+}
+
+/// Kernel CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Wall-clock minus monotonic, to turn kernel timestamps into dates.
+pub fn clock_offset_ns() -> i64 {
+    let real = i128::from(clock_ns(libc::CLOCK_REALTIME));
+    let mono = i128::from(clock_ns(libc::CLOCK_MONOTONIC));
+    i64::try_from(real - mono).unwrap_or(0)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and pointer.
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Settings of a live session.
+pub struct LiveConfig {
+    pub selector: TargetSelector,
+    pub processor: ProcessorConfig,
+    /// Capacity of the events queue, in batches.
+    pub event_queue: usize,
+    /// Capacity of the records queue.
+    pub record_queue: usize,
+    pub duration: Option<Duration>,
+    pub record_file: Option<std::fs::File>,
+}
+
+/// Tracks the live target set: adds selected and forked processes, prunes threads, releases
+/// exited processes, and registers the sockets they already had open.
+struct Targets {
+    proc: Proc,
+    selector: TargetSelector,
+    known: BTreeSet<u32>,
+}
+
+impl Targets {
+    /// Adds `pid` as a target and tracks its open TCP connections; returns synthetic open
+    /// events for them.
+    fn add(&mut self, capture: &mut Capture, pid: u32, stats: &mut PipelineStats) -> Result<Vec<CaptureEvent>, CaptureError> {
+        capture.add_target(pid)?;
+        if !self.known.insert(pid) {
+            return Ok(Vec::new());
+        }
+        stats.targets_added += 1;
+        let comm = self.proc.comm(pid).unwrap_or_default();
+        let sockets = self.proc.open_sockets(pid);
+        let listening: BTreeSet<u16> = sockets
+            .iter()
+            .filter_map(|s| s.tcp.filter(|t| t.state == TCP_LISTEN).map(|t| t.local.port()))
+            .collect();
+        let now = monotonic_ns();
+        let mut opens = Vec::new();
+        for s in sockets {
+            // Only established TCP connections: listening sockets carry no bytes, and unix
+            // sockets found open are usually IPC; new ones are still tracked at accept.
+            let Some(tcp) = s.tcp.filter(|t| t.state != TCP_LISTEN) else { continue };
+            let role = if listening.contains(&tcp.local.port()) { Role::Server } else { Role::Client };
+            match capture.track_socket(pid, s.fd, role) {
+                Ok(conn_id) => {
+                    stats.preexisting_sockets += 1;
+                    opens.push(CaptureEvent::Open(OpenRecord {
+                        key: ConnKey { tgid: pid, conn_id },
+                        fd: s.fd,
+                        ts_ns: now,
+                        role,
+                        peer: Some(tcp.remote),
+                        comm: comm.clone(),
+                        preexisting: true,
+                    }));
+                }
+                Err(e) => tracing::debug!("not tracking fd {} of {pid}: {e}", s.fd),
+            }
+        }
+        Ok(opens)
+    }
+
+    fn release(&mut self, capture: &mut Capture, pid: u32, stats: &mut PipelineStats) -> Vec<CaptureEvent> {
+        capture.remove_target(pid);
+        if self.known.remove(&pid) {
+            stats.targets_released += 1;
+        }
+        let now = monotonic_ns();
+        capture
+            .untrack_process(pid)
+            .into_iter()
+            .map(|(fd, conn_id)| {
+                CaptureEvent::Close(CloseRecord { key: ConnKey { tgid: pid, conn_id }, fd, ts_ns: now, final_seq: None })
+            })
+            .collect()
+    }
+}
+
+/// Runs a live session until `stop` is set or the duration ends. Records go to `sink`
+/// (called on a dedicated thread, so a slow consumer never stalls capture).
+pub async fn run_live(
+    mut capture: Capture,
+    config: LiveConfig,
+    stop: Arc<AtomicBool>,
+    ready: impl FnOnce(&BTreeSet<u32>),
+    mut sink: impl FnMut(RequestRecord) + Send + 'static,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let max_capture = config.processor.max_capture_bytes;
+    let mut processor = Processor::new(config.processor);
+    if let Some(file) = config.record_file {
+        let header = RecordingHeader { version: 1, clock_offset_ns: clock_offset_ns(), max_capture_bytes: max_capture };
+        processor.record_to(file, &header)?;
+    }
+    let mut targets = Targets { proc: Proc::default(), selector: config.selector, known: BTreeSet::new() };
+    let ring = capture.take_ring().ok_or_else(|| anyhow::anyhow!("ring buffer already taken"))?;
+
+    // Queues between the stages.
+    let (event_tx, mut event_rx) = mpsc::channel::<Vec<CaptureEvent>>(config.event_queue.max(1));
+    let (record_tx, mut record_rx) = mpsc::channel::<RequestRecord>(config.record_queue.max(1));
+    let output = std::thread::Builder::new().name("strike-output".into()).spawn(move || {
+        while let Some(record) = record_rx.blocking_recv() {
+            sink(record);
+        }
+    })?;
+
+    // Register the initial targets and their open sockets before any event is read.
+    let initial = targets.selector.resolve(&targets.proc);
+    let mut records = Vec::new();
+    for pid in &initial {
+        for ev in targets.add(&mut capture, *pid, &mut processor.stats)? {
+            processor.handle(ev, &mut records);
+        }
+    }
+    ready(&initial);
+
+    let reader_stop = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn(read_ring(ring, event_tx, reader_stop.clone()));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut rescan = tokio::time::interval(Duration::from_secs(1));
+    let deadline = config.duration.map(|d| started + d);
+    let mut dropped_records = 0u64;
+    let send_records = |records: &mut Vec<RequestRecord>, dropped: &mut u64| {
+        for r in records.drain(..) {
+            if record_tx.try_send(r).is_err() {
+                *dropped += 1;
+            }
+        }
+    };
+    send_records(&mut records, &mut dropped_records);
+
+    loop {
+        if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        tokio::select! {
+            batch = event_rx.recv() => {
+                let Some(batch) = batch else { break };
+                for ev in batch {
+                    if let Some(change) = processor.handle(ev, &mut records) {
+                        for synthetic in apply_change(&mut targets, &mut capture, change, &mut processor.stats) {
+                            processor.handle(synthetic, &mut records);
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => processor.tick(monotonic_ns(), &mut records),
+            _ = rescan.tick(), if targets.selector.is_dynamic() => {
+                for pid in targets.selector.resolve(&targets.proc) {
+                    if !targets.known.contains(&pid) {
+                        match targets.add(&mut capture, pid, &mut processor.stats) {
+                            Ok(opens) => for ev in opens { processor.handle(ev, &mut records); },
+                            Err(e) => tracing::warn!("cannot trace new process {pid}: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+        send_records(&mut records, &mut dropped_records);
+    }
+
+    // Stop reading, process what was already read, then close out in-flight requests.
+    reader_stop.store(true, Ordering::Relaxed);
+    let reader_stats = reader.await.unwrap_or_default();
+    while let Ok(batch) = event_rx.try_recv() {
+        for ev in batch {
+            let _ = processor.handle(ev, &mut records);
+        }
+    }
+    processor.finish(&mut records);
+    send_records(&mut records, &mut dropped_records);
+    drop(record_tx);
+    let _ = output.join();
+
+    let mut summary = processor.summary();
+    summary.pipeline.events_read = reader_stats.events_read;
+    summary.pipeline.decode_errors = reader_stats.decode_errors;
+    summary.pipeline.events_dropped = reader_stats.events_dropped;
+    summary.pipeline.records_dropped = dropped_records;
+    summary.kernel = capture.counters();
+    summary.targets = targets.known.iter().copied().collect();
+    summary.duration_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn apply_change(targets: &mut Targets, capture: &mut Capture, change: ProcessChange, stats: &mut PipelineStats) -> Vec<CaptureEvent> {
+    match change {
+        ProcessChange::Forked { child } => {
+            // The kernel added the child; a thread shares its parent's tgid and is removed.
+            if targets.proc.tgid(child) == Some(child) {
+                targets.add(capture, child, stats).unwrap_or_default()
+            } else {
+                capture.remove_target(child);
+                Vec::new()
+            }
+        }
+        ProcessChange::Exited { pid } => targets.release(capture, pid, stats),
+    }
+}
+
+#[derive(Default)]
+struct ReaderStats {
+    events_read: u64,
+    decode_errors: u64,
+    events_dropped: u64,
+}
+
+/// Most events handed over in one batch.
+const BATCH: usize = 1024;
+
+/// Reader task: drains the ring buffer whenever it is readable and hands batches to the
+/// processor. A full queue drops the batch (counted); the stream stage sees the gap.
+async fn read_ring(ring: RingBuf<MapData>, tx: mpsc::Sender<Vec<CaptureEvent>>, stop: Arc<AtomicBool>) -> ReaderStats {
+    let mut stats = ReaderStats::default();
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
+    // the AsyncFd holds it.
+    let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }) else {
+        tracing::error!("cannot poll the ring buffer");
+        return stats;
+    };
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            // Last drain: whatever the kernel wrote before the stop.
+            drain_ring(fd.get_mut(), &tx, &mut stats);
+            return stats;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), fd.readable_mut()).await {
+            Ok(Ok(mut guard)) => {
+                drain_ring(guard.get_inner_mut(), &tx, &mut stats);
+                guard.clear_ready();
+            }
+            Ok(Err(e)) => {
+                tracing::error!("polling the ring buffer failed: {e}");
+                return stats;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn drain_ring(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<CaptureEvent>>, stats: &mut ReaderStats) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(item) = ring.next() {
+        stats.events_read += 1;
+        match CaptureEvent::decode(&item) {
+            Ok(ev) => batch.push(ev),
+            Err(e) => {
+                stats.decode_errors += 1;
+                tracing::debug!("undecodable ring record: {e}");
+            }
+        }
+        if batch.len() >= BATCH {
+            send_batch(tx, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), stats);
+        }
+    }
+    if !batch.is_empty() {
+        send_batch(tx, batch, stats);
+    }
+}
+
+fn send_batch(tx: &mpsc::Sender<Vec<CaptureEvent>>, batch: Vec<CaptureEvent>, stats: &mut ReaderStats) {
+    let n = batch.len() as u64;
+    if tx.try_send(batch).is_err() {
+        stats.events_dropped += n;
+    }
+}

@@ -1,1 +1,81 @@
-//! (being written)
+//! Strike's self-telemetry: every drop, truncation, gap and eviction, from every stage, in
+//! one summary that `strike trace` prints at the end and writes as JSON (`--summary-file`).
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::{capture::KernelCounters, llm::TrackerStats, stream::StreamStats};
+
+/// Counters of the live pipeline itself (between the stages).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Ring-buffer records read by userspace.
+    pub events_read: u64,
+    /// Records that did not decode (a bug or a version mismatch; never expected).
+    pub decode_errors: u64,
+    /// Events dropped because the processing stage was behind (its queue was full).
+    pub events_dropped: u64,
+    /// Records produced.
+    pub records: u64,
+    /// Records dropped because the output was behind.
+    pub records_dropped: u64,
+    /// Processes added as targets (selected, children, picked up while running).
+    pub targets_added: u64,
+    /// Processes released (exited).
+    pub targets_released: u64,
+    /// Sockets found already open at start or on fork and tracked.
+    pub preexisting_sockets: u64,
+    /// Writes to the recording file that failed.
+    pub recording_errors: u64,
+}
+
+/// Everything a session counted.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub duration_s: f64,
+    pub targets: Vec<u32>,
+    pub kernel: KernelCounters,
+    pub pipeline: PipelineStats,
+    pub stream: StreamStats,
+    pub tracker: TrackerStats,
+}
+
+impl Summary {
+    /// Requests seen but built from incomplete capture.
+    pub fn partial_records(&self) -> u64 {
+        self.tracker.partial_records
+    }
+
+    /// The human summary printed at the end of `strike trace`.
+    pub fn human(&self) -> String {
+        let k = &self.kernel;
+        let p = &self.pipeline;
+        let s = &self.stream;
+        let mut out = String::new();
+        let _ = writeln!(out, "strike: summary after {:.1}s, {} target process(es)", self.duration_s, self.targets.len());
+        let _ = writeln!(
+            out,
+            "  requests    {} records ({} partial), {} dropped at output",
+            p.records,
+            self.partial_records(),
+            p.records_dropped
+        );
+        let _ = writeln!(
+            out,
+            "  capture     {} events, {} bytes; ring buffer full: {} events lost; truncated: {} calls ({} bytes)",
+            k.events, k.bytes, k.ringbuf_full, k.truncated_calls, k.truncated_bytes
+        );
+        let _ = writeln!(
+            out,
+            "  streams     {} connections ({} evicted, {} without open); gaps: {} ({} bytes); queue drops: {} events",
+            s.connections_opened, s.connections_evicted, s.connections_without_open, s.gaps, s.gap_bytes, p.events_dropped
+        );
+        let _ = writeln!(
+            out,
+            "  maps        socket map full: {}, pending map full: {}, target map full: {}, read faults: {}, decode errors: {}",
+            k.socks_map_full, k.pending_map_full, k.targets_map_full, k.read_faults, p.decode_errors
+        );
+        out
+    }
+}

@@ -14,6 +14,9 @@ use serde_json::Value;
 
 use crate::load::{Sent, Usage};
 
+/// strike's `input_token_source` for a prompt it estimated from its size.
+pub const ESTIMATED_INPUT: &str = "prompt_bytes";
+
 /// Token counts the server reported for one request, and where they came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected {
@@ -92,6 +95,9 @@ pub struct Report<'a> {
     pub other_records: usize,
     pub matched: usize,
     pub exact_tokens: usize,
+    /// Exact output, and an input that strike declares estimated because the response
+    /// carried no counts (the app's streams without usage).
+    pub estimated_input: usize,
     pub problems: Vec<String>,
     pub matches: Vec<Match<'a>>,
 }
@@ -100,8 +106,13 @@ impl Report<'_> {
     /// `sent=200 records=200 matched=200 exact_tokens=200`.
     pub fn counts(&self) -> String {
         format!(
-            "sent={} records={} matched={} exact_tokens={} (ignored api=other: {})",
-            self.sent, self.records, self.matched, self.exact_tokens, self.other_records
+            "sent={} records={} matched={} exact_tokens={} estimated_input={} (ignored api=other: {})",
+            self.sent,
+            self.records,
+            self.matched,
+            self.exact_tokens,
+            self.estimated_input,
+            self.other_records
         )
     }
 
@@ -196,25 +207,7 @@ pub fn compare<'a>(
             None => report.problems.push(format!(
                 "{what} id={id}: the server reported no token counts"
             )),
-            Some(e) => {
-                let input = record.get("input_tokens").and_then(Value::as_u64);
-                // Embeddings generate nothing: null and 0 both say so.
-                let output = record
-                    .get("output_tokens")
-                    .and_then(Value::as_u64)
-                    .or(if e.output == 0 { Some(0) } else { None });
-                if input == Some(e.input) && output == Some(e.output) {
-                    report.exact_tokens += 1;
-                } else {
-                    report.problems.push(format!(
-                        "{what} id={id}: strike input/output tokens {input:?}/{output:?} (token_source {:?}), server's {} says {}/{}",
-                        str_field(record, "token_source"),
-                        e.source,
-                        e.input,
-                        e.output
-                    ));
-                }
-            }
+            Some(e) => check_tokens(&format!("{what} id={id}"), s, record, e, &mut report),
         }
         report.matches.push(Match {
             sent: s,
@@ -232,6 +225,39 @@ pub fn compare<'a>(
         }
     }
     report
+}
+
+/// Counts `record` as exact or as a declared input estimate, or reports it.
+fn check_tokens(what: &str, s: &Sent, record: &Value, e: Expected, report: &mut Report<'_>) {
+    let input = record.get("input_tokens").and_then(Value::as_u64);
+    // Embeddings generate nothing: null and 0 both say so.
+    let output = record
+        .get("output_tokens")
+        .and_then(Value::as_u64)
+        .or(if e.output == 0 { Some(0) } else { None });
+    // When the response carried no counts (a stream without usage from a server that has no
+    // timings), strike can only estimate the prompt: accepted when it says so; the output
+    // still has to be exact.
+    let response_had_counts = s.usage.is_some() || s.timings.is_some();
+    let declared_estimate = str_field(record, "input_token_source") == Some(ESTIMATED_INPUT)
+        && str_field(record, "token_source") == Some("estimated");
+    if input == Some(e.input) && output == Some(e.output) {
+        report.exact_tokens += 1;
+    } else if !response_had_counts
+        && declared_estimate
+        && input.is_some_and(|n| n > 0)
+        && output == Some(e.output)
+    {
+        report.estimated_input += 1;
+    } else {
+        report.problems.push(format!(
+            "{what}: strike input/output tokens {input:?}/{output:?} (token_source {:?}), server's {} says {}/{}",
+            str_field(record, "token_source"),
+            e.source,
+            e.input,
+            e.output
+        ));
+    }
 }
 
 fn check_fields(what: &str, s: &Sent, r: &Value, problems: &mut Vec<String>) {
@@ -551,6 +577,69 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle:?} not in {text}");
         }
+    }
+
+    #[test]
+    fn a_declared_input_estimate_is_accepted_only_without_counts_in_the_response() {
+        let log = HashMap::from([
+            (
+                "a".to_owned(),
+                Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 3,
+                },
+            ),
+            (
+                "b".to_owned(),
+                Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 3,
+                },
+            ),
+            (
+                "c".to_owned(),
+                Usage {
+                    prompt_tokens: 9,
+                    completion_tokens: 3,
+                },
+            ),
+        ]);
+        let a = sent(0, CHAT, "a");
+        let b = sent(1, CHAT, "b");
+        let mut c = sent(2, CHAT, "c");
+        c.usage = Some(Usage {
+            prompt_tokens: 9,
+            completion_tokens: 3,
+        });
+        let estimate = |id: &str, output: u64| {
+            let mut r = record(
+                id,
+                "chat_completions",
+                "/v1/chat/completions",
+                true,
+                14,
+                output,
+            );
+            r["token_source"] = json!("estimated");
+            r["input_token_source"] = json!(ESTIMATED_INPUT);
+            r
+        };
+        // a: estimate, exact output: accepted; b: wrong output; c: the response had usage.
+        let records = [estimate("a", 3), estimate("b", 2), estimate("c", 3)];
+        let sent = [a, b, c];
+        let report = compare(&sent, &records, Some(&log));
+        assert_eq!((report.exact_tokens, report.estimated_input), (0, 1));
+        assert_eq!(report.problems.len(), 2, "{}", report.problems_text(10));
+        assert!(
+            report.problems[0].contains("#1"),
+            "{}",
+            report.problems_text(10)
+        );
+        assert!(
+            report.problems[1].contains("#2"),
+            "{}",
+            report.problems_text(10)
+        );
     }
 
     #[test]

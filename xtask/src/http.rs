@@ -48,3 +48,46 @@ Content-Length: {}
         .to_owned();
     Ok(Response { status, body })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead as _, BufReader};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn sends_a_json_post_and_reads_status_and_body() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                head.push(line);
+            }
+            let len: usize = head
+                .iter()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap();
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            conn.write_all(b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 2\r\n\r\nno")
+                .unwrap();
+            (head, String::from_utf8(body).unwrap())
+        });
+        let r = request(port, "POST", "/v1/embeddings", Some(r#"{"input":"x"}"#)).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (501, "no"));
+        let (head, body) = server.join().unwrap();
+        assert_eq!(head[0], "POST /v1/embeddings HTTP/1.1\r\n");
+        assert!(head.contains(&"Connection: close\r\n".to_owned()));
+        assert_eq!(body, r#"{"input":"x"}"#);
+    }
+}

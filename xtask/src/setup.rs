@@ -90,38 +90,47 @@ fn rustup_nightly_with_src(ctx: &Ctx) -> (bool, bool) {
 
 fn ebpf_toolchain(ctx: &Ctx) -> Result<()> {
     let t = Instant::now();
-    if !is_debian() {
+    let apt_missing: Vec<&str> = if is_debian() {
+        APT_PACKAGES
+            .iter()
+            .copied()
+            .filter(|p| !apt_installed(p))
+            .collect()
+    } else {
+        APT_PACKAGES.to_vec()
+    };
+    if !apt_missing.is_empty() {
+        // A developer machine with the usual aya setup needs nothing from apt.
         let (nightly, src) = rustup_nightly_with_src(ctx);
         let linker = ctx.which("bpf-linker").is_some();
-        let mut missing = Vec::new();
-        if !nightly {
-            missing.push("a rustup nightly toolchain (rustup toolchain install nightly --component rust-src)");
-        } else if !src {
-            missing
-                .push("rust-src for nightly (rustup component add rust-src --toolchain nightly)");
+        if nightly && src && linker {
+            report(
+                "eBPF toolchain",
+                t,
+                "present (rustup nightly + rust-src + bpf-linker)",
+            );
+            return Ok(());
         }
-        if !linker {
-            missing.push("bpf-linker on PATH (cargo install bpf-linker)");
-        }
-        if !missing.is_empty() {
+        if !is_debian() {
+            let mut missing = Vec::new();
+            if !nightly {
+                missing.push("a rustup nightly toolchain (rustup toolchain install nightly --component rust-src)");
+            } else if !src {
+                missing.push(
+                    "rust-src for nightly (rustup component add rust-src --toolchain nightly)",
+                );
+            }
+            if !linker {
+                missing.push("bpf-linker on PATH (cargo install bpf-linker)");
+            }
             bail!(
                 "not a Debian machine, so setup cannot install the eBPF toolchain; missing: {}",
                 missing.join("; ")
             );
         }
-        report(
-            "eBPF toolchain",
-            t,
-            "present (rustup nightly + rust-src + bpf-linker)",
-        );
-        return Ok(());
     }
 
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !apt_installed(p))
-        .collect();
+    let missing = apt_missing;
     if missing.is_empty() {
         report(
             "apt packages",
@@ -154,7 +163,11 @@ fn ebpf_toolchain(ctx: &Ctx) -> Result<()> {
             &format!("installed ({})", missing.join(" ")),
         );
     }
+    bpf_linker(ctx)
+}
 
+/// bpf-linker from crates.io, linked against Debian's LLVM 22.
+fn bpf_linker(ctx: &Ctx) -> Result<()> {
     let t = Instant::now();
     if let Some(linker) = ctx.which("bpf-linker") {
         report("bpf-linker", t, &format!("present ({})", linker.display()));

@@ -1,0 +1,236 @@
+//! `strike trace`: a one-off trace session on this host.
+
+use std::{
+    fs,
+    io::{self, Write},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use strike_common::{DEFAULT_MAX_CAPTURE, MAX_CAPTURE_LIMIT};
+
+use super::UsageError;
+use crate::{
+    capture::{self, Capture, CaptureConfig},
+    llm::TrackerConfig,
+    output::{Format, RecordWriter},
+    pipeline::{clock_offset_ns, run_live, LiveConfig, ProcessorConfig, TargetSelector},
+    stream::StreamConfig,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct TraceArgs {
+    /// Trace this process id (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Trace the process(es) listening on this TCP port (repeatable).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Trace processes with this name, as in /proc/PID/comm (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Do not follow the children and workers of the selected processes.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Stop by itself after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Bytes captured from one syscall at most; the rest is reported as truncated.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CAPTURE)]
+    pub max_capture_bytes: u32,
+    /// Kernel ring buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    pub ring_mib: u32,
+    /// Write the closing summary as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub summary_file: Option<PathBuf>,
+    /// Record every capture event to this file, for `strike replay`. It holds raw payloads,
+    /// prompts and credentials included: it is created readable by its owner only.
+    #[arg(long, value_name = "PATH")]
+    pub record: Option<PathBuf>,
+}
+
+/// Validated settings of a trace session.
+#[derive(Debug)]
+pub struct TraceConfig {
+    pub selector: TargetSelector,
+    pub format: Format,
+    pub duration: Option<Duration>,
+    pub capture: CaptureConfig,
+    pub summary_file: Option<PathBuf>,
+    pub record: Option<PathBuf>,
+}
+
+impl TryFrom<TraceArgs> for TraceConfig {
+    type Error = UsageError;
+
+    fn try_from(a: TraceArgs) -> Result<Self, UsageError> {
+        if a.pids.is_empty() && a.ports.is_empty() && a.comms.is_empty() {
+            return Err(UsageError("say what to trace: --pid PID, --port PORT or --comm NAME".into()));
+        }
+        let duration = match a.duration {
+            Some(d) if !(d.is_finite() && d > 0.0) => {
+                return Err(UsageError(format!("--duration must be a positive number of seconds, got {d}")))
+            }
+            Some(d) => Some(Duration::from_secs_f64(d)),
+            None => None,
+        };
+        if a.max_capture_bytes == 0 || a.max_capture_bytes > MAX_CAPTURE_LIMIT {
+            return Err(UsageError(format!(
+                "--max-capture-bytes must be between 1 and {MAX_CAPTURE_LIMIT}, got {}",
+                a.max_capture_bytes
+            )));
+        }
+        if !a.ring_mib.is_power_of_two() || a.ring_mib > 1024 {
+            return Err(UsageError(format!("--ring-mib must be a power of two up to 1024, got {}", a.ring_mib)));
+        }
+        Ok(TraceConfig {
+            selector: TargetSelector { pids: a.pids, ports: a.ports, comms: a.comms, follow_children: !a.no_follow },
+            format: a.format,
+            duration,
+            capture: CaptureConfig { max_capture_bytes: a.max_capture_bytes, ring_bytes: a.ring_mib << 20 },
+            summary_file: a.summary_file,
+            record: a.record,
+        })
+    }
+}
+
+fn describe(selector: &TargetSelector) -> String {
+    let mut parts = Vec::new();
+    parts.extend(selector.pids.iter().map(|p| format!("--pid {p}")));
+    parts.extend(selector.ports.iter().map(|p| format!("--port {p}")));
+    parts.extend(selector.comms.iter().map(|c| format!("--comm {c}")));
+    parts.join(" ")
+}
+
+/// Runs the session; returns whether it ended cleanly.
+pub fn run(args: TraceArgs) -> anyhow::Result<()> {
+    let config = TraceConfig::try_from(args)?;
+    capture::preflight()?;
+    let targets_now = config.selector.resolve(&capture::procfs::Proc::default());
+    if targets_now.is_empty() {
+        return Err(UsageError(format!("no running process matches {}", describe(&config.selector))).into());
+    }
+    let record_file = match &config.record {
+        Some(path) => Some(create_private(path).with_context(|| format!("creating {}", path.display()))?),
+        None => None,
+    };
+    let capture = Capture::load(&config.capture)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let live = LiveConfig {
+        selector: config.selector,
+        processor: ProcessorConfig {
+            stream: StreamConfig::default(),
+            tracker: TrackerConfig { clock_offset_ns: clock_offset_ns(), ..TrackerConfig::default() },
+            max_capture_bytes: config.capture.max_capture_bytes,
+        },
+        event_queue: 4096,
+        record_queue: 65_536,
+        duration: config.duration,
+        record_file,
+    };
+    let format = config.format;
+    let sink_stop = stop.clone();
+    let mut writer = RecordWriter::new(io::stdout(), format);
+    let mut out_closed = false;
+    let sink = move |record| {
+        if out_closed {
+            return;
+        }
+        if let Err(e) = writer.write(&record) {
+            // A closed pipe (`strike trace | head`) ends the session quietly.
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                tracing::error!("writing a record failed: {e}");
+            }
+            out_closed = true;
+            sink_stop.store(true, Ordering::Relaxed);
+        }
+    };
+    let summary = runtime.block_on(async {
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signal_stop.store(true, Ordering::Relaxed);
+        });
+        run_live(capture, live, stop.clone(), |pids| {
+            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+            eprintln!("strike: attached to {} process(es) [{}]; Ctrl-C to stop", pids.len(), list.join(" "));
+        }, sink)
+        .await
+    })?;
+    runtime.shutdown_timeout(Duration::from_millis(200));
+
+    eprint!("{}", summary.human());
+    if let Some(path) = &config.summary_file {
+        let json = serde_json::to_vec_pretty(&summary)?;
+        fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let _ = io::stderr().flush();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn create_private(path: &std::path::Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> TraceArgs {
+        TraceArgs {
+            pids: vec![1],
+            ports: vec![],
+            comms: vec![],
+            no_follow: false,
+            format: Format::Json,
+            duration: None,
+            max_capture_bytes: DEFAULT_MAX_CAPTURE,
+            ring_mib: 16,
+            summary_file: None,
+            record: None,
+        }
+    }
+
+    #[test]
+    fn validates_arguments() {
+        assert!(TraceConfig::try_from(args()).is_ok());
+        let none = TraceArgs { pids: vec![], ..args() };
+        assert!(TraceConfig::try_from(none).unwrap_err().0.contains("say what to trace"));
+        assert!(TraceConfig::try_from(TraceArgs { duration: Some(-1.0), ..args() }).is_err());
+        assert!(TraceConfig::try_from(TraceArgs { max_capture_bytes: MAX_CAPTURE_LIMIT + 1, ..args() }).is_err());
+        assert!(TraceConfig::try_from(TraceArgs { ring_mib: 3, ..args() }).is_err());
+        let ok = TraceConfig::try_from(TraceArgs { duration: Some(1.5), ring_mib: 8, ..args() }).unwrap();
+        assert_eq!(ok.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(ok.capture.ring_bytes, 8 << 20);
+    }
+}
