@@ -28,7 +28,11 @@ fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?);
     let root = manifest.parent().context("workspace root")?.to_path_buf();
     let out = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?).join("strike-ebpf.o");
-    for dir in ["strike-ebpf/src", "strike-ebpf/Cargo.toml", "strike-common/src"] {
+    for dir in [
+        "strike-ebpf/src",
+        "strike-ebpf/Cargo.toml",
+        "strike-common/src",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=STRIKE_EBPF_OBJECT");
@@ -59,15 +63,20 @@ fn build_ebpf(root: &Path) -> anyhow::Result<Option<PathBuf>> {
     let ebpf_dir = root.join("strike-ebpf");
     let target_dir = root.join("target").join("ebpf");
     let mut path = env::var_os("PATH").unwrap_or_default();
-    if let Some(home) = env::var_os("CARGO_HOME").or_else(|| {
-        env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo").into_os_string())
-    }) {
+    if let Some(home) = env::var_os("CARGO_HOME")
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo").into_os_string()))
+    {
         let mut p = OsString::from(PathBuf::from(home).join("bin"));
         p.push(":");
         p.push(&path);
         path = p;
     }
-    if Command::new("bpf-linker").arg("--version").env("PATH", &path).output().is_err() {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .env("PATH", &path)
+        .output()
+        .is_err()
+    {
         bail!("bpf-linker is not installed (cargo install bpf-linker)");
     }
 
@@ -89,7 +98,13 @@ fn build_ebpf(root: &Path) -> anyhow::Result<Option<PathBuf>> {
     for (key, _) in env::vars_os() {
         let k = key.to_string_lossy();
         let keep = k == "CARGO_HOME" || k == "RUSTUP_HOME" || k == "RUSTUP_TOOLCHAIN";
-        if !keep && (k.starts_with("CARGO_") || k.starts_with("RUSTC_WRAPPER") || k.starts_with("RUSTC_WORKSPACE_WRAPPER") || k.starts_with("RUSTFLAGS") || k.starts_with("RUSTDOC")) {
+        if !keep
+            && (k.starts_with("CARGO_")
+                || k.starts_with("RUSTC_WRAPPER")
+                || k.starts_with("RUSTC_WORKSPACE_WRAPPER")
+                || k.starts_with("RUSTFLAGS")
+                || k.starts_with("RUSTDOC"))
+        {
             cmd.env_remove(&key);
         }
     }
@@ -98,7 +113,14 @@ fn build_ebpf(root: &Path) -> anyhow::Result<Option<PathBuf>> {
     }
     cmd.current_dir(&ebpf_dir)
         .env("PATH", &path)
-        .args(["build", "--release", "--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
@@ -109,9 +131,15 @@ fn build_ebpf(root: &Path) -> anyhow::Result<Option<PathBuf>> {
 }
 
 fn nightly_has_rust_src() -> bool {
-    let Ok(out) = Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]).output() else {
+    let Ok(out) = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .output()
+    else {
         return false;
     };
     let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    out.status.success() && Path::new(&sysroot).join("lib/rustlib/src/rust/library").exists()
+    out.status.success()
+        && Path::new(&sysroot)
+            .join("lib/rustlib/src/rust/library")
+            .exists()
 }

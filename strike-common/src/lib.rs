@@ -110,14 +110,14 @@ pub struct EventHeader {
     pub kind: u8,
     /// `flag::*` bits.
     pub flags: u8,
-    pub _pad: [u8; 2],
+    pub pad: [u8; 2],
     /// Process id (thread group id) of the traced process.
     pub tgid: u32,
     /// Thread id that made the syscall.
     pub tid: u32,
     /// The socket fd (0 for process events).
     pub fd: u32,
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds at the syscall's exit.
+    /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC` nanoseconds at the syscall's exit.
     pub ts_ns: u64,
     /// Connection id assigned when the fd started being tracked; unique for the session,
     /// so a reused fd never mixes two connections.
@@ -137,7 +137,7 @@ pub struct DataEvent {
     pub len: u32,
     /// `direction::*`.
     pub direction: u8,
-    pub _pad: [u8; 7],
+    pub pad: [u8; 7],
     pub data: [u8; DATA_CHUNK],
 }
 
@@ -155,7 +155,10 @@ pub struct OpenEvent {
     pub family: u8,
     /// Peer port, host byte order.
     pub port: u16,
-    pub _pad: [u8; 4],
+    /// 0 when the kernel saw the accept/connect; userspace sets [`OPEN_PREEXISTING`] on the
+    /// events it synthesises for sockets found already open.
+    pub origin: u8,
+    pub pad: [u8; 3],
     /// Peer address: 4 bytes for IPv4, 16 for IPv6, network byte order.
     pub addr: [u8; 16],
     /// `comm` of the thread that accepted or connected.
@@ -172,6 +175,9 @@ pub struct CloseEvent {
     pub seq: [u64; 2],
 }
 
+/// [`OpenEvent::origin`] of a socket found already open when capture started.
+pub const OPEN_PREEXISTING: u8 = 1;
+
 /// A target process forked or exited.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -179,7 +185,7 @@ pub struct ProcEvent {
     pub header: EventHeader,
     /// The new process (fork) or the exiting one (exit).
     pub pid: u32,
-    pub _pad: [u8; 4],
+    pub pad: [u8; 4],
 }
 
 /// Key of the socket map.
@@ -199,7 +205,7 @@ pub struct SockState {
     pub seq: [u64; 2],
     /// `role::*`.
     pub role: u8,
-    pub _pad: [u8; 7],
+    pub pad: [u8; 7],
 }
 
 /// Value of the target map.
@@ -208,7 +214,7 @@ pub struct SockState {
 pub struct TargetState {
     /// 1 when userspace selected the process, 2 when it was added on fork.
     pub origin: u32,
-    pub _pad: u32,
+    pub pad: u32,
 }
 
 /// Connection ids assigned by userspace (for sockets already open at start) have this bit

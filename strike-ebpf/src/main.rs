@@ -96,7 +96,7 @@ struct Pending {
     fd: u32,
     op: u8,
     dir: u8,
-    _pad: [u8; 2],
+    pad: [u8; 2],
 }
 
 #[repr(C)]
@@ -155,7 +155,7 @@ fn enter_data(ctx: &TracePointContext, op: u8, dir: u8, msg: bool) -> Result<u32
     } else {
         (ptr, unsafe { ctx.read_at::<u64>(ARG2) }.map_err(|_| 1u32)?)
     };
-    let pending = Pending { ptr, count: count_arg, fd, op, dir, _pad: [0; 2] };
+    let pending = Pending { ptr, count: count_arg, fd, op, dir, pad: [0; 2] };
     if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
         count(counter::PENDING_FULL, 1);
     }
@@ -324,7 +324,7 @@ fn emit_data(
     ev.header = EventHeader {
         kind: kind::DATA,
         flags,
-        _pad: [0; 2],
+        pad: [0; 2],
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         fd: p.fd,
@@ -413,7 +413,7 @@ fn try_enter_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
     }
     let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
     let addr = unsafe { ctx.read_at::<u64>(ARG1) }.map_err(|_| 1u32)?;
-    let pending = Pending { ptr: addr, count: 0, fd, op, dir: 0, _pad: [0; 2] };
+    let pending = Pending { ptr: addr, count: 0, fd, op, dir: 0, pad: [0; 2] };
     if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
         count(counter::PENDING_FULL, 1);
     }
@@ -451,7 +451,7 @@ fn try_exit_sock(ctx: &TracePointContext) -> Result<u32, u32> {
     }
     let tgid = (pid_tgid >> 32) as u32;
     let conn_id = next_conn_id();
-    let state = SockState { conn_id, seq: [0; 2], role: sock_role, _pad: [0; 7] };
+    let state = SockState { conn_id, seq: [0; 2], role: sock_role, pad: [0; 7] };
     if SOCKS.insert(&SockKey { tgid, fd }, &state, 0).is_err() {
         count(counter::SOCKS_FULL, 1);
         return Ok(0);
@@ -459,7 +459,7 @@ fn try_exit_sock(ctx: &TracePointContext) -> Result<u32, u32> {
     open.header = EventHeader {
         kind: kind::OPEN,
         flags: 0,
-        _pad: [0; 2],
+        pad: [0; 2],
         tgid,
         tid: pid_tgid as u32,
         fd,
@@ -533,7 +533,7 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
         header: EventHeader {
             kind: kind::CLOSE,
             flags: 0,
-            _pad: [0; 2],
+            pad: [0; 2],
             tgid,
             tid: pid_tgid as u32,
             fd,
@@ -568,7 +568,7 @@ fn try_sched_fork(ctx: &TracePointContext) -> Result<u32, u32> {
     let child = unsafe { ctx.read_at::<u32>(child_off) }.map_err(|_| 1u32)?;
     // Threads of the target share its tgid and need no entry; we cannot tell them apart
     // here, so userspace removes the ones that turn out to be threads.
-    let state = TargetState { origin: 2, _pad: 0 };
+    let state = TargetState { origin: 2, pad: 0 };
     if TARGETS.insert(&child, &state, 0).is_err() {
         count(counter::TARGETS_FULL, 1);
         return Ok(0);
@@ -577,7 +577,7 @@ fn try_sched_fork(ctx: &TracePointContext) -> Result<u32, u32> {
         header: EventHeader {
             kind: kind::FORK,
             flags: 0,
-            _pad: [0; 2],
+            pad: [0; 2],
             tgid,
             tid: pid_tgid as u32,
             fd: 0,
@@ -585,7 +585,7 @@ fn try_sched_fork(ctx: &TracePointContext) -> Result<u32, u32> {
             conn_id: 0,
         },
         pid: child,
-        _pad: [0; 4],
+        pad: [0; 4],
     };
     output(&ev);
     Ok(0)
@@ -604,7 +604,7 @@ pub fn sched_exit(_ctx: TracePointContext) -> u32 {
         header: EventHeader {
             kind: kind::EXIT,
             flags: 0,
-            _pad: [0; 2],
+            pad: [0; 2],
             tgid,
             tid: tgid,
             fd: 0,
@@ -612,7 +612,7 @@ pub fn sched_exit(_ctx: TracePointContext) -> u32 {
             conn_id: 0,
         },
         pid: tgid,
-        _pad: [0; 4],
+        pad: [0; 4],
     };
     output(&ev);
     0

@@ -3,7 +3,7 @@
 //!
 //! Guarantees for one [`ConnKey`]: [`StreamEvent::Open`] comes first, then `Data` and `Gap`
 //! events in stream order for each direction (the two directions interleave in kernel time
-//! order), then at most one [`StreamEvent::Close`]. Timestamps are kernel CLOCK_MONOTONIC
+//! order), then at most one [`StreamEvent::Close`]. Timestamps are kernel `CLOCK_MONOTONIC`
 //! nanoseconds taken at the exit of the syscall that moved the bytes.
 
 use std::net::SocketAddr;
@@ -79,9 +79,15 @@ pub enum StreamEvent {
     },
     /// A read returned end-of-stream: the peer shut down its sending side (for a server,
     /// usually a client that disconnected). Always `Direction::Ingress`.
-    Eof { key: ConnKey, ts_ns: u64 },
+    Eof {
+        key: ConnKey,
+        ts_ns: u64,
+    },
     /// The socket was closed (or its process exited, or it was evicted).
-    Close { key: ConnKey, ts_ns: u64 },
+    Close {
+        key: ConnKey,
+        ts_ns: u64,
+    },
 }
 
 impl StreamEvent {

@@ -54,7 +54,12 @@ pub struct TargetSelector {
 impl TargetSelector {
     /// The processes matching now (with descendants when following children).
     pub fn resolve(&self, proc: &Proc) -> BTreeSet<u32> {
-        let mut pids: BTreeSet<u32> = self.pids.iter().copied().filter(|&p| proc.exists(p)).collect();
+        let mut pids: BTreeSet<u32> = self
+            .pids
+            .iter()
+            .copied()
+            .filter(|&p| proc.exists(p))
+            .collect();
         for &port in &self.ports {
             pids.extend(proc.pids_listening_on(port));
         }
@@ -111,13 +116,18 @@ impl Processor {
 
     /// Records every capture event to `file` from now on.
     pub fn record_to(&mut self, file: std::fs::File, header: &RecordingHeader) -> io::Result<()> {
-        let writer = RecordingWriter::new(io::BufWriter::new(file), header).map_err(io::Error::other)?;
+        let writer =
+            RecordingWriter::new(io::BufWriter::new(file), header).map_err(io::Error::other)?;
         self.recorder = Some(writer);
         Ok(())
     }
 
     /// Feeds one capture event; completed records are pushed to `records`.
-    pub fn handle(&mut self, event: CaptureEvent, records: &mut Vec<RequestRecord>) -> Option<ProcessChange> {
+    pub fn handle(
+        &mut self,
+        event: CaptureEvent,
+        records: &mut Vec<RequestRecord>,
+    ) -> Option<ProcessChange> {
         if let Some(rec) = &mut self.recorder {
             if rec.write(&event).is_err() {
                 self.stats.recording_errors += 1;
@@ -126,7 +136,8 @@ impl Processor {
         let change = match event {
             CaptureEvent::Fork { child, .. } => Some(ProcessChange::Forked { child }),
             CaptureEvent::Exit { pid, ts_ns } => {
-                self.reassembler.process_exited(pid, ts_ns, &mut self.stream_events);
+                self.reassembler
+                    .process_exited(pid, ts_ns, &mut self.stream_events);
                 Some(ProcessChange::Exited { pid })
             }
             other => {
@@ -183,7 +194,7 @@ impl Processor {
     }
 }
 
-/// Kernel CLOCK_MONOTONIC now, the clock of `bpf_ktime_get_ns`.
+/// Kernel `CLOCK_MONOTONIC` now, the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
@@ -196,7 +207,10 @@ pub fn clock_offset_ns() -> i64 {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid clock id and pointer.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
@@ -225,7 +239,12 @@ struct Targets {
 impl Targets {
     /// Adds `pid` as a target and tracks its open TCP connections; returns synthetic open
     /// events for them.
-    fn add(&mut self, capture: &mut Capture, pid: u32, stats: &mut PipelineStats) -> Result<Vec<CaptureEvent>, CaptureError> {
+    fn add(
+        &mut self,
+        capture: &mut Capture,
+        pid: u32,
+        stats: &mut PipelineStats,
+    ) -> Result<Vec<CaptureEvent>, CaptureError> {
         capture.add_target(pid)?;
         if !self.known.insert(pid) {
             return Ok(Vec::new());
@@ -235,15 +254,25 @@ impl Targets {
         let sockets = self.proc.open_sockets(pid);
         let listening: BTreeSet<u16> = sockets
             .iter()
-            .filter_map(|s| s.tcp.filter(|t| t.state == TCP_LISTEN).map(|t| t.local.port()))
+            .filter_map(|s| {
+                s.tcp
+                    .filter(|t| t.state == TCP_LISTEN)
+                    .map(|t| t.local.port())
+            })
             .collect();
         let now = monotonic_ns();
         let mut opens = Vec::new();
         for s in sockets {
             // Only established TCP connections: listening sockets carry no bytes, and unix
             // sockets found open are usually IPC; new ones are still tracked at accept.
-            let Some(tcp) = s.tcp.filter(|t| t.state != TCP_LISTEN) else { continue };
-            let role = if listening.contains(&tcp.local.port()) { Role::Server } else { Role::Client };
+            let Some(tcp) = s.tcp.filter(|t| t.state != TCP_LISTEN) else {
+                continue;
+            };
+            let role = if listening.contains(&tcp.local.port()) {
+                Role::Server
+            } else {
+                Role::Client
+            };
             match capture.track_socket(pid, s.fd, role) {
                 Ok(conn_id) => {
                     stats.preexisting_sockets += 1;
@@ -263,7 +292,12 @@ impl Targets {
         Ok(opens)
     }
 
-    fn release(&mut self, capture: &mut Capture, pid: u32, stats: &mut PipelineStats) -> Vec<CaptureEvent> {
+    fn release(
+        &mut self,
+        capture: &mut Capture,
+        pid: u32,
+        stats: &mut PipelineStats,
+    ) -> Vec<CaptureEvent> {
         capture.remove_target(pid);
         if self.known.remove(&pid) {
             stats.targets_released += 1;
@@ -273,7 +307,12 @@ impl Targets {
             .untrack_process(pid)
             .into_iter()
             .map(|(fd, conn_id)| {
-                CaptureEvent::Close(CloseRecord { key: ConnKey { tgid: pid, conn_id }, fd, ts_ns: now, final_seq: None })
+                CaptureEvent::Close(CloseRecord {
+                    key: ConnKey { tgid: pid, conn_id },
+                    fd,
+                    ts_ns: now,
+                    final_seq: None,
+                })
             })
             .collect()
     }
@@ -292,20 +331,32 @@ pub async fn run_live(
     let max_capture = config.processor.max_capture_bytes;
     let mut processor = Processor::new(config.processor);
     if let Some(file) = config.record_file {
-        let header = RecordingHeader { version: 1, clock_offset_ns: clock_offset_ns(), max_capture_bytes: max_capture };
+        let header = RecordingHeader {
+            version: 1,
+            clock_offset_ns: clock_offset_ns(),
+            max_capture_bytes: max_capture,
+        };
         processor.record_to(file, &header)?;
     }
-    let mut targets = Targets { proc: Proc::default(), selector: config.selector, known: BTreeSet::new() };
-    let ring = capture.take_ring().ok_or_else(|| anyhow::anyhow!("ring buffer already taken"))?;
+    let mut targets = Targets {
+        proc: Proc::default(),
+        selector: config.selector,
+        known: BTreeSet::new(),
+    };
+    let ring = capture
+        .take_ring()
+        .ok_or_else(|| anyhow::anyhow!("ring buffer already taken"))?;
 
     // Queues between the stages.
     let (event_tx, mut event_rx) = mpsc::channel::<Vec<CaptureEvent>>(config.event_queue.max(1));
     let (record_tx, mut record_rx) = mpsc::channel::<RequestRecord>(config.record_queue.max(1));
-    let output = std::thread::Builder::new().name("strike-output".into()).spawn(move || {
-        while let Some(record) = record_rx.blocking_recv() {
-            sink(record);
-        }
-    })?;
+    let output = std::thread::Builder::new()
+        .name("strike-output".into())
+        .spawn(move || {
+            while let Some(record) = record_rx.blocking_recv() {
+                sink(record);
+            }
+        })?;
 
     // Register the initial targets and their open sockets before any event is read.
     let initial = targets.selector.resolve(&targets.proc);
@@ -386,7 +437,12 @@ pub async fn run_live(
     Ok(summary)
 }
 
-fn apply_change(targets: &mut Targets, capture: &mut Capture, change: ProcessChange, stats: &mut PipelineStats) -> Vec<CaptureEvent> {
+fn apply_change(
+    targets: &mut Targets,
+    capture: &mut Capture,
+    change: ProcessChange,
+    stats: &mut PipelineStats,
+) -> Vec<CaptureEvent> {
     match change {
         ProcessChange::Forked { child } => {
             // The kernel added the child; a thread shares its parent's tgid and is removed.
@@ -413,7 +469,11 @@ const BATCH: usize = 1024;
 
 /// Reader task: drains the ring buffer whenever it is readable and hands batches to the
 /// processor. A full queue drops the batch (counted); the stream stage sees the gap.
-async fn read_ring(ring: RingBuf<MapData>, tx: mpsc::Sender<Vec<CaptureEvent>>, stop: Arc<AtomicBool>) -> ReaderStats {
+async fn read_ring(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<Vec<CaptureEvent>>,
+    stop: Arc<AtomicBool>,
+) -> ReaderStats {
     let mut stats = ReaderStats::default();
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd holds it.
@@ -441,7 +501,11 @@ async fn read_ring(ring: RingBuf<MapData>, tx: mpsc::Sender<Vec<CaptureEvent>>, 
     }
 }
 
-fn drain_ring(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<CaptureEvent>>, stats: &mut ReaderStats) {
+fn drain_ring(
+    ring: &mut RingBuf<MapData>,
+    tx: &mpsc::Sender<Vec<CaptureEvent>>,
+    stats: &mut ReaderStats,
+) {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(item) = ring.next() {
         stats.events_read += 1;
@@ -453,7 +517,11 @@ fn drain_ring(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<CaptureEvent>>,
             }
         }
         if batch.len() >= BATCH {
-            send_batch(tx, std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), stats);
+            send_batch(
+                tx,
+                std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                stats,
+            );
         }
     }
     if !batch.is_empty() {
@@ -461,7 +529,11 @@ fn drain_ring(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<Vec<CaptureEvent>>,
     }
 }
 
-fn send_batch(tx: &mpsc::Sender<Vec<CaptureEvent>>, batch: Vec<CaptureEvent>, stats: &mut ReaderStats) {
+fn send_batch(
+    tx: &mpsc::Sender<Vec<CaptureEvent>>,
+    batch: Vec<CaptureEvent>,
+    stats: &mut ReaderStats,
+) {
     let n = batch.len() as u64;
     if tx.try_send(batch).is_err() {
         stats.events_dropped += n;

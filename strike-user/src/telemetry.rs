@@ -53,7 +53,12 @@ impl Summary {
         let p = &self.pipeline;
         let s = &self.stream;
         let mut out = String::new();
-        let _ = writeln!(out, "strike: summary after {:.1}s, {} target process(es)", self.duration_s, self.targets.len());
+        let _ = writeln!(
+            out,
+            "strike: summary after {:.1}s, {} target process(es)",
+            self.duration_s,
+            self.targets.len()
+        );
         let _ = writeln!(
             out,
             "  requests    {} records ({} partial), {} dropped at output",

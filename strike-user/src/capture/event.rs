@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bytes::Bytes;
 use strike_common::{
     direction, flag, kind, role, CloseEvent, EventHeader, OpenEvent, ProcEvent,
-    DATA_EVENT_HEADER_LEN,
+    DATA_EVENT_HEADER_LEN, OPEN_PREEXISTING,
 };
 
 use crate::conn::{ConnKey, Direction, Role};
@@ -87,7 +87,10 @@ impl CaptureEvent {
     /// Decodes one ring-buffer record.
     pub fn decode(raw: &[u8]) -> Result<CaptureEvent, DecodeError> {
         let header: EventHeader = read_struct(raw)?;
-        let key = ConnKey { tgid: header.tgid, conn_id: header.conn_id };
+        let key = ConnKey {
+            tgid: header.tgid,
+            conn_id: header.conn_id,
+        };
         match header.kind {
             kind::DATA => {
                 let fixed = raw.get(..DATA_EVENT_HEADER_LEN).ok_or(DecodeError::Short {
@@ -132,7 +135,7 @@ impl CaptureEvent {
                     },
                     peer: peer_addr(&open),
                     comm: comm_string(&open.comm),
-                    preexisting: open._pad[0] == PREEXISTING_MARK,
+                    preexisting: open.origin == OPEN_PREEXISTING,
                 }))
             }
             kind::CLOSE => {
@@ -146,11 +149,18 @@ impl CaptureEvent {
             }
             kind::FORK => {
                 let proc: ProcEvent = read_struct(raw)?;
-                Ok(CaptureEvent::Fork { parent: header.tgid, child: proc.pid, ts_ns: header.ts_ns })
+                Ok(CaptureEvent::Fork {
+                    parent: header.tgid,
+                    child: proc.pid,
+                    ts_ns: header.ts_ns,
+                })
             }
             kind::EXIT => {
                 let proc: ProcEvent = read_struct(raw)?;
-                Ok(CaptureEvent::Exit { pid: proc.pid, ts_ns: header.ts_ns })
+                Ok(CaptureEvent::Exit {
+                    pid: proc.pid,
+                    ts_ns: header.ts_ns,
+                })
             }
             other => Err(DecodeError::UnknownKind { kind: other }),
         }
@@ -170,7 +180,10 @@ impl CaptureEvent {
                 out.extend_from_slice(as_bytes(&header));
                 out.extend_from_slice(&d.seq.to_ne_bytes());
                 out.extend_from_slice(&d.call_len.to_ne_bytes());
-                #[expect(clippy::cast_possible_truncation, reason = "payloads are at most DATA_CHUNK")]
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "payloads are at most DATA_CHUNK"
+                )]
                 out.extend_from_slice(&(d.bytes.len() as u32).to_ne_bytes());
                 out.push(match d.dir {
                     Direction::Ingress => direction::INGRESS,
@@ -191,7 +204,7 @@ impl CaptureEvent {
                     ..OpenEvent::default()
                 };
                 if o.preexisting {
-                    open._pad[0] = PREEXISTING_MARK;
+                    open.origin = OPEN_PREEXISTING;
                 }
                 if let Some(peer) = o.peer {
                     open.port = peer.port();
@@ -221,26 +234,40 @@ impl CaptureEvent {
                 }
                 as_bytes(&close).to_vec()
             }
-            CaptureEvent::Fork { parent, child, ts_ns } => {
-                let key = ConnKey { tgid: *parent, conn_id: 0 };
-                let ev = ProcEvent { header: header(kind::FORK, key, 0, *ts_ns), pid: *child, _pad: [0; 4] };
+            CaptureEvent::Fork {
+                parent,
+                child,
+                ts_ns,
+            } => {
+                let key = ConnKey {
+                    tgid: *parent,
+                    conn_id: 0,
+                };
+                let ev = ProcEvent {
+                    header: header(kind::FORK, key, 0, *ts_ns),
+                    pid: *child,
+                    pad: [0; 4],
+                };
                 as_bytes(&ev).to_vec()
             }
             CaptureEvent::Exit { pid, ts_ns } => {
-                let key = ConnKey { tgid: *pid, conn_id: 0 };
-                let ev = ProcEvent { header: header(kind::EXIT, key, 0, *ts_ns), pid: *pid, _pad: [0; 4] };
+                let key = ConnKey {
+                    tgid: *pid,
+                    conn_id: 0,
+                };
+                let ev = ProcEvent {
+                    header: header(kind::EXIT, key, 0, *ts_ns),
+                    pid: *pid,
+                    pad: [0; 4],
+                };
                 as_bytes(&ev).to_vec()
             }
         }
     }
 }
 
-/// Marks an `OpenEvent` synthesised by userspace for a socket found already open (the
-/// kernel never sets `_pad`).
-const PREEXISTING_MARK: u8 = 1;
 /// Marks a `CloseEvent` synthesised by userspace, whose final offsets are unknown.
 const FLAG_NO_FINAL_SEQ: u8 = 1 << 7;
-const AF_UNIX: u8 = 1;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
@@ -248,7 +275,7 @@ fn header(kind: u8, key: ConnKey, fd: u32, ts_ns: u64) -> EventHeader {
     EventHeader {
         kind,
         flags: 0,
-        _pad: [0; 2],
+        pad: [0; 2],
         tgid: key.tgid,
         tid: key.tgid,
         fd,
@@ -264,7 +291,6 @@ fn peer_addr(open: &OpenEvent) -> Option<SocketAddr> {
             Some(SocketAddr::new(Ipv4Addr::new(a, b, c, d).into(), open.port))
         }
         AF_INET6 => Some(SocketAddr::new(Ipv6Addr::from(open.addr).into(), open.port)),
-        AF_UNIX | 0 => None,
         _ => None,
     }
 }
@@ -277,7 +303,10 @@ fn comm_string(raw: &[u8; 16]) -> String {
 fn read_struct<T: Copy>(raw: &[u8]) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if raw.len() < need {
-        return Err(DecodeError::Short { len: raw.len(), need });
+        return Err(DecodeError::Short {
+            len: raw.len(),
+            need,
+        });
     }
     // SAFETY: T is one of strike-common's repr(C) plain-old-data types (no invalid bit
     // patterns), and `raw` holds at least size_of::<T>() bytes; read_unaligned has no
@@ -308,7 +337,10 @@ mod tests {
     use super::*;
 
     fn key() -> ConnKey {
-        ConnKey { tgid: 42, conn_id: 7 }
+        ConnKey {
+            tgid: 42,
+            conn_id: 7,
+        }
     }
 
     #[test]
@@ -343,9 +375,23 @@ mod tests {
                 comm: String::new(),
                 preexisting: false,
             }),
-            CaptureEvent::Close(CloseRecord { key: key(), fd: 9, ts_ns: 6, final_seq: Some([1, 2]) }),
-            CaptureEvent::Close(CloseRecord { key: key(), fd: 9, ts_ns: 6, final_seq: None }),
-            CaptureEvent::Fork { parent: 42, child: 44, ts_ns: 7 },
+            CaptureEvent::Close(CloseRecord {
+                key: key(),
+                fd: 9,
+                ts_ns: 6,
+                final_seq: Some([1, 2]),
+            }),
+            CaptureEvent::Close(CloseRecord {
+                key: key(),
+                fd: 9,
+                ts_ns: 6,
+                final_seq: None,
+            }),
+            CaptureEvent::Fork {
+                parent: 42,
+                child: 44,
+                ts_ns: 7,
+            },
             CaptureEvent::Exit { pid: 44, ts_ns: 8 },
         ];
         for ev in events {
@@ -355,10 +401,16 @@ mod tests {
 
     #[test]
     fn rejects_short_and_inconsistent_records() {
-        assert!(matches!(CaptureEvent::decode(&[1, 2, 3]), Err(DecodeError::Short { .. })));
+        assert!(matches!(
+            CaptureEvent::decode(&[1, 2, 3]),
+            Err(DecodeError::Short { .. })
+        ));
         let mut raw = CaptureEvent::Exit { pid: 1, ts_ns: 1 }.encode();
         raw[0] = 99;
-        assert_eq!(CaptureEvent::decode(&raw), Err(DecodeError::UnknownKind { kind: 99 }));
+        assert_eq!(
+            CaptureEvent::decode(&raw),
+            Err(DecodeError::UnknownKind { kind: 99 })
+        );
         let data = CaptureEvent::Data(DataRecord {
             key: key(),
             fd: 1,
@@ -373,7 +425,10 @@ mod tests {
         .encode();
         assert!(matches!(
             CaptureEvent::decode(&data[..data.len() - 1]),
-            Err(DecodeError::BadLength { claimed: 4, carried: 3 })
+            Err(DecodeError::BadLength {
+                claimed: 4,
+                carried: 3
+            })
         ));
     }
 

@@ -67,7 +67,10 @@ pub struct CaptureConfig {
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { max_capture_bytes: strike_common::DEFAULT_MAX_CAPTURE, ring_bytes: 16 << 20 }
+        CaptureConfig {
+            max_capture_bytes: strike_common::DEFAULT_MAX_CAPTURE,
+            ring_bytes: 16 << 20,
+        }
     }
 }
 
@@ -164,7 +167,10 @@ fn mount_tracefs() -> io::Result<()> {
 /// Offset of `child_pid` in `sched/sched_process_fork`, from its format file.
 fn fork_child_offset() -> Result<u32, CaptureError> {
     let path = format!("{TRACEFS}/events/sched/sched_process_fork/format");
-    let missing = || CaptureError::MissingTracepoint { category: "sched".into(), name: "sched_process_fork".into() };
+    let missing = || CaptureError::MissingTracepoint {
+        category: "sched".into(),
+        name: "sched_process_fork".into(),
+    };
     let text = fs::read_to_string(path).map_err(|_| missing())?;
     parse_field_offset(&text, "child_pid").ok_or_else(missing)
 }
@@ -174,20 +180,31 @@ fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?;
         let (decl, rest) = decl.split_once(';')?;
-        let field = decl.rsplit(|c: char| c == ' ' || c == '*').next()?;
+        let field = decl.rsplit([' ', '*']).next()?;
         if field != name {
             return None;
         }
-        rest.trim().strip_prefix("offset:")?.split(';').next()?.parse().ok()
+        rest.trim()
+            .strip_prefix("offset:")?
+            .split(';')
+            .next()?
+            .parse()
+            .ok()
     })
 }
 
 fn raise_memlock() {
-    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: plain syscall with a valid pointer. Kernels >= 5.11 account BPF memory to the
     // cgroup instead, so a failure here only matters on old kernels.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
-        tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed: {}", io::Error::last_os_error());
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const limit) } != 0 {
+        tracing::debug!(
+            "setrlimit(RLIMIT_MEMLOCK) failed: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 
@@ -211,13 +228,27 @@ impl Capture {
 
         let mut loaded: Vec<&str> = Vec::new();
         for &(program, category, name) in ATTACHMENTS {
-            if !Path::new(TRACEFS).join("events").join(category).join(name).exists() {
-                return Err(CaptureError::MissingTracepoint { category: category.into(), name: name.into() });
+            if !Path::new(TRACEFS)
+                .join("events")
+                .join(category)
+                .join(name)
+                .exists()
+            {
+                return Err(CaptureError::MissingTracepoint {
+                    category: category.into(),
+                    name: name.into(),
+                });
             }
-            let prog_err = |source| CaptureError::Program { program: program.into(), source: Box::new(source) };
+            let prog_err = |source| CaptureError::Program {
+                program: program.into(),
+                source: Box::new(source),
+            };
             let tp: &mut TracePoint = ebpf
                 .program_mut(program)
-                .ok_or_else(|| CaptureError::Map { name: "program missing from object", source: None })?
+                .ok_or_else(|| CaptureError::Map {
+                    name: "program missing from object",
+                    source: None,
+                })?
                 .try_into()
                 .map_err(prog_err)?;
             if !loaded.contains(&program) {
@@ -235,7 +266,14 @@ impl Capture {
             .map_err(|e| map_err(MAP_SOCKS, e))?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, MAP_COUNTERS)?)
             .map_err(|e| map_err(MAP_COUNTERS, e))?;
-        Ok(Capture { _ebpf: ebpf, ring: Some(ring), targets, socks, counters, next_user_conn: 0 })
+        Ok(Capture {
+            _ebpf: ebpf,
+            ring: Some(ring),
+            targets,
+            socks,
+            counters,
+            next_user_conn: 0,
+        })
     }
 
     /// The ring buffer, for the reader task (once).
@@ -246,8 +284,11 @@ impl Capture {
     /// Starts capturing `tgid`.
     pub fn add_target(&mut self, tgid: u32) -> Result<(), CaptureError> {
         self.targets
-            .insert(tgid, TargetState { origin: 1, _pad: 0 }, 0)
-            .map_err(|e| CaptureError::MapUpdate { name: MAP_TARGETS, source: Box::new(e) })
+            .insert(tgid, TargetState { origin: 1, pad: 0 }, 0)
+            .map_err(|e| CaptureError::MapUpdate {
+                name: MAP_TARGETS,
+                source: Box::new(e),
+            })
     }
 
     /// Stops capturing `tgid` (absent is fine).
@@ -261,7 +302,12 @@ impl Capture {
     }
 
     /// Tracks a socket that was already open, with a userspace connection id; returns it.
-    pub fn track_socket(&mut self, tgid: u32, fd: u32, sock_role: Role) -> Result<u64, CaptureError> {
+    pub fn track_socket(
+        &mut self,
+        tgid: u32,
+        fd: u32,
+        sock_role: Role,
+    ) -> Result<u64, CaptureError> {
         self.next_user_conn += 1;
         let conn_id = USER_CONN_ID_BIT | self.next_user_conn;
         let state = SockState {
@@ -272,18 +318,26 @@ impl Capture {
                 Role::Client => role::CLIENT,
                 Role::Unknown => role::UNKNOWN,
             },
-            _pad: [0; 7],
+            pad: [0; 7],
         };
         // BPF_NOEXIST: a socket the kernel started tracking meanwhile keeps its id.
         self.socks
             .insert(SockKey { tgid, fd }, state, u64::from(aya_noexist()))
-            .map_err(|e| CaptureError::MapUpdate { name: MAP_SOCKS, source: Box::new(e) })?;
+            .map_err(|e| CaptureError::MapUpdate {
+                name: MAP_SOCKS,
+                source: Box::new(e),
+            })?;
         Ok(conn_id)
     }
 
-    /// Forgets every socket of `tgid` (it exited); returns their (fd, conn_id).
+    /// Forgets every socket of `tgid` (it exited); returns their `(fd, conn_id)`.
     pub fn untrack_process(&mut self, tgid: u32) -> Vec<(u32, u64)> {
-        let keys: Vec<SockKey> = self.socks.keys().filter_map(Result::ok).filter(|k| k.tgid == tgid).collect();
+        let keys: Vec<SockKey> = self
+            .socks
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.tgid == tgid)
+            .collect();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             if let Ok(state) = self.socks.get(&key, 0) {
@@ -301,9 +355,8 @@ impl Capture {
 
     /// The kernel counters, summed over CPUs.
     pub fn counters(&self) -> KernelCounters {
-        let get = |index: u32| -> u64 {
-            self.counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
-        };
+        let get =
+            |index: u32| -> u64 { self.counters.get(&index, 0).map_or(0, |v| v.iter().sum()) };
         KernelCounters {
             events: get(counter::EVENTS),
             bytes: get(counter::BYTES),
@@ -323,11 +376,15 @@ const fn aya_noexist() -> u32 {
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
-    ebpf.take_map(name).ok_or(CaptureError::Map { name, source: None })
+    ebpf.take_map(name)
+        .ok_or(CaptureError::Map { name, source: None })
 }
 
 fn map_err(name: &'static str, e: aya::maps::MapError) -> CaptureError {
-    CaptureError::Map { name, source: Some(Box::new(e)) }
+    CaptureError::Map {
+        name,
+        source: Some(Box::new(e)),
+    }
 }
 
 #[cfg(test)]

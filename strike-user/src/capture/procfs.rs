@@ -39,7 +39,9 @@ pub struct Proc {
 
 impl Default for Proc {
     fn default() -> Self {
-        Proc { root: PathBuf::from("/proc") }
+        Proc {
+            root: PathBuf::from("/proc"),
+        }
     }
 }
 
@@ -53,7 +55,8 @@ impl Proc {
         let Ok(dir) = fs::read_dir(&self.root) else {
             return Vec::new();
         };
-        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
     }
 
     pub fn exists(&self, pid: u32) -> bool {
@@ -82,7 +85,10 @@ impl Proc {
     /// name matches on its first 15 bytes).
     pub fn pids_by_comm(&self, name: &str) -> Vec<u32> {
         let want: String = name.chars().take(15).collect();
-        self.pids().into_iter().filter(|&p| self.comm(p).is_some_and(|c| c == want)).collect()
+        self.pids()
+            .into_iter()
+            .filter(|&p| self.comm(p).is_some_and(|c| c == want))
+            .collect()
     }
 
     /// `pids` and all their descendants.
@@ -153,7 +159,11 @@ impl Proc {
             return out;
         }
         for pid in self.pids() {
-            if self.socket_fds(pid).iter().any(|(_, ino)| inodes.contains(ino)) {
+            if self
+                .socket_fds(pid)
+                .iter()
+                .any(|(_, ino)| inodes.contains(ino))
+            {
                 out.push(pid);
             }
         }
@@ -162,11 +172,18 @@ impl Proc {
 
     /// Sockets `pid` has open now, with their TCP entries where they are TCP.
     pub fn open_sockets(&self, pid: u32) -> Vec<OpenSocket> {
-        let tcp: HashMap<u64, TcpSocket> =
-            self.tcp_sockets(pid).into_iter().map(|s| (s.inode, s)).collect();
+        let tcp: HashMap<u64, TcpSocket> = self
+            .tcp_sockets(pid)
+            .into_iter()
+            .map(|s| (s.inode, s))
+            .collect();
         self.socket_fds(pid)
             .into_iter()
-            .map(|(fd, inode)| OpenSocket { fd, inode, tcp: tcp.get(&inode).copied() })
+            .map(|(fd, inode)| OpenSocket {
+                fd,
+                inode,
+                tcp: tcp.get(&inode).copied(),
+            })
             .collect()
     }
 
@@ -177,7 +194,10 @@ impl Proc {
 
 /// `socket:[12345]` → 12345.
 pub fn parse_socket_link(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The ppid field of `/proc/PID/stat` (the comm field may contain spaces and parentheses).
@@ -187,7 +207,9 @@ pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
 }
 
 fn parse_status_field(status: &str, field: &str) -> Option<u32> {
-    status.lines().find_map(|l| l.strip_prefix(field)?.trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.trim().parse().ok())
 }
 
 /// Parses `/proc/net/tcp` or `/proc/net/tcp6`.
@@ -202,7 +224,12 @@ pub fn parse_net_tcp(text: &str, v6: bool) -> Vec<TcpSocket> {
             let state = u8::from_str_radix(f.next()?, 16).ok()?;
             // tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
             let inode = f.nth(5)?.parse().ok()?;
-            Some(TcpSocket { local, remote, state, inode })
+            Some(TcpSocket {
+                local,
+                remote,
+                state,
+                inode,
+            })
         })
         .collect()
 }
@@ -255,7 +282,10 @@ mod tests {
 
     #[test]
     fn parses_stat_and_links() {
-        assert_eq!(parse_stat_ppid("123 (my (weird) proc) S 77 123 123 0"), Some(77));
+        assert_eq!(
+            parse_stat_ppid("123 (my (weird) proc) S 77 123 123 0"),
+            Some(77)
+        );
         assert_eq!(parse_stat_ppid("garbage"), None);
         assert_eq!(parse_socket_link("socket:[991]"), Some(991));
         assert_eq!(parse_socket_link("pipe:[991]"), None);
@@ -271,7 +301,9 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         assert!(proc.pids_listening_on(port).contains(&me));
         let socks = proc.open_sockets(me);
-        assert!(socks.iter().any(|s| s.tcp.is_some_and(|t| t.local.port() == port && t.state == TCP_LISTEN)));
+        assert!(socks.iter().any(|s| s
+            .tcp
+            .is_some_and(|t| t.local.port() == port && t.state == TCP_LISTEN)));
         assert!(proc.with_descendants(&BTreeSet::from([me])).contains(&me));
     }
 }

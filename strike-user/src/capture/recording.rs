@@ -65,7 +65,8 @@ impl<W: Write> RecordingWriter<W> {
 }
 
 fn write_frame(out: &mut impl Write, bytes: &[u8]) -> Result<(), RecordingError> {
-    let len = u32::try_from(bytes.len()).map_err(|_| RecordingError::FrameTooLarge { len: bytes.len() })?;
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| RecordingError::FrameTooLarge { len: bytes.len() })?;
     out.write_all(&len.to_le_bytes())?;
     out.write_all(bytes)?;
     Ok(())
@@ -81,13 +82,19 @@ pub struct RecordingReader<R: BufRead> {
 impl<R: BufRead> RecordingReader<R> {
     pub fn new(mut input: R) -> Result<Self, RecordingError> {
         let mut magic = [0u8; MAGIC.len()];
-        input.read_exact(&mut magic).map_err(|_| RecordingError::BadMagic)?;
+        input
+            .read_exact(&mut magic)
+            .map_err(|_| RecordingError::BadMagic)?;
         if &magic != MAGIC {
             return Err(RecordingError::BadMagic);
         }
         let json = read_frame(&mut input)?.ok_or(RecordingError::BadMagic)?;
         let header = serde_json::from_slice(&json).map_err(RecordingError::BadHeader)?;
-        Ok(RecordingReader { input, header, index: 0 })
+        Ok(RecordingReader {
+            input,
+            header,
+            index: 0,
+        })
     }
 
     pub fn header(&self) -> &RecordingHeader {
@@ -106,7 +113,10 @@ impl<R: BufRead> Iterator for RecordingReader<R> {
         };
         let index = self.index;
         self.index += 1;
-        Some(CaptureEvent::decode(&frame).map_err(|source| RecordingError::BadFrame { index, source }))
+        Some(
+            CaptureEvent::decode(&frame)
+                .map_err(|source| RecordingError::BadFrame { index, source }),
+        )
     }
 }
 
@@ -131,9 +141,17 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let header = RecordingHeader { version: 1, clock_offset_ns: -5, max_capture_bytes: 4096 };
+        let header = RecordingHeader {
+            version: 1,
+            clock_offset_ns: -5,
+            max_capture_bytes: 4096,
+        };
         let events = vec![
-            CaptureEvent::Fork { parent: 1, child: 2, ts_ns: 3 },
+            CaptureEvent::Fork {
+                parent: 1,
+                child: 2,
+                ts_ns: 3,
+            },
             CaptureEvent::Exit { pid: 2, ts_ns: 4 },
         ];
         let mut buf = Vec::new();
@@ -150,9 +168,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert!(matches!(RecordingReader::new(&b"nope"[..]), Err(RecordingError::BadMagic)));
+        assert!(matches!(
+            RecordingReader::new(&b"nope"[..]),
+            Err(RecordingError::BadMagic)
+        ));
         let mut bad = MAGIC.to_vec();
         bad.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(RecordingReader::new(&bad[..]), Err(RecordingError::FrameTooLarge { .. })));
+        assert!(matches!(
+            RecordingReader::new(&bad[..]),
+            Err(RecordingError::FrameTooLarge { .. })
+        ));
     }
 }

@@ -26,11 +26,15 @@ pub struct ReplayArgs {
 /// Replays a recording; returns its records and the stages' summary.
 pub fn replay_file(path: &std::path::Path) -> anyhow::Result<(Vec<RequestRecord>, Summary)> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = RecordingReader::new(io::BufReader::new(file)).with_context(|| format!("reading {}", path.display()))?;
+    let reader = RecordingReader::new(io::BufReader::new(file))
+        .with_context(|| format!("reading {}", path.display()))?;
     let header = reader.header().clone();
     let mut processor = Processor::new(ProcessorConfig {
         stream: StreamConfig::default(),
-        tracker: TrackerConfig { clock_offset_ns: header.clock_offset_ns, ..TrackerConfig::default() },
+        tracker: TrackerConfig {
+            clock_offset_ns: header.clock_offset_ns,
+            ..TrackerConfig::default()
+        },
         max_capture_bytes: header.max_capture_bytes,
     });
     let mut records = Vec::new();

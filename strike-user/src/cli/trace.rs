@@ -74,11 +74,15 @@ impl TryFrom<TraceArgs> for TraceConfig {
 
     fn try_from(a: TraceArgs) -> Result<Self, UsageError> {
         if a.pids.is_empty() && a.ports.is_empty() && a.comms.is_empty() {
-            return Err(UsageError("say what to trace: --pid PID, --port PORT or --comm NAME".into()));
+            return Err(UsageError(
+                "say what to trace: --pid PID, --port PORT or --comm NAME".into(),
+            ));
         }
         let duration = match a.duration {
             Some(d) if !(d.is_finite() && d > 0.0) => {
-                return Err(UsageError(format!("--duration must be a positive number of seconds, got {d}")))
+                return Err(UsageError(format!(
+                    "--duration must be a positive number of seconds, got {d}"
+                )))
             }
             Some(d) => Some(Duration::from_secs_f64(d)),
             None => None,
@@ -90,13 +94,24 @@ impl TryFrom<TraceArgs> for TraceConfig {
             )));
         }
         if !a.ring_mib.is_power_of_two() || a.ring_mib > 1024 {
-            return Err(UsageError(format!("--ring-mib must be a power of two up to 1024, got {}", a.ring_mib)));
+            return Err(UsageError(format!(
+                "--ring-mib must be a power of two up to 1024, got {}",
+                a.ring_mib
+            )));
         }
         Ok(TraceConfig {
-            selector: TargetSelector { pids: a.pids, ports: a.ports, comms: a.comms, follow_children: !a.no_follow },
+            selector: TargetSelector {
+                pids: a.pids,
+                ports: a.ports,
+                comms: a.comms,
+                follow_children: !a.no_follow,
+            },
             format: a.format,
             duration,
-            capture: CaptureConfig { max_capture_bytes: a.max_capture_bytes, ring_bytes: a.ring_mib << 20 },
+            capture: CaptureConfig {
+                max_capture_bytes: a.max_capture_bytes,
+                ring_bytes: a.ring_mib << 20,
+            },
             summary_file: a.summary_file,
             record: a.record,
         })
@@ -117,10 +132,16 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     capture::preflight()?;
     let targets_now = config.selector.resolve(&capture::procfs::Proc::default());
     if targets_now.is_empty() {
-        return Err(UsageError(format!("no running process matches {}", describe(&config.selector))).into());
+        return Err(UsageError(format!(
+            "no running process matches {}",
+            describe(&config.selector)
+        ))
+        .into());
     }
     let record_file = match &config.record {
-        Some(path) => Some(create_private(path).with_context(|| format!("creating {}", path.display()))?),
+        Some(path) => {
+            Some(create_private(path).with_context(|| format!("creating {}", path.display()))?)
+        }
         None => None,
     };
     let capture = Capture::load(&config.capture)?;
@@ -135,7 +156,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         selector: config.selector,
         processor: ProcessorConfig {
             stream: StreamConfig::default(),
-            tracker: TrackerConfig { clock_offset_ns: clock_offset_ns(), ..TrackerConfig::default() },
+            tracker: TrackerConfig {
+                clock_offset_ns: clock_offset_ns(),
+                ..TrackerConfig::default()
+            },
             max_capture_bytes: config.capture.max_capture_bytes,
         },
         event_queue: 4096,
@@ -166,10 +190,20 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
             wait_for_signal().await;
             signal_stop.store(true, Ordering::Relaxed);
         });
-        run_live(capture, live, stop.clone(), |pids| {
-            let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-            eprintln!("strike: attached to {} process(es) [{}]; Ctrl-C to stop", pids.len(), list.join(" "));
-        }, sink)
+        run_live(
+            capture,
+            live,
+            stop.clone(),
+            |pids| {
+                let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+                eprintln!(
+                    "strike: attached to {} process(es) [{}]; Ctrl-C to stop",
+                    pids.len(),
+                    list.join(" ")
+                );
+            },
+            sink,
+        )
         .await
     })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
@@ -184,12 +218,10 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
 }
 
 async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -199,7 +231,12 @@ async fn wait_for_signal() {
 
 fn create_private(path: &std::path::Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(test)]
@@ -224,12 +261,35 @@ mod tests {
     #[test]
     fn validates_arguments() {
         assert!(TraceConfig::try_from(args()).is_ok());
-        let none = TraceArgs { pids: vec![], ..args() };
-        assert!(TraceConfig::try_from(none).unwrap_err().0.contains("say what to trace"));
-        assert!(TraceConfig::try_from(TraceArgs { duration: Some(-1.0), ..args() }).is_err());
-        assert!(TraceConfig::try_from(TraceArgs { max_capture_bytes: MAX_CAPTURE_LIMIT + 1, ..args() }).is_err());
-        assert!(TraceConfig::try_from(TraceArgs { ring_mib: 3, ..args() }).is_err());
-        let ok = TraceConfig::try_from(TraceArgs { duration: Some(1.5), ring_mib: 8, ..args() }).unwrap();
+        let none = TraceArgs {
+            pids: vec![],
+            ..args()
+        };
+        assert!(TraceConfig::try_from(none)
+            .unwrap_err()
+            .0
+            .contains("say what to trace"));
+        assert!(TraceConfig::try_from(TraceArgs {
+            duration: Some(-1.0),
+            ..args()
+        })
+        .is_err());
+        assert!(TraceConfig::try_from(TraceArgs {
+            max_capture_bytes: MAX_CAPTURE_LIMIT + 1,
+            ..args()
+        })
+        .is_err());
+        assert!(TraceConfig::try_from(TraceArgs {
+            ring_mib: 3,
+            ..args()
+        })
+        .is_err());
+        let ok = TraceConfig::try_from(TraceArgs {
+            duration: Some(1.5),
+            ring_mib: 8,
+            ..args()
+        })
+        .unwrap();
         assert_eq!(ok.duration, Some(Duration::from_millis(1500)));
         assert_eq!(ok.capture.ring_bytes, 8 << 20);
     }

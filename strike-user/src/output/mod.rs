@@ -24,7 +24,11 @@ const HEADER: &str = "TIME          PID      METHOD PATH                   STATU
 
 impl<W: Write> RecordWriter<W> {
     pub fn new(out: W, format: Format) -> Self {
-        RecordWriter { out, format, rows: 0 }
+        RecordWriter {
+            out,
+            format,
+            rows: 0,
+        }
     }
 
     /// Writes one record. Errors are the output's (a closed pipe ends the session quietly).
@@ -35,7 +39,7 @@ impl<W: Write> RecordWriter<W> {
                 self.out.write_all(b"\n")?;
             }
             Format::Table => {
-                if self.rows % 40 == 0 {
+                if self.rows.is_multiple_of(40) {
                     writeln!(self.out, "{HEADER}")?;
                 }
                 writeln!(self.out, "{}", table_row(record))?;
@@ -73,7 +77,10 @@ pub fn table_row(r: &RequestRecord) -> String {
         note.push(format!("error={e}"));
     }
     if r.partial {
-        note.push(format!("partial({})", r.partial_reason.as_deref().unwrap_or("?")));
+        note.push(format!(
+            "partial({})",
+            r.partial_reason.as_deref().unwrap_or("?")
+        ));
     }
     if let Some(f) = &r.finish_reason {
         note.push(f.clone());
@@ -89,7 +96,10 @@ pub fn table_row(r: &RequestRecord) -> String {
         if r.stream { "yes" } else { "no" },
         opt(r.input_tokens),
         opt(r.output_tokens),
-        serde_json::to_value(r.token_source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+        serde_json::to_value(r.token_source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         ms(r.ttft_ms),
         ms(r.e2e_ms),
         ms(r.tpot_ms),

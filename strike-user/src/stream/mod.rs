@@ -120,22 +120,45 @@ impl Reassembler {
     pub fn handle(&mut self, event: CaptureEvent, out: &mut Vec<StreamEvent>) {
         self.now_ns = self.now_ns.max(event.ts_ns());
         match event {
-            CaptureEvent::Open(open) => self.open(open, out),
+            CaptureEvent::Open(open) => self.open(open, true, out),
             CaptureEvent::Data(data) => self.data(data, out),
             CaptureEvent::Close(close) => self.close(&close, out),
             CaptureEvent::Fork { .. } | CaptureEvent::Exit { .. } => {}
         }
     }
 
-    fn open(&mut self, open: OpenRecord, out: &mut Vec<StreamEvent>) {
+    /// `anchored`: the stream offsets start at 0 (false for a connection first seen mid-stream).
+    fn open(&mut self, open: OpenRecord, anchored: bool, out: &mut Vec<StreamEvent>) {
         if let Some(old) = self.conns.remove(&open.key) {
             // Ids are unique per session, so this is a re-announcement; close the old one.
             let _ = old;
-            out.push(StreamEvent::Close { key: open.key, ts_ns: open.ts_ns });
+            out.push(StreamEvent::Close {
+                key: open.key,
+                ts_ns: open.ts_ns,
+            });
         }
         self.make_room(out);
         self.stats.connections_opened += 1;
-        self.conns.insert(open.key, Conn { dirs: Default::default(), last_ts: open.ts_ns, fd: open.fd });
+        // Every socket the kernel or userspace tracks starts at offset 0 in both directions; a
+        // connection seen without its open event anchors at its first byte instead.
+        let start = if anchored { Some(0) } else { None };
+        self.conns.insert(
+            open.key,
+            Conn {
+                dirs: [
+                    DirState {
+                        next: start,
+                        ..DirState::default()
+                    },
+                    DirState {
+                        next: start,
+                        ..DirState::default()
+                    },
+                ],
+                last_ts: open.ts_ns,
+                fd: open.fd,
+            },
+        );
         out.push(StreamEvent::Open(ConnInfo {
             key: open.key,
             comm: open.comm,
@@ -170,12 +193,15 @@ impl Reassembler {
                     comm: String::new(),
                     preexisting: true,
                 },
+                false,
                 out,
             );
         }
         let window = self.config.reorder_window_ns;
         let max_pending = self.config.max_pending_segments;
-        let Some(conn) = self.conns.get_mut(&key) else { return };
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
         conn.last_ts = conn.last_ts.max(data.ts_ns);
         let d = &mut conn.dirs[idx(data.dir)];
 
@@ -183,7 +209,10 @@ impl Reassembler {
             if data.call_len == 0 && data.dir == Direction::Ingress {
                 // End of stream: everything before it must be out first.
                 flush_pending(&mut self.stats, key, data.dir, d, out);
-                out.push(StreamEvent::Eof { key, ts_ns: data.ts_ns });
+                out.push(StreamEvent::Eof {
+                    key,
+                    ts_ns: data.ts_ns,
+                });
             }
             return;
         }
@@ -212,10 +241,17 @@ impl Reassembler {
             d.pending.insert(seq, (data.ts_ns, bytes));
             if truncated_tail > 0 {
                 // The tail never comes: hold an empty marker right after it.
-                d.pending.entry(end + truncated_tail).or_insert((data.ts_ns, Bytes::new()));
+                d.pending
+                    .entry(end + truncated_tail)
+                    .or_insert((data.ts_ns, Bytes::new()));
             }
             // Give up on the hole when the window is exceeded in size or time.
-            let oldest_ts = d.pending.values().map(|(ts, _)| *ts).min().unwrap_or(data.ts_ns);
+            let oldest_ts = d
+                .pending
+                .values()
+                .map(|(ts, _)| *ts)
+                .min()
+                .unwrap_or(data.ts_ns);
             if d.pending.len() > max_pending || self.now_ns.saturating_sub(oldest_ts) > window {
                 flush_pending(&mut self.stats, key, data.dir, d, out);
             }
@@ -225,7 +261,12 @@ impl Reassembler {
         if truncated_tail > 0 {
             self.stats.gaps += 1;
             self.stats.gap_bytes += truncated_tail;
-            out.push(StreamEvent::Gap { key, dir: data.dir, ts_ns: data.ts_ns, missing: truncated_tail });
+            out.push(StreamEvent::Gap {
+                key,
+                dir: data.dir,
+                ts_ns: data.ts_ns,
+                missing: truncated_tail,
+            });
             d.next = Some(end + truncated_tail);
         }
         drain_contiguous(&mut self.stats, key, data.dir, d, out);
@@ -240,8 +281,16 @@ impl Reassembler {
     }
 
     /// Flushes a connection's pending bytes (declaring gaps), reports lost tails, and closes it.
-    fn finish_conn(&mut self, key: ConnKey, ts_ns: u64, final_seq: Option<[u64; 2]>, out: &mut Vec<StreamEvent>) {
-        let Some(mut conn) = self.conns.remove(&key) else { return };
+    fn finish_conn(
+        &mut self,
+        key: ConnKey,
+        ts_ns: u64,
+        final_seq: Option<[u64; 2]>,
+        out: &mut Vec<StreamEvent>,
+    ) {
+        let Some(mut conn) = self.conns.remove(&key) else {
+            return;
+        };
         for dir in DIRS {
             let d = &mut conn.dirs[idx(dir)];
             flush_pending(&mut self.stats, key, dir, d, out);
@@ -250,7 +299,12 @@ impl Reassembler {
                 if missing > 0 {
                     self.stats.gaps += 1;
                     self.stats.gap_bytes += missing;
-                    out.push(StreamEvent::Gap { key, dir, ts_ns, missing });
+                    out.push(StreamEvent::Gap {
+                        key,
+                        dir,
+                        ts_ns,
+                        missing,
+                    });
                 }
             }
         }
@@ -259,7 +313,12 @@ impl Reassembler {
 
     /// Closes connections of a process that exited (their close events never come).
     pub fn process_exited(&mut self, tgid: u32, ts_ns: u64, out: &mut Vec<StreamEvent>) {
-        let keys: Vec<ConnKey> = self.conns.keys().filter(|k| k.tgid == tgid).copied().collect();
+        let keys: Vec<ConnKey> = self
+            .conns
+            .keys()
+            .filter(|k| k.tgid == tgid)
+            .copied()
+            .collect();
         for key in keys {
             self.stats.connections_closed += 1;
             self.finish_conn(key, ts_ns, None, out);
@@ -276,7 +335,10 @@ impl Reassembler {
         for (&key, conn) in &mut self.conns {
             for dir in DIRS {
                 let d = &mut conn.dirs[idx(dir)];
-                let expired = d.pending.values().any(|(ts, _)| now_ns.saturating_sub(*ts) > window);
+                let expired = d
+                    .pending
+                    .values()
+                    .any(|(ts, _)| now_ns.saturating_sub(*ts) > window);
                 if expired {
                     flush_pending(&mut self.stats, key, dir, d, out);
                 }
@@ -318,12 +380,23 @@ fn emit_data(
     d.next = Some(d.next.unwrap_or(0) + len);
     if len > 0 {
         stats.bytes += len;
-        out.push(StreamEvent::Data { key, dir, ts_ns, bytes });
+        out.push(StreamEvent::Data {
+            key,
+            dir,
+            ts_ns,
+            bytes,
+        });
     }
 }
 
 /// Emits pending segments that became contiguous.
-fn drain_contiguous(stats: &mut StreamStats, key: ConnKey, dir: Direction, d: &mut DirState, out: &mut Vec<StreamEvent>) {
+fn drain_contiguous(
+    stats: &mut StreamStats,
+    key: ConnKey,
+    dir: Direction,
+    d: &mut DirState,
+    out: &mut Vec<StreamEvent>,
+) {
     while let Some(entry) = d.pending.first_entry() {
         let next = d.next.unwrap_or(0);
         let seq = *entry.key();
@@ -336,20 +409,33 @@ fn drain_contiguous(stats: &mut StreamStats, key: ConnKey, dir: Direction, d: &m
             stats.duplicate_bytes += bytes.len() as u64;
             continue;
         }
-        let skip = usize::try_from(next - seq).unwrap_or(usize::MAX).min(bytes.len());
+        let skip = usize::try_from(next - seq)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         emit_data(stats, key, dir, ts, bytes.slice(skip..), d, out);
     }
 }
 
 /// Gives up on every hole: emits each pending segment in order with a gap before it.
-fn flush_pending(stats: &mut StreamStats, key: ConnKey, dir: Direction, d: &mut DirState, out: &mut Vec<StreamEvent>) {
+fn flush_pending(
+    stats: &mut StreamStats,
+    key: ConnKey,
+    dir: Direction,
+    d: &mut DirState,
+    out: &mut Vec<StreamEvent>,
+) {
     drain_contiguous(stats, key, dir, d, out);
     while let Some((seq, (ts, _))) = d.pending.first_key_value().map(|(s, v)| (*s, v.clone())) {
         let next = d.next.unwrap_or(seq);
         if seq > next {
             stats.gaps += 1;
             stats.gap_bytes += seq - next;
-            out.push(StreamEvent::Gap { key, dir, ts_ns: ts, missing: seq - next });
+            out.push(StreamEvent::Gap {
+                key,
+                dir,
+                ts_ns: ts,
+                missing: seq - next,
+            });
             d.next = Some(seq);
         }
         drain_contiguous(stats, key, dir, d, out);
@@ -360,7 +446,10 @@ fn flush_pending(stats: &mut StreamStats, key: ConnKey, dir: Direction, d: &mut 
 mod tests {
     use super::*;
 
-    const KEY: ConnKey = ConnKey { tgid: 10, conn_id: 1 };
+    const KEY: ConnKey = ConnKey {
+        tgid: 10,
+        conn_id: 1,
+    };
 
     fn open() -> CaptureEvent {
         CaptureEvent::Open(OpenRecord {
@@ -404,7 +493,11 @@ mod tests {
             .map(|e| match e {
                 StreamEvent::Open(_) => "O".to_string(),
                 StreamEvent::Data { dir, bytes, .. } => {
-                    format!("{}{}", if *dir == Direction::Ingress { '>' } else { '<' }, String::from_utf8_lossy(bytes))
+                    format!(
+                        "{}{}",
+                        if *dir == Direction::Ingress { '>' } else { '<' },
+                        String::from_utf8_lossy(bytes)
+                    )
                 }
                 StreamEvent::Gap { missing, .. } => format!("G{missing}"),
                 StreamEvent::Eof { .. } => "E".into(),
@@ -429,7 +522,11 @@ mod tests {
 
     #[test]
     fn reorders_within_the_window() {
-        let (out, stats) = run(vec![open(), data(Direction::Ingress, 3, 2, b"def"), data(Direction::Ingress, 0, 3, b"abc")]);
+        let (out, stats) = run(vec![
+            open(),
+            data(Direction::Ingress, 3, 2, b"def"),
+            data(Direction::Ingress, 0, 3, b"abc"),
+        ]);
         assert_eq!(text(&out), "O >abc >def C");
         assert_eq!(stats.reordered_segments, 1);
         assert_eq!(stats.gaps, 0);
@@ -437,7 +534,11 @@ mod tests {
 
     #[test]
     fn lost_bytes_become_a_sized_gap() {
-        let (out, stats) = run(vec![open(), data(Direction::Ingress, 0, 2, b"abc"), data(Direction::Ingress, 10, 3, b"xyz")]);
+        let (out, stats) = run(vec![
+            open(),
+            data(Direction::Ingress, 0, 2, b"abc"),
+            data(Direction::Ingress, 10, 3, b"xyz"),
+        ]);
         assert_eq!(text(&out), "O >abc G7 >xyz C");
         assert_eq!((stats.gaps, stats.gap_bytes), (1, 7));
     }
@@ -446,7 +547,11 @@ mod tests {
     fn gap_declared_when_window_expires() {
         let mut r = Reassembler::new(StreamConfig::default(), 1024);
         let mut out = Vec::new();
-        for e in [open(), data(Direction::Egress, 0, 2, b"ab"), data(Direction::Egress, 5, 3, b"fg")] {
+        for e in [
+            open(),
+            data(Direction::Egress, 0, 2, b"ab"),
+            data(Direction::Egress, 5, 3, b"fg"),
+        ] {
             r.handle(e, &mut out);
         }
         assert_eq!(text(&out), "O <ab");
@@ -488,7 +593,15 @@ mod tests {
         let mut out = Vec::new();
         r.handle(open(), &mut out);
         r.handle(data(Direction::Egress, 0, 2, b"abc"), &mut out);
-        r.handle(CaptureEvent::Close(CloseRecord { key: KEY, fd: 5, ts_ns: 9, final_seq: Some([0, 10]) }), &mut out);
+        r.handle(
+            CaptureEvent::Close(CloseRecord {
+                key: KEY,
+                fd: 5,
+                ts_ns: 9,
+                final_seq: Some([0, 10]),
+            }),
+            &mut out,
+        );
         assert_eq!(text(&out), "O <abc G7 C");
     }
 
@@ -503,13 +616,19 @@ mod tests {
         }
         r.handle(eof, &mut out);
         assert_eq!(text(&out), "O >abc E");
-        assert!(matches!(&out[0], StreamEvent::Open(i) if i.preexisting && i.role == Role::Unknown));
+        assert!(
+            matches!(&out[0], StreamEvent::Open(i) if i.preexisting && i.role == Role::Unknown)
+        );
         assert_eq!(r.stats().connections_without_open, 1);
     }
 
     #[test]
     fn evicts_least_recent_when_full_and_when_idle() {
-        let config = StreamConfig { max_connections: 1, idle_timeout_ns: 100, ..StreamConfig::default() };
+        let config = StreamConfig {
+            max_connections: 1,
+            idle_timeout_ns: 100,
+            ..StreamConfig::default()
+        };
         let mut r = Reassembler::new(config, 1024);
         let mut out = Vec::new();
         r.handle(open(), &mut out);
