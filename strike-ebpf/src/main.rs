@@ -420,36 +420,49 @@ fn try_enter_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
     Ok(0)
 }
 
-/// `syscalls/sys_exit_accept`, `sys_exit_accept4` and `sys_exit_connect`: ret at 16.
+/// `syscalls/sys_exit_accept` and `sys_exit_accept4`: ret at 16.
 #[tracepoint]
-pub fn exit_sock(ctx: TracePointContext) -> u32 {
-    match try_exit_sock(&ctx) {
+pub fn exit_accept(ctx: TracePointContext) -> u32 {
+    match try_exit_sock(&ctx, OP_ACCEPT) {
         Ok(r) | Err(r) => r,
     }
 }
 
-fn try_exit_sock(ctx: &TracePointContext) -> Result<u32, u32> {
+/// `syscalls/sys_exit_connect`: ret at 16.
+#[tracepoint]
+pub fn exit_connect(ctx: TracePointContext) -> u32 {
+    match try_exit_sock(&ctx, OP_CONNECT) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_exit_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(p) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
-        return Ok(0);
-    };
-    let _ = PENDING.remove(&pid_tgid);
+    let tgid = (pid_tgid >> 32) as u32;
+    let pending = unsafe { PENDING.get(&pid_tgid) }.copied();
+    if pending.is_some() {
+        let _ = PENDING.remove(&pid_tgid);
+    }
     let ret = unsafe { ctx.read_at::<i64>(RET) }.map_err(|_| 1u32)?;
-    let (fd, sock_role) = match p.op {
-        OP_ACCEPT if ret >= 0 => (ret as u32, role::SERVER),
-        OP_CONNECT if ret == 0 || ret == -EINPROGRESS => (p.fd, role::CLIENT),
+    let (fd, sock_role, addr) = match (op, pending) {
+        (OP_ACCEPT, Some(p)) if p.op == OP_ACCEPT && ret >= 0 => (ret as u32, role::SERVER, p.ptr),
+        // An accept that was already blocked when Strike attached has no enter record: the
+        // connection is still the target's, only its peer address is unknown.
+        (OP_ACCEPT, None) if ret >= 0 && is_target(tgid) => (ret as u32, role::SERVER, 0),
+        (OP_CONNECT, Some(p)) if p.op == OP_CONNECT && (ret == 0 || ret == -EINPROGRESS) => {
+            (p.fd, role::CLIENT, p.ptr)
+        }
         _ => return Ok(0),
     };
     let mut open = OpenEvent::default();
     open.role = sock_role;
-    if p.ptr != 0 {
-        read_sockaddr(p.ptr, &mut open);
+    if addr != 0 {
+        read_sockaddr(addr, &mut open);
     }
     // Outgoing connections only matter over IP; unix-socket connects are logging, DNS, etc.
     if sock_role == role::CLIENT && open.family != AF_INET as u8 && open.family != AF_INET6 as u8 {
         return Ok(0);
     }
-    let tgid = (pid_tgid >> 32) as u32;
     let conn_id = next_conn_id();
     let state = SockState { conn_id, seq: [0; 2], role: sock_role, pad: [0; 7] };
     if SOCKS.insert(&SockKey { tgid, fd }, &state, 0).is_err() {
