@@ -74,6 +74,12 @@ const OP_IOV: u8 = 2;
 const OP_ACCEPT: u8 = 3;
 const OP_CONNECT: u8 = 4;
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// Bytes waiting in the ring buffer before the reader is woken up.
+const WAKEUP_BYTES: u64 = 256 * 1024;
+
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -350,7 +356,7 @@ fn emit_data(
     let bytes = unsafe {
         core::slice::from_raw_parts((ev as *const DataEvent).cast::<u8>(), DATA_EVENT_HEADER_LEN + n)
     };
-    if EVENTS.output::<[u8]>(bytes, 0).is_ok() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_ok() {
         count(counter::EVENTS, 1);
         count(counter::BYTES, len);
     } else {
@@ -631,9 +637,20 @@ pub fn sched_exit(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Wake the reader only once enough is waiting: a wakeup per record (the default when the
+/// reader keeps up) costs more than the copy itself. The reader also drains on a short timer.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 #[inline(always)]
 fn output<T>(value: &T) {
-    if EVENTS.output::<T>(value, 0).is_ok() {
+    if EVENTS.output::<T>(value, wakeup_flags()).is_ok() {
         count(counter::EVENTS, 1);
     } else {
         count(counter::RINGBUF_FULL, 1);

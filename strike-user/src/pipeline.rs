@@ -292,6 +292,28 @@ impl Targets {
         Ok(opens)
     }
 
+    /// Picks up processes that newly match a port or name selection.
+    fn rescan(
+        &mut self,
+        capture: &mut Capture,
+        processor: &mut Processor,
+        records: &mut Vec<RequestRecord>,
+    ) {
+        for pid in self.selector.resolve(&self.proc) {
+            if self.known.contains(&pid) {
+                continue;
+            }
+            match self.add(capture, pid, &mut processor.stats) {
+                Ok(opens) => {
+                    for ev in opens {
+                        processor.handle(ev, records);
+                    }
+                }
+                Err(e) => tracing::warn!("cannot trace new process {pid}: {e}"),
+            }
+        }
+    }
+
     fn release(
         &mut self,
         capture: &mut Capture,
@@ -400,14 +422,7 @@ pub async fn run_live(
             }
             _ = tick.tick() => processor.tick(monotonic_ns(), &mut records),
             _ = rescan.tick(), if targets.selector.is_dynamic() => {
-                for pid in targets.selector.resolve(&targets.proc) {
-                    if !targets.known.contains(&pid) {
-                        match targets.add(&mut capture, pid, &mut processor.stats) {
-                            Ok(opens) => for ev in opens { processor.handle(ev, &mut records); },
-                            Err(e) => tracing::warn!("cannot trace new process {pid}: {e}"),
-                        }
-                    }
-                }
+                targets.rescan(&mut capture, &mut processor, &mut records);
             }
         }
         send_records(&mut records, &mut dropped_records);
@@ -464,6 +479,9 @@ struct ReaderStats {
     events_dropped: u64,
 }
 
+/// How often the reader drains the ring buffer when the kernel did not wake it.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Most events handed over in one batch.
 const BATCH: usize = 1024;
 
@@ -487,7 +505,10 @@ async fn read_ring(
             drain_ring(fd.get_mut(), &tx, &mut stats);
             return stats;
         }
-        match tokio::time::timeout(Duration::from_millis(100), fd.readable_mut()).await {
+        // The kernel wakes us only when a lot is waiting (see `wakeup_flags` in strike-ebpf);
+        // otherwise the timer drains what accumulated. Timings are kernel timestamps, so the
+        // drain interval adds latency to records, not error to their numbers.
+        match tokio::time::timeout(DRAIN_INTERVAL, fd.readable_mut()).await {
             Ok(Ok(mut guard)) => {
                 drain_ring(guard.get_inner_mut(), &tx, &mut stats);
                 guard.clear_ready();
@@ -496,7 +517,7 @@ async fn read_ring(
                 tracing::error!("polling the ring buffer failed: {e}");
                 return stats;
             }
-            Err(_) => {}
+            Err(_) => drain_ring(fd.get_mut(), &tx, &mut stats),
         }
     }
 }

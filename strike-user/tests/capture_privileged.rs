@@ -61,20 +61,9 @@ fn payload(events: &[CaptureEvent], fd: u32, dir: Direction) -> Vec<u8> {
     recs.iter().flat_map(|d| d.bytes.iter().copied()).collect()
 }
 
-/// One test function: the programs are global, so the scenarios run in sequence.
-#[test]
-fn captures_own_sockets_across_syscalls() {
-    let config = CaptureConfig {
-        max_capture_bytes: 64 * 1024,
-        ..CaptureConfig::default()
-    };
-    let Some(mut capture) = capture_or_skip(&config) else {
-        return;
-    };
-    let mut ring = capture.take_ring().unwrap();
-    let me = std::process::id();
-    capture.add_target(me).unwrap();
-
+/// Drives a connection through every captured syscall family; returns (server fd, client fd,
+/// client address as the server saw it, server address).
+fn drive_sockets() -> (u32, u32, std::net::SocketAddr, std::net::SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let mut client = TcpStream::connect(addr).unwrap();
@@ -123,6 +112,24 @@ fn captures_own_sockets_across_syscalls() {
     let _ = server.read(&mut buf); // end of stream
     drop(server);
 
+    (sfd, cfd, peer, addr)
+}
+
+/// One test function: the programs are global, so the scenarios run in sequence.
+#[test]
+fn captures_own_sockets_across_syscalls() {
+    let config = CaptureConfig {
+        max_capture_bytes: 64 * 1024,
+        ..CaptureConfig::default()
+    };
+    let Some(mut capture) = capture_or_skip(&config) else {
+        return;
+    };
+    let mut ring = capture.take_ring().unwrap();
+    let me = std::process::id();
+    capture.add_target(me).unwrap();
+
+    let (sfd, cfd, peer, addr) = drive_sockets();
     let events = drain(&mut ring, |evs| {
         evs.iter()
             .filter(|e| matches!(e, CaptureEvent::Close(_)))

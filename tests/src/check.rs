@@ -95,6 +95,9 @@ pub struct Report<'a> {
     pub other_records: usize,
     pub matched: usize,
     pub exact_tokens: usize,
+    /// Records of requests the server read but never answered (no status, no response bytes,
+    /// an error): at most one per resend of the load generator.
+    pub unanswered: usize,
     /// Exact output, and an input that strike declares estimated because the response
     /// carried no counts (the app's streams without usage).
     pub estimated_input: usize,
@@ -106,12 +109,13 @@ impl Report<'_> {
     /// `sent=200 records=200 matched=200 exact_tokens=200`.
     pub fn counts(&self) -> String {
         format!(
-            "sent={} records={} matched={} exact_tokens={} estimated_input={} (ignored api=other: {})",
+            "sent={} records={} matched={} exact_tokens={} estimated_input={} unanswered={} (ignored api=other: {})",
             self.sent,
             self.records,
             self.matched,
             self.exact_tokens,
             self.estimated_input,
+            self.unanswered,
             self.other_records
         )
     }
@@ -131,6 +135,64 @@ impl Report<'_> {
 
 fn str_field<'a>(r: &'a Value, k: &str) -> Option<&'a str> {
     r.get(k).and_then(Value::as_str)
+}
+
+/// A record of a request that got no response at all.
+fn is_unanswered(r: &Value) -> bool {
+    r.get("status").is_none_or(Value::is_null)
+        && r.get("response_bytes").and_then(Value::as_u64) == Some(0)
+        && str_field(r, "error").is_some()
+}
+
+/// Counters in strike's summary that must stay 0 under the tests' modest load.
+const SUMMARY_ZERO: [&str; 14] = [
+    "ringbuf_full",
+    "events_dropped",
+    "records_dropped",
+    "decode_errors",
+    "gaps",
+    "gap_bytes",
+    "truncated_calls",
+    "read_faults",
+    "partial_records",
+    "json_errors",
+    "sse_errors",
+    "request_parse_errors",
+    "response_parse_errors",
+    "unmatched_responses",
+];
+
+/// Checks strike's `--summary-file`: every counter named in [`SUMMARY_ZERO`], wherever it
+/// is, is 0, and `pipeline.records` (when present) equals the records printed.
+pub fn summary_problems(summary: &Value, printed: usize) -> Vec<String> {
+    fn walk(path: &str, v: &Value, out: &mut Vec<String>) {
+        if let Value::Object(map) = v {
+            for (k, v) in map {
+                let here = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if SUMMARY_ZERO.contains(&k.as_str()) && v.as_u64() != Some(0) {
+                    out.push(format!("strike summary: {here} = {v} (expected 0)"));
+                }
+                walk(&here, v, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !summary.is_object() {
+        out.push(format!("strike summary is not a JSON object: {summary}"));
+    }
+    walk("", summary, &mut out);
+    if let Some(n) = summary.pointer("/pipeline/records").and_then(Value::as_u64) {
+        if usize::try_from(n).ok() != Some(printed) {
+            out.push(format!(
+                "strike summary: pipeline.records = {n}, but {printed} records were printed"
+            ));
+        }
+    }
+    out
 }
 
 fn short(r: &Value) -> String {
@@ -162,10 +224,21 @@ pub fn compare<'a>(
         report.records += 1;
         match str_field(r, "response_id") {
             Some(id) => by_id.entry(id).or_default().push(r),
+            None if is_unanswered(r) => report.unanswered += 1,
             None => report
                 .problems
                 .push(format!("record without response_id: {}", short(r))),
         }
+    }
+    // llama-server closes a kept-alive connection after each streamed response, sometimes
+    // after it has read the next request: that request gets no answer, the client resends
+    // it, and strike rightly reports the unanswered one.
+    let resent = crate::load::retries(sent);
+    if report.unanswered > usize::try_from(resent).unwrap_or(usize::MAX) {
+        report.problems.push(format!(
+            "{} records of unanswered requests, but the client resent only {resent}",
+            report.unanswered
+        ));
     }
     let mut sent_ids = HashMap::new();
     for s in sent {
@@ -640,6 +713,44 @@ mod tests {
             "{}",
             report.problems_text(10)
         );
+    }
+
+    #[test]
+    fn unanswered_requests_are_accepted_up_to_the_resends() {
+        let mut a = sent(0, CHAT, "a");
+        a.usage = Some(Usage {
+            prompt_tokens: 9,
+            completion_tokens: 3,
+        });
+        a.retries = 1;
+        let unanswered = json!({"response_id": null, "api": "completions", "status": null,
+                                "response_bytes": 0, "error": "client_disconnected"});
+        let records = [
+            record("a", "chat_completions", "/v1/chat/completions", true, 9, 3),
+            unanswered.clone(),
+        ];
+        let sent1 = [a.clone()];
+        let report = compare(&sent1, &records, None);
+        assert!(report.problems.is_empty(), "{}", report.problems_text(10));
+        assert_eq!(report.unanswered, 1);
+        a.retries = 0;
+        let sent0 = [a];
+        let report = compare(&sent0, &records, None);
+        assert_eq!(report.problems.len(), 1, "{}", report.problems_text(10));
+        let mut answered = unanswered;
+        answered["status"] = json!(200);
+        let records = [answered];
+        assert_eq!(compare(&sent0, &records, None).problems.len(), 2);
+    }
+
+    #[test]
+    fn summary_counters_that_must_be_zero() {
+        let ok = json!({"kernel": {"ringbuf_full": 0}, "pipeline": {"records": 2}, "stream": {"gaps": 0}});
+        assert!(summary_problems(&ok, 2).is_empty());
+        let bad = json!({"kernel": {"ringbuf_full": 3}, "pipeline": {"records": 2}, "tracker": {"gaps": 1}});
+        let p = summary_problems(&bad, 1);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("kernel.ringbuf_full = 3"), "{p:?}");
     }
 
     #[test]

@@ -67,6 +67,7 @@ fn trace_and_check(
     println!("{}", check::samples(&report, 8));
     let mut problems = report.problems.clone();
     problems.extend(check::server_problems(&sent, app_log.as_ref()));
+    problems.extend(check::summary_problems(&out.summary, out.records.len()));
     problems.extend(check::timing_problems(
         &report,
         min_ms_per_token,

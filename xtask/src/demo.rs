@@ -208,7 +208,7 @@ fn send_requests(port: u16) -> Result<()> {
         let r = http::request(port, "POST", path, Some(body))?;
         if path == "/v1/embeddings" && r.status != 200 {
             eprintln!(
-                "demo: {what}: skipped, llama-server answers HTTP {} for this model (it needs --embeddings)",
+                "demo: {what}: HTTP {} (llama-server serves embeddings only when started with --embeddings)",
                 r.status
             );
             continue;

@@ -25,9 +25,7 @@ pub fn request(port: u16, method: &str, path: &str, json: Option<&str>) -> Resul
     if json.is_some() {
         let _ = write!(
             req,
-            "Content-Type: application/json
-Content-Length: {}
-",
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
         );
     }
@@ -87,6 +85,11 @@ mod tests {
         assert_eq!((r.status, r.body.as_str()), (501, "no"));
         let (head, body) = server.join().unwrap();
         assert_eq!(head[0], "POST /v1/embeddings HTTP/1.1\r\n");
+        assert!(head.iter().all(|l| l.ends_with("\r\n")), "{head:?}");
+        assert!(
+            head.contains(&"Content-Length: 13\r\n".to_owned()),
+            "{head:?}"
+        );
         assert!(head.contains(&"Connection: close\r\n".to_owned()));
         assert_eq!(body, r#"{"input":"x"}"#);
     }
