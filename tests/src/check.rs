@@ -137,11 +137,11 @@ fn str_field<'a>(r: &'a Value, k: &str) -> Option<&'a str> {
     r.get(k).and_then(Value::as_str)
 }
 
-/// A record of a request that got no response at all.
+/// A record of a request that got no response at all (strike says `no_response`).
 fn is_unanswered(r: &Value) -> bool {
     r.get("status").is_none_or(Value::is_null)
         && r.get("response_bytes").and_then(Value::as_u64) == Some(0)
-        && str_field(r, "error").is_some()
+        && str_field(r, "error") == Some("no_response")
 }
 
 /// Counters in strike's summary that must stay 0 under the tests' modest load.
@@ -432,8 +432,10 @@ fn ms_field(r: &Value, k: &str) -> Option<f64> {
     r.get(k).and_then(Value::as_f64)
 }
 
-/// Physical bounds on strike's timings: 0 <= ttft <= e2e <= the client's e2e (+ `slack_ms`), and,
-/// for a server that sleeps `min_ms_per_token` before each token, e2e >= tokens x that.
+/// Physical bounds on strike's timings: 0 <= ttft <= e2e <= the client's e2e (+ `slack_ms`);
+/// and, for a server that takes at least `min_ms_per_token` before each token, e2e >= tokens x
+/// that and a stream's ttft >= that (a ttft taken at a chunk without text, such as vLLM's
+/// role-only first chunk, is sent before any token and fails this).
 pub fn timing_problems(report: &Report<'_>, min_ms_per_token: f64, slack_ms: f64) -> Vec<String> {
     let mut problems = Vec::new();
     for m in &report.matches {
@@ -456,6 +458,11 @@ pub fn timing_problems(report: &Report<'_>, min_ms_per_token: f64, slack_ms: f64
                     "{what}: strike ttft_ms {ttft:.3} outside [0, e2e_ms {e2e:.3}]"
                 ));
             }
+            if s.kind.stream() && s.content_deltas > 0 && ttft < min_ms_per_token {
+                problems.push(format!(
+                    "{what}: strike ttft_ms {ttft:.3} < {min_ms_per_token}, before the server could send its first token"
+                ));
+            }
         } else if s.kind.stream() && s.content_deltas > 0 {
             problems.push(format!("{what}: a stream with tokens but no ttft_ms"));
         }
@@ -464,7 +471,7 @@ pub fn timing_problems(report: &Report<'_>, min_ms_per_token: f64, slack_ms: f64
                 clippy::cast_precision_loss,
                 reason = "token counts are far below 2^52"
             )]
-            let floor = e.output as f64 * min_ms_per_token - 1.0;
+            let floor = e.output as f64 * min_ms_per_token;
             if e2e < floor {
                 problems.push(format!("{what}: strike e2e_ms {e2e:.3} < {floor:.1}, the server's minimum for {} tokens", e.output));
             }
@@ -724,7 +731,7 @@ mod tests {
         });
         a.retries = 1;
         let unanswered = json!({"response_id": null, "api": "completions", "status": null,
-                                "response_bytes": 0, "error": "client_disconnected"});
+                                "response_bytes": 0, "error": "no_response"});
         let records = [
             record("a", "chat_completions", "/v1/chat/completions", true, 9, 3),
             unanswered.clone(),
@@ -773,6 +780,17 @@ mod tests {
         let problems = timing_problems(&report, 30.0, 100.0);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("ttft_ms 200.000"), "{problems:?}");
+        // A ttft before the first token could have been sent.
+        let mut r = records[0].clone();
+        r["ttft_ms"] = json!(0.2);
+        let records = [r];
+        let report = compare(&sent, &records, None);
+        let problems = timing_problems(&report, 1.0, 100.0);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("before the server could send"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -105,8 +105,10 @@ fn uvicorn_openai_app() -> Result<()> {
         return Ok(());
     };
     let dir = servers::work_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "e2e-uvicorn-app")?;
-    let token_delay_ms = 1.0;
+    let token_delay_ms = 2.0;
     let (service, app_log) = servers::start_openai_app(&env, &dir, token_delay_ms)?;
+    // uvloop's timers have millisecond resolution and may fire up to ~1 ms early.
+    let min_ms_per_token = token_delay_ms - 1.0;
     let plan = servers::app_plan(&service, PER_WORKER);
     let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
     trace_and_check(
@@ -116,6 +118,6 @@ fn uvicorn_openai_app() -> Result<()> {
         service,
         &plan,
         Some(&app_log),
-        token_delay_ms,
+        min_ms_per_token,
     )
 }

@@ -65,6 +65,8 @@ pub(crate) struct InFlight {
     timings: Option<Timings>,
     error: Option<ErrorInfo>,
     response_parsed: bool,
+    /// The request was read whole but no response to it began before the connection ended.
+    no_response: bool,
     client_disconnected: bool,
     partial: Vec<&'static str>,
 }
@@ -111,6 +113,7 @@ impl InFlight {
             error: None,
             response_parsed: false,
             client_disconnected: false,
+            no_response: false,
             partial: Vec::new(),
         }
     }
@@ -174,6 +177,7 @@ impl InFlight {
     fn note_reason(&mut self, reason: EndReason, side: &'static str) {
         match reason {
             EndReason::ClientDisconnected => self.client_disconnected = true,
+            EndReason::NoResponse => self.no_response = true,
             EndReason::Gap => self.mark_partial(if side == "request_" {
                 "request_gap"
             } else {
@@ -444,6 +448,8 @@ impl InFlight {
         };
         let error = if let Some(e) = &self.error {
             Some(e.kind.clone())
+        } else if self.no_response {
+            Some("no_response".to_owned())
         } else if self.client_disconnected {
             Some("client_disconnected".to_owned())
         } else {

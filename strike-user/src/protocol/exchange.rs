@@ -51,6 +51,10 @@ pub enum EndReason {
     ConnectionClosed,
     /// The client shut down its side (Eof) before the response completed.
     ClientDisconnected,
+    /// The request was read whole, but the connection ended before any response to it began.
+    /// Who closed first is not known (llama-server closes kept-alive connections after a
+    /// stream, sometimes after reading the next request).
+    NoResponse,
     /// Too many requests were waiting for a response.
     PipelineOverflow,
     /// The connection was evicted (idle or over the connection limit).
@@ -68,6 +72,7 @@ impl EndReason {
             EndReason::ParseError => "parse_error",
             EndReason::ConnectionClosed => "connection_closed",
             EndReason::ClientDisconnected => "client_disconnected",
+            EndReason::NoResponse => "no_response",
             EndReason::PipelineOverflow => "pipeline_overflow",
             EndReason::Evicted => "evicted",
             EndReason::Shutdown => "shutdown",
@@ -837,12 +842,18 @@ impl ExchangeMachine {
                 });
             }
         }
+        // Requests waiting for a response that never began: on a closed connection that is a
+        // fact about the exchange, not about the capture; on eviction or shutdown it is not.
+        let unanswered = match reason {
+            EndReason::ConnectionClosed | EndReason::ClientDisconnected => EndReason::NoResponse,
+            other => other,
+        };
         while let Some(p) = self.pending.pop_front() {
             out.push(ExchangeEvent::ResponseAbort {
                 seq: p.seq,
                 ts_ns,
                 wire_bytes: 0,
-                reason,
+                reason: unanswered,
             });
         }
     }
