@@ -10,21 +10,24 @@ use anyhow::{bail, Context as _, Result};
 use crate::ctx::{self, Ctx};
 use crate::http;
 
-const ATTACHED: &str = "strike: attached";
+pub(crate) const ATTACHED: &str = "strike: attached";
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
     Ok(l.local_addr()?.port())
 }
 
-fn signal(child: &Child, sig: libc::c_int) {
+pub(crate) fn signal(child: &Child, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(child.id()) {
         // SAFETY: kill has no memory-safety preconditions; pid is our own un-reaped child.
         unsafe { libc::kill(pid, sig) };
     }
 }
 
-fn wait_for(child: &mut Child, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+pub(crate) fn wait_for(
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<Option<std::process::ExitStatus>> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(s) = child.try_wait()? {
@@ -36,7 +39,7 @@ fn wait_for(child: &mut Child, timeout: Duration) -> Result<Option<std::process:
 }
 
 /// Kills the child when dropped, so a failing demo leaves nothing running.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {

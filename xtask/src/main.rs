@@ -4,6 +4,7 @@
 //! - `demo`: runs `strike trace` against a real llama-server with a few requests;
 //! - `test`: setup, then fmt, clippy, the unit tests, and the privileged end-to-end tests.
 
+mod bench;
 mod ctx;
 mod demo;
 mod http;
@@ -31,6 +32,17 @@ enum Cmd {
     /// Setup, build, then trace a real llama-server with `strike trace` while sending a few
     /// requests; SIGINT makes strike print its summary. Needs root.
     Demo,
+    /// Whole-process cost of tracing: requests/s of the uvicorn app (`openai_app.py`) under `wrk`, without
+    /// and with `strike trace` attached, in alternating rounds of one session; prints ratios.
+    /// Needs root. (The parsers' own throughput: `cargo bench -p strike-user`.)
+    Bench {
+        /// Rounds per workload (each: one baseline and one traced run).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
     /// Setup, then fmt, clippy, `cargo test --workspace`, a release build and the privileged
     /// end-to-end tests; stops at the first failing stage.
     Test,
@@ -42,6 +54,7 @@ fn main() -> ExitCode {
         Cmd::Setup => setup::run(&ctx),
         Cmd::Demo => demo::run(&ctx),
         Cmd::Test => test::run(&ctx),
+        Cmd::Bench { rounds, seconds } => bench::run(&ctx, rounds, seconds),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
