@@ -1,0 +1,146 @@
+//! Privileged end-to-end test of `strike trace` itself (the real binary): process-tree
+//! following. The target is a prefork server whose worker is forked only after Strike has
+//! attached to the parent, so its request can only be seen if the fork was followed.
+//!
+//! Skips (with the reason printed) when not root, except under `CI=true`.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Kills a process that is not our child (the forked worker) when dropped.
+struct KillPid(u32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn root_or_skip() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "privileged test cannot run in CI: not root"
+    );
+    eprintln!("SKIP: not root");
+    false
+}
+
+fn line(r: &mut impl BufRead) -> String {
+    let mut s = String::new();
+    r.read_line(&mut s).unwrap();
+    s.trim().to_string()
+}
+
+#[test]
+fn follows_a_worker_forked_after_attach() {
+    if !root_or_skip() {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/prefork.py");
+    let mut server = Kill(
+        Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let mut server_out = BufReader::new(server.0.stdout.take().unwrap());
+    let port: u16 = line(&mut server_out).parse().unwrap();
+    let parent = server.0.id();
+
+    let mut strike = Kill(
+        Command::new(env!("CARGO_BIN_EXE_strike"))
+            .args(["trace", "--pid", &parent.to_string(), "--format", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(strike.0.stderr.take().unwrap());
+    let attached = line(&mut err);
+    assert!(
+        attached.starts_with("strike: attached to 1 process(es)"),
+        "{attached}"
+    );
+
+    // Fork the worker now, and talk to it.
+    server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let worker: u32 = line(&mut server_out).parse().unwrap();
+    let _worker = KillPid(worker);
+    let body = r#"{"model":"prefork-model","messages":[{"role":"user","content":"hello"}]}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            conn,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        if conn.read_to_string(&mut response).is_ok() && response.contains("chatcmpl-") {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the worker did not answer");
+    };
+    assert!(response.contains(&format!("chatcmpl-{worker}")));
+
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(strike.0.id()).unwrap(), libc::SIGINT) };
+    let mut out = String::new();
+    strike
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = strike.0.wait().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "strike exited with {status}: {rest}");
+
+    let records: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "one request, one record: {out}\n{rest}");
+    let r = &records[0];
+    assert_eq!(r["pid"], worker, "{r}");
+    assert_eq!(r["response_id"], format!("chatcmpl-{worker}"));
+    assert_eq!(r["path"], "/v1/chat/completions");
+    assert_eq!(
+        (r["input_tokens"].as_u64(), r["output_tokens"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(r["token_source"], "usage");
+    assert_eq!(r["partial"], false);
+    assert!(
+        rest.contains("2 target process(es)"),
+        "the worker is counted as a target: {rest}"
+    );
+}
