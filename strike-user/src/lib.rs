@@ -5,6 +5,7 @@
 pub mod capture;
 pub mod cli;
 pub mod conn;
+pub mod export;
 pub mod llm;
 pub mod output;
 pub mod pipeline;

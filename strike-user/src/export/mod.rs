@@ -1,0 +1,713 @@
+//! Export stage: `RequestRecord`s → OpenTelemetry spans and metrics over OTLP.
+//!
+//! One [`Exporter`] owns a tracer provider (batch span processor with a bounded queue) and a
+//! meter provider (periodic reader), both built on one [`Resource`]. [`Exporter::export`]
+//! never blocks: the span goes into the batch processor's bounded queue (dropped when it is
+//! full) and the metric points into in-memory aggregation. [`Exporter::shutdown`] flushes
+//! traces, then metrics, then stops the transport.
+//!
+//! The OTLP transport is gRPC (tonic, on a small runtime the exporter owns, so it works from
+//! synchronous code and from any tokio runtime alike) or HTTP/protobuf (a blocking HTTP
+//! client on the SDK's own threads). `shutdown` blocks: from async code call it through
+//! `tokio::task::spawn_blocking`.
+//!
+//! Privacy: prompts and completions are never exported (records hold none); the server's
+//! `error_message` only with [`ExportConfig::include_error_messages`]. See `docs/EXPORT.md`.
+
+pub mod metrics;
+pub mod semconv;
+pub mod spans;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use opentelemetry::{
+    metrics::MeterProvider as _, trace::TracerProvider as _, InstrumentationScope, KeyValue,
+};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::{
+    error::{OTelSdkError, OTelSdkResult},
+    metrics::{
+        data::ResourceMetrics, exporter::PushMetricExporter, PeriodicReader, SdkMeterProvider,
+        Temporality,
+    },
+    resource::TelemetryResourceDetector,
+    trace::{
+        BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData,
+        SpanExporter,
+    },
+    Resource,
+};
+
+use crate::record::RequestRecord;
+pub use spans::{parse_traceparent, span_times, RecordContext, SpanTimes};
+use spans::{SpanOptions, SpanOutcome};
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// OTLP/gRPC (default port 4317).
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (default port 4318).
+    HttpProtobuf,
+}
+
+/// Default bound of the span queue (the SDK's `OTEL_BSP_MAX_QUEUE_SIZE` default).
+pub const DEFAULT_QUEUE_SIZE: usize = 2048;
+
+/// Validated export settings. [`ExportConfig::from_env`] reads the standard `OTEL_*`
+/// variables that the SDK does not read itself when the exporter is configured in code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportConfig {
+    /// Collector base URL (`http://host:4317` for gRPC, `http://host:4318` for HTTP, which
+    /// gets `/v1/traces` and `/v1/metrics` appended). `None`: the SDK reads
+    /// `OTEL_EXPORTER_OTLP_{TRACES_,METRICS_,}ENDPOINT`, else localhost.
+    pub endpoint: Option<String>,
+    /// Transport.
+    pub protocol: Protocol,
+    /// Extra request headers (gRPC metadata); the SDK adds `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub headers: Vec<(String, String)>,
+    /// Per-export timeout; `None`: `OTEL_EXPORTER_OTLP_TIMEOUT`, else 10 s.
+    pub timeout: Option<Duration>,
+    /// Spans queued for export at most; more are dropped and counted.
+    pub queue_size: usize,
+    /// Metric export interval; `None`: `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s.
+    pub metric_interval: Option<Duration>,
+    /// `service.name` of the resource.
+    pub service_name: String,
+    /// More resource attributes (after Strike's own, before `service.name`).
+    pub resource_attributes: Vec<(String, String)>,
+    /// `gen_ai.provider.name` of every span and metric point.
+    pub provider_name: String,
+    /// Also emit the deprecated `gen_ai.system` on spans (same value).
+    pub legacy_gen_ai_system: bool,
+    /// Export the server's error messages (`strike.error_message`, span status). Off by
+    /// default: servers echo request content in them.
+    pub include_error_messages: bool,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: Protocol::Grpc,
+            headers: Vec::new(),
+            timeout: None,
+            queue_size: DEFAULT_QUEUE_SIZE,
+            metric_interval: None,
+            service_name: "strike".to_owned(),
+            resource_attributes: Vec::new(),
+            provider_name: semconv::DEFAULT_PROVIDER_NAME.to_owned(),
+            legacy_gen_ai_system: true,
+            include_error_messages: false,
+        }
+    }
+}
+
+impl ExportConfig {
+    /// The defaults, overridden by the process environment (see [`Self::from_lookup`]).
+    pub fn from_env() -> Result<Self, ExportError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The defaults, overridden by `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` /
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, `http/protobuf`), `OTEL_BSP_MAX_QUEUE_SIZE`,
+    /// `OTEL_RESOURCE_ATTRIBUTES` (`k=v,k2=v2`) and `OTEL_SERVICE_NAME` (which wins over a
+    /// `service.name` in `OTEL_RESOURCE_ATTRIBUTES`), read through `lookup`. Endpoint,
+    /// headers, timeout, compression, metric interval and sampler are read by the SDK.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ExportError> {
+        let mut config = Self::default();
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        for var in [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ] {
+            if let Some(value) = get(var) {
+                config.protocol = match value.trim() {
+                    "grpc" => Protocol::Grpc,
+                    "http/protobuf" => Protocol::HttpProtobuf,
+                    _ => {
+                        return Err(ExportError::Config {
+                            var,
+                            value,
+                            reason: "expected grpc or http/protobuf",
+                        })
+                    }
+                };
+                break;
+            }
+        }
+        if let Some(value) = get("OTEL_BSP_MAX_QUEUE_SIZE") {
+            config.queue_size = match value.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(ExportError::Config {
+                        var: "OTEL_BSP_MAX_QUEUE_SIZE",
+                        value,
+                        reason: "expected a positive integer",
+                    })
+                }
+            };
+        }
+        if let Some(value) = get("OTEL_RESOURCE_ATTRIBUTES") {
+            for entry in value.split(',') {
+                let Some((key, val)) = entry.split_once('=') else {
+                    continue;
+                };
+                let (key, val) = (key.trim(), val.trim());
+                if key.is_empty() {
+                    continue;
+                }
+                if key == "service.name" {
+                    val.clone_into(&mut config.service_name);
+                } else {
+                    config
+                        .resource_attributes
+                        .push((key.to_owned(), val.to_owned()));
+                }
+            }
+        }
+        if let Some(value) = get("OTEL_SERVICE_NAME") {
+            value.trim().clone_into(&mut config.service_name);
+        }
+        Ok(config)
+    }
+}
+
+/// Errors of the export stage.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// An environment variable has a value Strike cannot use.
+    #[error("{var}={value:?}: {reason}")]
+    Config {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// A configured header is not a valid HTTP header.
+    #[error("invalid OTLP header {name:?}")]
+    InvalidHeader {
+        /// The header's name.
+        name: String,
+    },
+    /// The OTLP exporter could not be built (bad endpoint, …).
+    #[error("building the OTLP {signal} exporter")]
+    Build {
+        /// `traces` or `metrics`.
+        signal: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// The runtime of the gRPC transport could not be started.
+    #[error("starting the OTLP gRPC runtime")]
+    Runtime {
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Flushing a signal failed.
+    #[error("flushing {signal}")]
+    Flush {
+        /// `traces` or `metrics`.
+        signal: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: OTelSdkError,
+    },
+    /// Shutting a signal down failed (its last data may be lost).
+    #[error("shutting down {signal}")]
+    Shutdown {
+        /// `traces` or `metrics`.
+        signal: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: OTelSdkError,
+    },
+}
+
+/// Counters of the export stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExportStats {
+    /// Records handed to [`Exporter::export`].
+    pub records: u64,
+    /// Records that are not `GenAI` operations (`Api::Other`): neither span nor metrics.
+    pub not_genai: u64,
+    /// Records whose `start` is not RFC 3339: metrics only, no span.
+    pub bad_start: u64,
+    /// Records given after shutdown: ignored.
+    pub after_shutdown: u64,
+    /// Spans the sampler dropped (the client's `traceparent` says not sampled, or
+    /// `OTEL_TRACES_SAMPLER`).
+    pub spans_sampled_out: u64,
+    /// Spans ended into the batch processor.
+    pub spans_submitted: u64,
+    /// Spans in batches the OTLP exporter delivered.
+    pub spans_exported: u64,
+    /// Spans in batches the OTLP exporter failed to deliver (collector down, timeout).
+    pub spans_failed: u64,
+    /// Spans dropped because the queue was full: known exactly once the exporter is shut
+    /// down (the SDK does not expose its own counter), `None` before.
+    pub spans_dropped: Option<u64>,
+    /// Metric exports that failed.
+    pub metric_exports_failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    records: AtomicU64,
+    not_genai: AtomicU64,
+    bad_start: AtomicU64,
+    after_shutdown: AtomicU64,
+    spans_sampled_out: AtomicU64,
+    spans_submitted: AtomicU64,
+    spans_exported: AtomicU64,
+    spans_failed: AtomicU64,
+    metric_exports_failed: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Counts what the batch processor hands to the real exporter, and how that went.
+#[derive(Debug)]
+struct CountingSpanExporter<E> {
+    inner: E,
+    counters: Arc<Counters>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingSpanExporter<E> {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+        let counters = Arc::clone(&self.counters);
+        let export = self.inner.export(batch);
+        async move {
+            let result = export.await;
+            match result {
+                Ok(()) => bump(&counters.spans_exported, n),
+                Err(_) => bump(&counters.spans_failed, n),
+            }
+            result
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Counts failed metric exports.
+struct CountingMetricExporter<M> {
+    inner: M,
+    counters: Arc<Counters>,
+}
+
+impl<M> fmt::Debug for CountingMetricExporter<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountingMetricExporter")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: PushMetricExporter> PushMetricExporter for CountingMetricExporter<M> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        if result.is_err() {
+            bump(&self.counters.metric_exports_failed, 1);
+        }
+        result
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
+/// The tokio runtime the tonic transport runs on; shut down without blocking when dropped,
+/// so that dropping an [`Exporter`] inside async code does not panic.
+struct TransportRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for TransportRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The export stage: turns records into spans and metric points and ships them over OTLP.
+pub struct Exporter {
+    tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
+    tracer: SdkTracer,
+    instruments: metrics::Instruments,
+    options: SpanOptions,
+    counters: Arc<Counters>,
+    shut_down: AtomicBool,
+    /// Last: dropped after the providers, whose exporters use it.
+    runtime: Mutex<TransportRuntime>,
+}
+
+impl fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Exporter")
+            .field("options", &self.options)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    /// Builds the OTLP exporters the config names and the pipeline around them.
+    pub fn new(config: &ExportConfig) -> Result<Self, ExportError> {
+        match config.protocol {
+            Protocol::Grpc => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("strike-otlp")
+                    .enable_all()
+                    .build()
+                    .map_err(|source| ExportError::Runtime { source })?;
+                let (spans, metrics) = {
+                    // tonic's lazy channel spawns its connection task on the current runtime.
+                    let _guard = runtime.enter();
+                    grpc_exporters(config)?
+                };
+                Ok(Self::assemble(
+                    config,
+                    spans,
+                    metrics,
+                    TransportRuntime(Some(runtime)),
+                ))
+            }
+            Protocol::HttpProtobuf => {
+                let (spans, metrics) = http_exporters(config)?;
+                Ok(Self::assemble(
+                    config,
+                    spans,
+                    metrics,
+                    TransportRuntime(None),
+                ))
+            }
+        }
+    }
+
+    /// Builds the pipeline around the given exporters (an in-memory exporter in tests,
+    /// stdout, …). The config's transport settings are not used.
+    pub fn with_exporters<S, M>(config: &ExportConfig, span_exporter: S, metric_exporter: M) -> Self
+    where
+        S: SpanExporter + 'static,
+        M: PushMetricExporter,
+    {
+        Self::assemble(
+            config,
+            span_exporter,
+            metric_exporter,
+            TransportRuntime(None),
+        )
+    }
+
+    fn assemble<S, M>(
+        config: &ExportConfig,
+        span_exporter: S,
+        metric_exporter: M,
+        runtime: TransportRuntime,
+    ) -> Self
+    where
+        S: SpanExporter + 'static,
+        M: PushMetricExporter,
+    {
+        let counters = Arc::new(Counters::default());
+        let resource = build_resource(config);
+        let batch = BatchConfigBuilder::default()
+            .with_max_queue_size(config.queue_size.max(1))
+            .build();
+        let processor = BatchSpanProcessor::builder(CountingSpanExporter {
+            inner: span_exporter,
+            counters: Arc::clone(&counters),
+        })
+        .with_batch_config(batch)
+        .build();
+        let tracer_provider = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_span_processor(processor)
+            .build();
+        let mut reader = PeriodicReader::builder(CountingMetricExporter {
+            inner: metric_exporter,
+            counters: Arc::clone(&counters),
+        });
+        if let Some(interval) = config.metric_interval {
+            reader = reader.with_interval(interval);
+        }
+        let meter_provider = SdkMeterProvider::builder()
+            .with_resource(resource)
+            .with_reader(reader.build())
+            .build();
+        let scope = InstrumentationScope::builder(semconv::SCOPE_NAME)
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .with_schema_url(semconv::SCHEMA_URL)
+            .build();
+        let tracer = tracer_provider.tracer_with_scope(scope.clone());
+        let instruments = metrics::Instruments::new(&meter_provider.meter_with_scope(scope));
+        Self {
+            tracer_provider,
+            meter_provider,
+            tracer,
+            instruments,
+            options: SpanOptions {
+                provider_name: config.provider_name.clone(),
+                legacy_gen_ai_system: config.legacy_gen_ai_system,
+                include_error_messages: config.include_error_messages,
+            },
+            counters,
+            shut_down: AtomicBool::new(false),
+            runtime: Mutex::new(runtime),
+        }
+    }
+
+    /// Exports one record with no context beyond itself. Never blocks.
+    pub fn export(&self, record: &RequestRecord) {
+        self.export_with(record, &RecordContext::default());
+    }
+
+    /// Exports one record: a span (joining `cx.traceparent`'s trace when given) and metric
+    /// points. Never blocks: a full span queue drops the span (counted in
+    /// [`ExportStats::spans_dropped`]).
+    pub fn export_with(&self, record: &RequestRecord, cx: &RecordContext<'_>) {
+        let c = &self.counters;
+        bump(&c.records, 1);
+        if self.shut_down.load(Ordering::Acquire) {
+            bump(&c.after_shutdown, 1);
+            return;
+        }
+        match spans::emit_span(&self.tracer, record, cx, &self.options) {
+            SpanOutcome::Emitted => bump(&c.spans_submitted, 1),
+            SpanOutcome::SampledOut => bump(&c.spans_sampled_out, 1),
+            SpanOutcome::BadStart => bump(&c.bad_start, 1),
+            SpanOutcome::NotGenAi => {
+                bump(&c.not_genai, 1);
+                return;
+            }
+        }
+        self.instruments.record(record, cx, &self.options);
+    }
+
+    /// Exports what is queued now: spans, then metrics. Blocks until done.
+    pub fn flush(&self) -> Result<(), ExportError> {
+        self.tracer_provider
+            .force_flush()
+            .map_err(|source| ExportError::Flush {
+                signal: "traces",
+                source,
+            })?;
+        self.meter_provider
+            .force_flush()
+            .map_err(|source| ExportError::Flush {
+                signal: "metrics",
+                source,
+            })
+    }
+
+    /// Flushes and shuts down traces, then metrics (both are attempted), then the transport.
+    /// Blocks until done. Later records are ignored; the first failure is returned.
+    pub fn shutdown(&self) -> Result<(), ExportError> {
+        self.shut_down.store(true, Ordering::Release);
+        let traces = self
+            .tracer_provider
+            .shutdown()
+            .map_err(|source| ExportError::Shutdown {
+                signal: "traces",
+                source,
+            });
+        let metrics = self
+            .meter_provider
+            .shutdown()
+            .map_err(|source| ExportError::Shutdown {
+                signal: "metrics",
+                source,
+            });
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .take();
+        if let Some(rt) = runtime {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+        traces.and(metrics)
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> ExportStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let submitted = get(&c.spans_submitted);
+        let exported = get(&c.spans_exported);
+        let failed = get(&c.spans_failed);
+        ExportStats {
+            records: get(&c.records),
+            not_genai: get(&c.not_genai),
+            bad_start: get(&c.bad_start),
+            after_shutdown: get(&c.after_shutdown),
+            spans_sampled_out: get(&c.spans_sampled_out),
+            spans_submitted: submitted,
+            spans_exported: exported,
+            spans_failed: failed,
+            spans_dropped: self
+                .shut_down
+                .load(Ordering::Acquire)
+                .then(|| submitted.saturating_sub(exported + failed)),
+            metric_exports_failed: get(&c.metric_exports_failed),
+        }
+    }
+}
+
+type Exporters = (
+    opentelemetry_otlp::SpanExporter,
+    opentelemetry_otlp::MetricExporter,
+);
+
+fn grpc_exporters(config: &ExportConfig) -> Result<Exporters, ExportError> {
+    let metadata = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(
+        header_map(&config.headers)?,
+    );
+    let mut spans = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_metadata(metadata.clone());
+    let mut metrics = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_metadata(metadata);
+    if let Some(endpoint) = &config.endpoint {
+        spans = spans.with_endpoint(endpoint.clone());
+        metrics = metrics.with_endpoint(endpoint.clone());
+    }
+    if let Some(timeout) = config.timeout {
+        spans = spans.with_timeout(timeout);
+        metrics = metrics.with_timeout(timeout);
+    }
+    Ok((
+        spans.build().map_err(|source| ExportError::Build {
+            signal: "traces",
+            source,
+        })?,
+        metrics.build().map_err(|source| ExportError::Build {
+            signal: "metrics",
+            source,
+        })?,
+    ))
+}
+
+fn http_exporters(config: &ExportConfig) -> Result<Exporters, ExportError> {
+    header_map(&config.headers)?;
+    let headers: HashMap<String, String> = config.headers.iter().cloned().collect();
+    let mut spans = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_headers(headers.clone());
+    let mut metrics = opentelemetry_otlp::MetricExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_headers(headers);
+    if let Some(endpoint) = &config.endpoint {
+        // A configured endpoint is used as is; like OTEL_EXPORTER_OTLP_ENDPOINT, Strike's is
+        // the base URL.
+        let base = endpoint.trim_end_matches('/');
+        spans = spans.with_endpoint(format!("{base}/v1/traces"));
+        metrics = metrics.with_endpoint(format!("{base}/v1/metrics"));
+    }
+    if let Some(timeout) = config.timeout {
+        spans = spans.with_timeout(timeout);
+        metrics = metrics.with_timeout(timeout);
+    }
+    Ok((
+        spans.build().map_err(|source| ExportError::Build {
+            signal: "traces",
+            source,
+        })?,
+        metrics.build().map_err(|source| ExportError::Build {
+            signal: "metrics",
+            source,
+        })?,
+    ))
+}
+
+fn header_map(headers: &[(String, String)]) -> Result<http::HeaderMap, ExportError> {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let invalid = || ExportError::InvalidHeader { name: name.clone() };
+        let key = http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| invalid())?;
+        let value = http::HeaderValue::from_str(value.trim()).map_err(|_| invalid())?;
+        map.append(key, value);
+    }
+    Ok(map)
+}
+
+/// The one Resource of traces and metrics: SDK identity, host, Strike's own process, the
+/// configured attributes, then `service.name`.
+pub fn build_resource(config: &ExportConfig) -> Resource {
+    let mut attrs = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("process.pid", i64::from(std::process::id())),
+        KeyValue::new("process.runtime.name", "rust"),
+    ];
+    if let Some(host) = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+    {
+        attrs.push(KeyValue::new("host.name", host));
+    }
+    if let Some(exe) = std::env::current_exe().ok().and_then(|p| {
+        p.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    }) {
+        attrs.push(KeyValue::new("process.executable.name", exe));
+    }
+    Resource::builder_empty()
+        .with_schema_url(Vec::new(), semconv::SCHEMA_URL)
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_attributes(attrs)
+        .with_attributes(
+            config
+                .resource_attributes
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .with_service_name(config.service_name.clone())
+        .build()
+}
+
+#[cfg(test)]
+mod tests;
