@@ -12,15 +12,14 @@ use std::{
     path::Path,
     process::{Command, Stdio},
     sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
     ctx::{self, Ctx},
-    demo::{free_port, signal, wait_for, Guard, ATTACHED},
-    http,
+    demo::{free_port, signal, wait_for, wait_healthy, Guard, ATTACHED},
 };
 
 const WORKLOADS: [(&str, &str); 2] = [
@@ -110,19 +109,13 @@ fn start_app(ctx: &Ctx, port: u16, work: &Path) -> Result<Guard> {
             .spawn()
             .context("starting the uvicorn app")?,
     );
-    let t = Instant::now();
-    while !http::request(port, "GET", "/v1/models", None).is_ok_and(|r| r.status == 200) {
-        if let Some(status) = app.0.try_wait()? {
-            bail!(
-                "the app exited with {status}; see {}",
-                work.join("app.log").display()
-            );
-        }
-        if t.elapsed() > Duration::from_mins(1) {
-            bail!("the app did not answer within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(
+        &mut app,
+        port,
+        "/v1/models",
+        "the uvicorn app",
+        &work.join("app.log"),
+    )?;
     Ok(app)
 }
 

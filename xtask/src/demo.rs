@@ -85,6 +85,27 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     }
 }
 
+/// Waits until `GET path` answers 200, failing if `child` exits or a minute passes.
+pub(crate) fn wait_healthy(
+    child: &mut Guard,
+    port: u16,
+    path: &str,
+    what: &str,
+    log: &std::path::Path,
+) -> Result<()> {
+    let t = Instant::now();
+    while !http::request(port, "GET", path, None).is_ok_and(|r| r.status == 200) {
+        if let Some(status) = child.0.try_wait()? {
+            bail!("{what} exited with {status}; see {}", log.display());
+        }
+        if t.elapsed() > Duration::from_mins(1) {
+            bail!("{what} not healthy after 60 s; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// llama-server with the tiny model on 127.0.0.1:port, healthy.
 fn start_server(ctx: &Ctx, port: u16) -> Result<Guard> {
     let log_path = ctx.cache.join("demo-llama-server.log");
@@ -117,21 +138,7 @@ fn start_server(ctx: &Ctx, port: u16) -> Result<Guard> {
             .context("starting llama-server")?,
     );
     let t = Instant::now();
-    while !http::request(port, "GET", "/health", None).is_ok_and(|r| r.status == 200) {
-        if let Some(status) = server.0.try_wait()? {
-            bail!(
-                "llama-server exited with {status}; see {}",
-                log_path.display()
-            );
-        }
-        if t.elapsed() > Duration::from_mins(1) {
-            bail!(
-                "llama-server not healthy after 60 s; see {}",
-                log_path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(&mut server, port, "/health", "llama-server", &log_path)?;
     println!(
         "demo: llama-server (tiny model) healthy on 127.0.0.1:{port} ({}; log {})",
         ctx::secs(t),

@@ -238,30 +238,8 @@ impl CaptureEvent {
                 parent,
                 child,
                 ts_ns,
-            } => {
-                let key = ConnKey {
-                    tgid: *parent,
-                    conn_id: 0,
-                };
-                let ev = ProcEvent {
-                    header: header(kind::FORK, key, 0, *ts_ns),
-                    pid: *child,
-                    pad: [0; 4],
-                };
-                as_bytes(&ev).to_vec()
-            }
-            CaptureEvent::Exit { pid, ts_ns } => {
-                let key = ConnKey {
-                    tgid: *pid,
-                    conn_id: 0,
-                };
-                let ev = ProcEvent {
-                    header: header(kind::EXIT, key, 0, *ts_ns),
-                    pid: *pid,
-                    pad: [0; 4],
-                };
-                as_bytes(&ev).to_vec()
-            }
+            } => proc_event(kind::FORK, *parent, *child, *ts_ns),
+            CaptureEvent::Exit { pid, ts_ns } => proc_event(kind::EXIT, *pid, *pid, *ts_ns),
         }
     }
 }
@@ -270,6 +248,15 @@ impl CaptureEvent {
 const FLAG_NO_FINAL_SEQ: u8 = 1 << 7;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+
+fn proc_event(kind: u8, tgid: u32, pid: u32, ts_ns: u64) -> Vec<u8> {
+    let ev = ProcEvent {
+        header: header(kind, ConnKey { tgid, conn_id: 0 }, 0, ts_ns),
+        pid,
+        pad: [0; 4],
+    };
+    as_bytes(&ev).to_vec()
+}
 
 fn header(kind: u8, key: ConnKey, fd: u32, ts_ns: u64) -> EventHeader {
     EventHeader {

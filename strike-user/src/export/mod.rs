@@ -617,12 +617,20 @@ fn grpc_exporters(config: &ExportConfig) -> Result<Exporters, ExportError> {
         spans = spans.with_timeout(timeout);
         metrics = metrics.with_timeout(timeout);
     }
+    built(spans.build(), metrics.build())
+}
+
+/// The two built exporters, or which one failed.
+fn built(
+    spans: Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError>,
+    metrics: Result<opentelemetry_otlp::MetricExporter, opentelemetry_otlp::ExporterBuildError>,
+) -> Result<Exporters, ExportError> {
     Ok((
-        spans.build().map_err(|source| ExportError::Build {
+        spans.map_err(|source| ExportError::Build {
             signal: "traces",
             source,
         })?,
-        metrics.build().map_err(|source| ExportError::Build {
+        metrics.map_err(|source| ExportError::Build {
             signal: "metrics",
             source,
         })?,
@@ -651,16 +659,7 @@ fn http_exporters(config: &ExportConfig) -> Result<Exporters, ExportError> {
         spans = spans.with_timeout(timeout);
         metrics = metrics.with_timeout(timeout);
     }
-    Ok((
-        spans.build().map_err(|source| ExportError::Build {
-            signal: "traces",
-            source,
-        })?,
-        metrics.build().map_err(|source| ExportError::Build {
-            signal: "metrics",
-            source,
-        })?,
-    ))
+    built(spans.build(), metrics.build())
 }
 
 fn header_map(headers: &[(String, String)]) -> Result<http::HeaderMap, ExportError> {
