@@ -405,6 +405,19 @@ impl InFlight {
         self.note_reason(reason, "response_");
     }
 
+    /// When the first token left: the first content-bearing stream event, or the first body
+    /// byte of a non-streaming LLM response. An error response (4xx/5xx) carries no token: its
+    /// latency is e2e, not a TTFT.
+    fn first_token_ns(&self) -> Option<u64> {
+        if self.status.is_some_and(|s| s >= 400) || (!self.streamed && self.api == Api::Other) {
+            None
+        } else if self.streamed {
+            self.first_content_ns
+        } else {
+            self.first_body_ns
+        }
+    }
+
     /// Builds the record.
     pub fn into_record(self, conn: &ConnInfo, clock_offset_ns: i64) -> RequestRecord {
         let req = self.req_info.clone().unwrap_or_default();
@@ -422,13 +435,7 @@ impl InFlight {
             prompt_token_ids: req.prompt_token_ids,
         });
         let start_ns = self.start_ns.unwrap_or_default();
-        let first_token_ns = if self.streamed {
-            self.first_content_ns
-        } else if self.api == Api::Other {
-            None
-        } else {
-            self.first_body_ns
-        };
+        let first_token_ns = self.first_token_ns();
         let tpot_ms = match (
             self.streamed,
             self.first_content_ns,
