@@ -197,7 +197,8 @@ fn exit_data(ctx: &TracePointContext) -> Result<u32, u32> {
     let ret = ret as u64;
     // SAFETY: as above; racing writers on one socket only skew seq, which userspace reports.
     unsafe { (*sock).seq[dir] = seq + ret };
-    let cap = if ret < read_max_capture() { ret } else { read_max_capture() };
+    let max = read_max_capture();
+    let cap = if ret < max { ret } else { max };
     let Some(state) = COPY.get_ptr_mut(0) else {
         return Ok(0);
     };

@@ -150,32 +150,26 @@ impl Processor {
     }
 
     fn drain(&mut self, records: &mut Vec<RequestRecord>) {
-        let before = records.len();
         for ev in self.stream_events.drain(..) {
             self.tracker.handle(ev, records);
         }
-        self.stats.records += (records.len() - before) as u64;
     }
 
     /// Periodic upkeep at kernel monotonic time `now_ns`.
     pub fn tick(&mut self, now_ns: u64, records: &mut Vec<RequestRecord>) {
         self.reassembler.tick(now_ns, &mut self.stream_events);
         self.drain(records);
-        let before = records.len();
         self.tracker.evict_idle(now_ns, records);
-        self.stats.records += (records.len() - before) as u64;
-        if let Some(rec) = &mut self.recorder {
-            if rec.flush().is_err() {
-                self.stats.recording_errors += 1;
-            }
-        }
+        self.flush_recording();
     }
 
     /// End of session: in-flight requests become partial records.
     pub fn finish(&mut self, records: &mut Vec<RequestRecord>) {
-        let before = records.len();
         self.tracker.finish(records);
-        self.stats.records += (records.len() - before) as u64;
+        self.flush_recording();
+    }
+
+    fn flush_recording(&mut self) {
         if let Some(rec) = &mut self.recorder {
             if rec.flush().is_err() {
                 self.stats.recording_errors += 1;
@@ -185,10 +179,15 @@ impl Processor {
 
     /// The stages' counters (kernel counters and duration are the caller's).
     pub fn summary(&self) -> Summary {
+        let tracker = self.tracker.stats();
         Summary {
-            pipeline: self.stats,
+            // Every record comes out of the tracker, which counts them.
+            pipeline: PipelineStats {
+                records: tracker.records,
+                ..self.stats
+            },
             stream: self.reassembler.stats(),
-            tracker: self.tracker.stats(),
+            tracker,
             ..Summary::default()
         }
     }

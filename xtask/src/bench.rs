@@ -8,10 +8,8 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
     path::Path,
     process::{Command, Stdio},
-    sync::mpsc,
     time::Duration,
 };
 
@@ -19,7 +17,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     ctx::{self, Ctx},
-    demo::{free_port, signal, wait_for, wait_healthy, Guard, ATTACHED},
+    demo::{free_port, signal, start_strike, wait_for, wait_healthy, Guard},
 };
 
 const WORKLOADS: [(&str, &str); 2] = [
@@ -142,34 +140,20 @@ fn traced_run(
 ) -> Result<(f64, u64, u64, u64)> {
     let records_path = work.join("records.jsonl");
     let summary_path = work.join("summary.json");
-    let mut strike = Guard(
-        Command::new(ctx.strike_bin())
-            .args([
-                "trace",
-                "--port",
-                &port.to_string(),
-                "--format",
-                "json",
-                "--summary-file",
-            ])
-            .arg(&summary_path)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&records_path)?)
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting strike trace")?,
-    );
-    let stderr = strike.0.stderr.take().context("strike stderr")?;
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.starts_with(ATTACHED) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_mins(1))
-        .context("strike trace did not attach")?;
+    let summary_arg = summary_path.as_os_str();
+    let extra = [
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--summary-file".as_ref(),
+        summary_arg,
+    ];
+    let (mut strike, reader) = start_strike(
+        ctx,
+        port,
+        &extra,
+        fs::File::create(&records_path)?.into(),
+        false,
+    )?;
     let rps = wrk(port, seconds, script)?;
     signal(&strike.0, libc::SIGINT);
     if wait_for(&mut strike.0, Duration::from_secs(30))?.is_none() {

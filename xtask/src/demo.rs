@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::ctx::{self, Ctx};
 use crate::http;
 
-pub(crate) const ATTACHED: &str = "strike: attached";
+const ATTACHED: &str = "strike: attached";
 
 pub(crate) fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
@@ -71,7 +71,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 
     let port = free_port()?;
     let server = start_server(ctx, port)?;
-    let (mut strike, echo) = start_strike(ctx, port)?;
+    let (mut strike, echo) = start_strike(ctx, port, &[], Stdio::inherit(), true)?;
     send_requests(port)?;
     std::thread::sleep(Duration::from_secs(1));
     signal(&strike.0, libc::SIGINT);
@@ -147,22 +147,32 @@ fn start_server(ctx: &Ctx, port: u16) -> Result<Guard> {
     Ok(server)
 }
 
-/// `strike trace --port PORT` (table to our stdout), attached; its stderr is echoed.
-fn start_strike(ctx: &Ctx, port: u16) -> Result<(Guard, std::thread::JoinHandle<()>)> {
+/// `strike trace --port PORT` plus `extra` arguments, stdout to `stdout`, started and
+/// attached; its stderr is echoed to ours when `echo` is set (and read either way).
+pub(crate) fn start_strike(
+    ctx: &Ctx,
+    port: u16,
+    extra: &[&std::ffi::OsStr],
+    stdout: Stdio,
+    echo: bool,
+) -> Result<(Guard, std::thread::JoinHandle<()>)> {
     let mut strike = Guard(
         Command::new(ctx.strike_bin())
             .args(["trace", "--port", &port.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .context("starting strike trace")?,
     );
     let stderr = strike.0.stderr.take().context("strike stderr")?;
     let (tx, rx) = mpsc::channel();
-    let echo = std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
+            if echo {
+                eprintln!("{line}");
+            }
             if line.starts_with(ATTACHED) {
                 let _ = tx.send(());
             }
@@ -177,7 +187,7 @@ fn start_strike(ctx: &Ctx, port: u16) -> Result<(Guard, std::thread::JoinHandle<
             bail!("strike trace did not print `{ATTACHED}` within 90 s");
         }
     }
-    Ok((strike, echo))
+    Ok((strike, reader))
 }
 
 const REQUESTS: [(&str, &str, &str); 6] = [

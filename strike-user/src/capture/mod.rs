@@ -322,7 +322,7 @@ impl Capture {
         };
         // BPF_NOEXIST: a socket the kernel started tracking meanwhile keeps its id.
         self.socks
-            .insert(SockKey { tgid, fd }, state, u64::from(aya_noexist()))
+            .insert(SockKey { tgid, fd }, state, BPF_NOEXIST)
             .map_err(|e| CaptureError::MapUpdate {
                 name: MAP_SOCKS,
                 source: Box::new(e),
@@ -371,9 +371,8 @@ impl Capture {
     }
 }
 
-const fn aya_noexist() -> u32 {
-    1 // BPF_NOEXIST
-}
+/// `BPF_NOEXIST`: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
     ebpf.take_map(name)

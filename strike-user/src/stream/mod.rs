@@ -71,7 +71,6 @@ struct DirState {
 struct Conn {
     dirs: [DirState; 2],
     last_ts: u64,
-    fd: u32,
 }
 
 /// Reassembles capture events into ordered per-connection stream events.
@@ -129,9 +128,8 @@ impl Reassembler {
 
     /// `anchored`: the stream offsets start at 0 (false for a connection first seen mid-stream).
     fn open(&mut self, open: OpenRecord, anchored: bool, out: &mut Vec<StreamEvent>) {
-        if let Some(old) = self.conns.remove(&open.key) {
+        if self.conns.remove(&open.key).is_some() {
             // Ids are unique per session, so this is a re-announcement; close the old one.
-            let _ = old;
             out.push(StreamEvent::Close {
                 key: open.key,
                 ts_ns: open.ts_ns,
@@ -156,7 +154,6 @@ impl Reassembler {
                     },
                 ],
                 last_ts: open.ts_ns,
-                fd: open.fd,
             },
         );
         out.push(StreamEvent::Open(ConnInfo {
@@ -359,11 +356,6 @@ impl Reassembler {
         for key in keys {
             self.finish_conn(key, self.now_ns, None, out);
         }
-    }
-
-    /// The fd of a tracked connection (for diagnostics).
-    pub fn fd_of(&self, key: ConnKey) -> Option<u32> {
-        self.conns.get(&key).map(|c| c.fd)
     }
 }
 
