@@ -1,9 +1,10 @@
-//! Strike's userspace: capture → stream → protocol → llm → tokens → output.
+//! Strike's userspace: capture → stream → protocol → llm → tokens → export/output.
 //!
 //! See `docs/ARCHITECTURE.md` for the stages and the data flow between them.
 
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod conn;
 pub mod export;
 pub mod llm;

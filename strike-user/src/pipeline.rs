@@ -12,11 +12,11 @@
 //! stage turns any lost byte into a gap that the records report as `partial`.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeSet, HashMap},
     io,
     sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
 };
@@ -30,7 +30,7 @@ use tokio::{
 use crate::{
     capture::{
         event::{CaptureEvent, CloseRecord, OpenRecord},
-        procfs::{Proc, TCP_LISTEN},
+        procfs::{container_id, Proc, TCP_LISTEN},
         recording::{RecordingHeader, RecordingWriter},
         Capture, CaptureError,
     },
@@ -47,6 +47,10 @@ pub struct TargetSelector {
     pub pids: Vec<u32>,
     pub ports: Vec<u16>,
     pub comms: Vec<String>,
+    /// Substrings of a cgroup path (any hierarchy).
+    pub cgroups: Vec<String>,
+    /// Container id prefixes (lowercase hex).
+    pub containers: Vec<String>,
     /// Also trace the selected processes' descendants (workers).
     pub follow_children: bool,
 }
@@ -66,6 +70,12 @@ impl TargetSelector {
         for comm in &self.comms {
             pids.extend(proc.pids_by_comm(comm));
         }
+        for cgroup in &self.cgroups {
+            pids.extend(proc.pids_by_cgroup(cgroup));
+        }
+        for container in &self.containers {
+            pids.extend(proc.pids_by_container(container));
+        }
         if self.follow_children {
             proc.with_descendants(&pids)
         } else {
@@ -73,9 +83,24 @@ impl TargetSelector {
         }
     }
 
-    /// Whether the selection can gain processes while running (by port or by name).
+    /// Whether the selection can gain processes while running (by port, name, cgroup or
+    /// container).
     pub fn is_dynamic(&self) -> bool {
-        !self.ports.is_empty() || !self.comms.is_empty()
+        !(self.ports.is_empty()
+            && self.comms.is_empty()
+            && self.cgroups.is_empty()
+            && self.containers.is_empty())
+    }
+
+    /// The selection as command-line flags, for messages.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        parts.extend(self.pids.iter().map(|p| format!("--pid {p}")));
+        parts.extend(self.ports.iter().map(|p| format!("--port {p}")));
+        parts.extend(self.comms.iter().map(|c| format!("--comm {c}")));
+        parts.extend(self.cgroups.iter().map(|c| format!("--cgroup {c}")));
+        parts.extend(self.containers.iter().map(|c| format!("--container {c}")));
+        parts.join(" ")
     }
 }
 
@@ -225,6 +250,8 @@ pub struct LiveConfig {
     pub record_queue: usize,
     pub duration: Option<Duration>,
     pub record_file: Option<std::fs::File>,
+    /// Published every second while running: the session's counters so far.
+    pub live_stats: Option<Arc<Mutex<Summary>>>,
 }
 
 /// Tracks the live target set: adds selected and forked processes, prunes threads, releases
@@ -233,6 +260,10 @@ struct Targets {
     proc: Proc,
     selector: TargetSelector,
     known: BTreeSet<u32>,
+    /// Container id of each known target that runs in one.
+    containers: HashMap<u32, String>,
+    /// The listening TCP port of each known target that has exactly one.
+    listen_port: HashMap<u32, u16>,
 }
 
 impl Targets {
@@ -249,6 +280,9 @@ impl Targets {
             return Ok(Vec::new());
         }
         stats.targets_added += 1;
+        if let Some(id) = container_id(&self.proc.cgroups(pid)) {
+            self.containers.insert(pid, id);
+        }
         let comm = self.proc.comm(pid).unwrap_or_default();
         let sockets = self.proc.open_sockets(pid);
         let listening: BTreeSet<u16> = sockets
@@ -259,6 +293,9 @@ impl Targets {
                     .map(|t| t.local.port())
             })
             .collect();
+        if let [port] = listening.iter().copied().collect::<Vec<_>>()[..] {
+            self.listen_port.insert(pid, port);
+        }
         let now = monotonic_ns();
         let mut opens = Vec::new();
         for s in sockets {
@@ -291,6 +328,16 @@ impl Targets {
         Ok(opens)
     }
 
+    /// Adds what the target set knows about the record's process.
+    fn enrich(&self, record: &mut RequestRecord) {
+        if record.container_id.is_none() {
+            record.container_id = self.containers.get(&record.pid).cloned();
+        }
+        if record.server_port.is_none() {
+            record.server_port = self.listen_port.get(&record.pid).copied();
+        }
+    }
+
     /// Picks up processes that newly match a port or name selection.
     fn rescan(
         &mut self,
@@ -320,6 +367,8 @@ impl Targets {
         stats: &mut PipelineStats,
     ) -> Vec<CaptureEvent> {
         capture.remove_target(pid);
+        self.containers.remove(&pid);
+        self.listen_port.remove(&pid);
         if self.known.remove(&pid) {
             stats.targets_released += 1;
         }
@@ -363,6 +412,8 @@ pub async fn run_live(
         proc: Proc::default(),
         selector: config.selector,
         known: BTreeSet::new(),
+        containers: HashMap::new(),
+        listen_port: HashMap::new(),
     };
     let ring = capture
         .take_ring()
@@ -390,19 +441,44 @@ pub async fn run_live(
     ready(&initial);
 
     let reader_stop = Arc::new(AtomicBool::new(false));
-    let reader = tokio::spawn(read_ring(ring, event_tx, reader_stop.clone()));
+    let reader_shared = Arc::new(ReaderShared::default());
+    let reader = tokio::spawn(read_ring(
+        ring,
+        event_tx,
+        reader_stop.clone(),
+        Arc::clone(&reader_shared),
+    ));
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
     let deadline = config.duration.map(|d| started + d);
     let mut dropped_records = 0u64;
-    let send_records = |records: &mut Vec<RequestRecord>, dropped: &mut u64| {
-        for r in records.drain(..) {
+    let send_records = |records: &mut Vec<RequestRecord>, targets: &Targets, dropped: &mut u64| {
+        for mut r in records.drain(..) {
+            targets.enrich(&mut r);
             if record_tx.try_send(r).is_err() {
                 *dropped += 1;
             }
         }
     };
-    send_records(&mut records, &mut dropped_records);
+    send_records(&mut records, &targets, &mut dropped_records);
+    let mut publish = tokio::time::interval(Duration::from_secs(1));
+    let publish_stats = |processor: &Processor,
+                         capture: &Capture,
+                         targets: &Targets,
+                         reader: &ReaderShared,
+                         dropped_records: u64| {
+        if let Some(live) = &config.live_stats {
+            let summary = session_summary(
+                processor,
+                capture,
+                targets,
+                &reader.snapshot(),
+                dropped_records,
+                started,
+            );
+            *live.lock().unwrap_or_else(PoisonError::into_inner) = summary;
+        }
+    };
 
     loop {
         if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -423,32 +499,58 @@ pub async fn run_live(
             _ = rescan.tick(), if targets.selector.is_dynamic() => {
                 targets.rescan(&mut capture, &mut processor, &mut records);
             }
+            _ = publish.tick() => {
+                publish_stats(&processor, &capture, &targets, &reader_shared, dropped_records);
+            }
         }
-        send_records(&mut records, &mut dropped_records);
+        send_records(&mut records, &targets, &mut dropped_records);
     }
 
     // Stop reading, process what was already read, then close out in-flight requests.
     reader_stop.store(true, Ordering::Relaxed);
-    let reader_stats = reader.await.unwrap_or_default();
+    let _ = reader.await;
     while let Ok(batch) = event_rx.try_recv() {
         for ev in batch {
             let _ = processor.handle(ev, &mut records);
         }
     }
     processor.finish(&mut records);
-    send_records(&mut records, &mut dropped_records);
+    send_records(&mut records, &targets, &mut dropped_records);
     drop(record_tx);
     let _ = output.join();
 
+    let summary = session_summary(
+        &processor,
+        &capture,
+        &targets,
+        &reader_shared.snapshot(),
+        dropped_records,
+        started,
+    );
+    if let Some(live) = &config.live_stats {
+        *live.lock().unwrap_or_else(PoisonError::into_inner) = summary.clone();
+    }
+    Ok(summary)
+}
+
+/// Every stage's counters, as of now.
+fn session_summary(
+    processor: &Processor,
+    capture: &Capture,
+    targets: &Targets,
+    reader: &ReaderStats,
+    dropped_records: u64,
+    started: Instant,
+) -> Summary {
     let mut summary = processor.summary();
-    summary.pipeline.events_read = reader_stats.events_read;
-    summary.pipeline.decode_errors = reader_stats.decode_errors;
-    summary.pipeline.events_dropped = reader_stats.events_dropped;
+    summary.pipeline.events_read = reader.events_read;
+    summary.pipeline.decode_errors = reader.decode_errors;
+    summary.pipeline.events_dropped = reader.events_dropped;
     summary.pipeline.records_dropped = dropped_records;
     summary.kernel = capture.counters();
     summary.targets = targets.known.iter().copied().collect();
     summary.duration_s = started.elapsed().as_secs_f64();
-    Ok(summary)
+    summary
 }
 
 fn apply_change(
@@ -478,6 +580,24 @@ struct ReaderStats {
     events_dropped: u64,
 }
 
+/// The reader task's counters, readable while it runs.
+#[derive(Default)]
+struct ReaderShared {
+    events_read: AtomicU64,
+    decode_errors: AtomicU64,
+    events_dropped: AtomicU64,
+}
+
+impl ReaderShared {
+    fn snapshot(&self) -> ReaderStats {
+        ReaderStats {
+            events_read: self.events_read.load(Ordering::Relaxed),
+            decode_errors: self.decode_errors.load(Ordering::Relaxed),
+            events_dropped: self.events_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// How often the reader drains the ring buffer when the kernel did not wake it.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -490,33 +610,33 @@ async fn read_ring(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<Vec<CaptureEvent>>,
     stop: Arc<AtomicBool>,
-) -> ReaderStats {
-    let mut stats = ReaderStats::default();
+    stats: Arc<ReaderShared>,
+) {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd holds it.
     let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }) else {
         tracing::error!("cannot poll the ring buffer");
-        return stats;
+        return;
     };
     loop {
         if stop.load(Ordering::Relaxed) {
             // Last drain: whatever the kernel wrote before the stop.
-            drain_ring(fd.get_mut(), &tx, &mut stats);
-            return stats;
+            drain_ring(fd.get_mut(), &tx, &stats);
+            return;
         }
         // The kernel wakes us only when a lot is waiting (see `wakeup_flags` in strike-ebpf);
         // otherwise the timer drains what accumulated. Timings are kernel timestamps, so the
         // drain interval adds latency to records, not error to their numbers.
         match tokio::time::timeout(DRAIN_INTERVAL, fd.readable_mut()).await {
             Ok(Ok(mut guard)) => {
-                drain_ring(guard.get_inner_mut(), &tx, &mut stats);
+                drain_ring(guard.get_inner_mut(), &tx, &stats);
                 guard.clear_ready();
             }
             Ok(Err(e)) => {
                 tracing::error!("polling the ring buffer failed: {e}");
-                return stats;
+                return;
             }
-            Err(_) => drain_ring(fd.get_mut(), &tx, &mut stats),
+            Err(_) => drain_ring(fd.get_mut(), &tx, &stats),
         }
     }
 }
@@ -524,15 +644,15 @@ async fn read_ring(
 fn drain_ring(
     ring: &mut RingBuf<MapData>,
     tx: &mpsc::Sender<Vec<CaptureEvent>>,
-    stats: &mut ReaderStats,
+    stats: &ReaderShared,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while let Some(item) = ring.next() {
-        stats.events_read += 1;
+        stats.events_read.fetch_add(1, Ordering::Relaxed);
         match CaptureEvent::decode(&item) {
             Ok(ev) => batch.push(ev),
             Err(e) => {
-                stats.decode_errors += 1;
+                stats.decode_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("undecodable ring record: {e}");
             }
         }
@@ -552,10 +672,10 @@ fn drain_ring(
 fn send_batch(
     tx: &mpsc::Sender<Vec<CaptureEvent>>,
     batch: Vec<CaptureEvent>,
-    stats: &mut ReaderStats,
+    stats: &ReaderShared,
 ) {
     let n = batch.len() as u64;
     if tx.try_send(batch).is_err() {
-        stats.events_dropped += n;
+        stats.events_dropped.fetch_add(n, Ordering::Relaxed);
     }
 }

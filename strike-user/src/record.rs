@@ -60,6 +60,8 @@ pub struct RequestRecord {
     pub pid: u32,
     /// `comm` of the traced process.
     pub comm: String,
+    /// Container the traced process runs in (from its cgroup), when it runs in one.
+    pub container_id: Option<String>,
     /// Strike's connection id (unique for the session).
     pub conn_id: u64,
     /// The other end of the connection, when known.
@@ -68,6 +70,12 @@ pub struct RequestRecord {
     pub method: String,
     /// Request target (path and query); empty when the request was not captured.
     pub path: String,
+    /// The server's name as the client addressed it (the request's `Host`).
+    pub server_address: Option<String>,
+    /// The server's port (from `Host`, else the traced process's only listening port).
+    pub server_port: Option<u16>,
+    /// The request's W3C `traceparent` header: the record's span joins that trace.
+    pub traceparent: Option<String>,
     /// Final HTTP status (interim 1xx responses are not reported).
     pub status: Option<u16>,
     /// Which API the request used.

@@ -187,9 +187,59 @@ impl Proc {
             .collect()
     }
 
+    /// The cgroup paths of a process: the v2 path and every v1 hierarchy's, deduplicated.
+    pub fn cgroups(&self, pid: u32) -> Vec<String> {
+        fs::read_to_string(self.root.join(format!("{pid}/cgroup")))
+            .map(|text| parse_cgroup(&text))
+            .unwrap_or_default()
+    }
+
+    /// Processes any of whose cgroup paths contains `needle`.
+    pub fn pids_by_cgroup(&self, needle: &str) -> Vec<u32> {
+        self.pids()
+            .into_iter()
+            .filter(|&p| self.cgroups(p).iter().any(|c| c.contains(needle)))
+            .collect()
+    }
+
+    /// Processes in a container whose id starts with `prefix` (lowercase hex).
+    pub fn pids_by_container(&self, prefix: &str) -> Vec<u32> {
+        self.pids()
+            .into_iter()
+            .filter(|&p| container_id(&self.cgroups(p)).is_some_and(|id| id.starts_with(prefix)))
+            .collect()
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// The paths of `/proc/PID/cgroup` (`hierarchy:controllers:path` lines), deduplicated, in
+/// order.
+pub fn parse_cgroup(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let Some(path) = line.splitn(3, ':').nth(2) else {
+            continue;
+        };
+        if !path.is_empty() && !out.iter().any(|p| p == path) {
+            out.push(path.to_owned());
+        }
+    }
+    out
+}
+
+/// The container id in cgroup paths: the first 64-hex-digit id found in a path segment, as
+/// container runtimes name them (`docker-<id>.scope`, `cri-containerd-<id>.scope`,
+/// `crio-<id>.scope`, `libpod-<id>.scope`, `/docker/<id>`, `/kubepods/.../<id>`).
+pub fn container_id(paths: &[String]) -> Option<String> {
+    paths.iter().flat_map(|p| p.split('/')).find_map(|segment| {
+        let segment = segment.strip_suffix(".scope").unwrap_or(segment);
+        let id = segment.rsplit(['-', ':']).next()?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| id.to_ascii_lowercase())
+    })
 }
 
 /// `socket:[12345]` → 12345.
@@ -278,6 +328,39 @@ mod tests {
         let s6 = parse_net_tcp(TCP6, true);
         assert_eq!(s6[0].local, "[::1]:8081".parse().unwrap());
         assert_eq!(s6[0].inode, 4242);
+    }
+
+    #[test]
+    fn parses_cgroups_and_container_ids() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let v2 = format!("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope\n");
+        let paths = parse_cgroup(&v2);
+        assert_eq!(paths.len(), 1);
+        assert_eq!(container_id(&paths).as_deref(), Some(id));
+        let hybrid = format!("9:name=systemd:/\n4:memory:/docker/{id}\n0::/\n1:cpu:/\n");
+        let paths = parse_cgroup(&hybrid);
+        assert_eq!(paths, ["/", format!("/docker/{id}").as_str()]);
+        assert_eq!(container_id(&paths).as_deref(), Some(id));
+        for other in [
+            format!("0::/system.slice/docker-{}.scope", id.to_ascii_uppercase()),
+            format!("0::/machine.slice/libpod-{id}.scope/container"),
+            format!("0::/crio-{id}.scope"),
+        ] {
+            assert_eq!(
+                container_id(&parse_cgroup(&other)).as_deref(),
+                Some(id),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            container_id(&parse_cgroup("0::/user.slice/session-3.scope\n")),
+            None
+        );
+        assert_eq!(
+            container_id(&parse_cgroup(&format!("0::/x/{}\n", &id[1..]))),
+            None
+        );
+        assert!(parse_cgroup("garbage\n").is_empty());
     }
 
     #[test]

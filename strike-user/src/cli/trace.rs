@@ -34,6 +34,12 @@ pub struct TraceArgs {
     /// Trace processes with this name, as in /proc/PID/comm (repeatable).
     #[arg(long = "comm", value_name = "NAME")]
     pub comms: Vec<String>,
+    /// Trace processes whose cgroup path contains this (repeatable).
+    #[arg(long = "cgroup", value_name = "SUBSTRING")]
+    pub cgroups: Vec<String>,
+    /// Trace the processes of this container, by id or a prefix of 12+ hex digits (repeatable).
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
     /// Do not follow the children and workers of the selected processes.
     #[arg(long)]
     pub no_follow: bool,
@@ -73,9 +79,15 @@ impl TryFrom<TraceArgs> for TraceConfig {
     type Error = UsageError;
 
     fn try_from(a: TraceArgs) -> Result<Self, UsageError> {
-        if a.pids.is_empty() && a.ports.is_empty() && a.comms.is_empty() {
+        if a.pids.is_empty()
+            && a.ports.is_empty()
+            && a.comms.is_empty()
+            && a.cgroups.is_empty()
+            && a.containers.is_empty()
+        {
             return Err(UsageError(
-                "say what to trace: --pid PID, --port PORT or --comm NAME".into(),
+                "say what to trace: --pid PID, --port PORT, --comm NAME, --cgroup PATH or --container ID"
+                    .into(),
             ));
         }
         let duration = match a.duration {
@@ -104,6 +116,12 @@ impl TryFrom<TraceArgs> for TraceConfig {
                 pids: a.pids,
                 ports: a.ports,
                 comms: a.comms,
+                cgroups: a.cgroups,
+                containers: a
+                    .containers
+                    .iter()
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect(),
                 follow_children: !a.no_follow,
             },
             format: a.format,
@@ -118,14 +136,6 @@ impl TryFrom<TraceArgs> for TraceConfig {
     }
 }
 
-fn describe(selector: &TargetSelector) -> String {
-    let mut parts = Vec::new();
-    parts.extend(selector.pids.iter().map(|p| format!("--pid {p}")));
-    parts.extend(selector.ports.iter().map(|p| format!("--port {p}")));
-    parts.extend(selector.comms.iter().map(|c| format!("--comm {c}")));
-    parts.join(" ")
-}
-
 /// Runs the session; returns whether it ended cleanly.
 pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let config = TraceConfig::try_from(args)?;
@@ -134,7 +144,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     if targets_now.is_empty() {
         return Err(UsageError(format!(
             "no running process matches {}",
-            describe(&config.selector)
+            config.selector.describe()
         ))
         .into());
     }
@@ -166,6 +176,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         record_queue: 65_536,
         duration: config.duration,
         record_file,
+        live_stats: None,
     };
     let format = config.format;
     let sink_stop = stop.clone();
@@ -248,6 +259,8 @@ mod tests {
             pids: vec![1],
             ports: vec![],
             comms: vec![],
+            cgroups: vec![],
+            containers: vec![],
             no_follow: false,
             format: Format::Json,
             duration: None,

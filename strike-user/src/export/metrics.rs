@@ -7,7 +7,7 @@ use opentelemetry::{
 
 use super::{
     semconv as sc,
-    spans::{count_source_name, operation_name, RecordContext, SpanOptions},
+    spans::{count_source_name, operation_name, SpanOptions},
 };
 use crate::record::{Api, RequestRecord};
 
@@ -62,12 +62,7 @@ impl Instruments {
 
     /// Records one request. Requests that are not `GenAI` operations are not recorded.
     /// Returns whether the record was recorded.
-    pub(crate) fn record(
-        &self,
-        record: &RequestRecord,
-        cx: &RecordContext<'_>,
-        options: &SpanOptions,
-    ) -> bool {
+    pub(crate) fn record(&self, record: &RequestRecord, options: &SpanOptions) -> bool {
         let Some(operation) = operation_name(record.api) else {
             return false;
         };
@@ -83,10 +78,10 @@ impl Instruments {
         if let Some(model) = &record.model {
             attrs.push(KeyValue::new(sc::GEN_AI_RESPONSE_MODEL, model.clone()));
         }
-        if let Some(address) = cx.server_address {
-            attrs.push(KeyValue::new(sc::SERVER_ADDRESS, address.to_owned()));
+        if let Some(address) = &record.server_address {
+            attrs.push(KeyValue::new(sc::SERVER_ADDRESS, address.clone()));
         }
-        if let Some(port) = cx.server_port {
+        if let Some(port) = record.server_port {
             attrs.push(KeyValue::new(sc::SERVER_PORT, i64::from(port)));
         }
         let ok = record.error.is_none();

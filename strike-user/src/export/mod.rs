@@ -47,7 +47,7 @@ use opentelemetry_sdk::{
 };
 
 use crate::record::RequestRecord;
-pub use spans::{parse_traceparent, span_times, RecordContext, SpanTimes};
+pub use spans::{parse_traceparent, span_times, SpanTimes};
 use spans::{SpanOptions, SpanOutcome};
 
 /// OTLP transport.
@@ -496,22 +496,17 @@ impl Exporter {
         }
     }
 
-    /// Exports one record with no context beyond itself. Never blocks.
+    /// Exports one record: a span (joining the trace of its `traceparent`, when it has a
+    /// valid one) and metric points. Never blocks: a full span queue drops the span
+    /// (counted in [`ExportStats::spans_dropped`]).
     pub fn export(&self, record: &RequestRecord) {
-        self.export_with(record, &RecordContext::default());
-    }
-
-    /// Exports one record: a span (joining `cx.traceparent`'s trace when given) and metric
-    /// points. Never blocks: a full span queue drops the span (counted in
-    /// [`ExportStats::spans_dropped`]).
-    pub fn export_with(&self, record: &RequestRecord, cx: &RecordContext<'_>) {
         let c = &self.counters;
         bump(&c.records, 1);
         if self.shut_down.load(Ordering::Acquire) {
             bump(&c.after_shutdown, 1);
             return;
         }
-        match spans::emit_span(&self.tracer, record, cx, &self.options) {
+        match spans::emit_span(&self.tracer, record, &self.options) {
             SpanOutcome::Emitted => bump(&c.spans_submitted, 1),
             SpanOutcome::SampledOut => bump(&c.spans_sampled_out, 1),
             SpanOutcome::BadStart => bump(&c.bad_start, 1),
@@ -520,7 +515,7 @@ impl Exporter {
                 return;
             }
         }
-        self.instruments.record(record, cx, &self.options);
+        self.instruments.record(record, &self.options);
     }
 
     /// Exports what is queued now: spans, then metrics. Blocks until done.

@@ -12,17 +12,6 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use super::semconv as sc;
 use crate::record::{Api, CountSource, RequestRecord, TokenSource};
 
-/// What the exporter knows about a record beyond the record itself.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RecordContext<'a> {
-    /// The request's W3C `traceparent` header value: the span joins that trace.
-    pub traceparent: Option<&'a str>,
-    /// The server's listening address (`server.address`), when known.
-    pub server_address: Option<&'a str>,
-    /// The server's listening port (`server.port`), when known.
-    pub server_port: Option<u16>,
-}
-
 /// Choices that shape every span and metric point.
 #[derive(Debug, Clone)]
 pub(crate) struct SpanOptions {
@@ -128,7 +117,6 @@ pub fn span_times(record: &RequestRecord) -> Option<SpanTimes> {
 pub(crate) fn span_attributes(
     operation: &'static str,
     record: &RequestRecord,
-    cx: &RecordContext<'_>,
     options: &SpanOptions,
 ) -> Vec<KeyValue> {
     let mut attrs = Vec::with_capacity(40);
@@ -195,7 +183,7 @@ pub(crate) fn span_attributes(
             ));
         }
     }
-    push_network_attributes(&mut attrs, record, cx);
+    push_network_attributes(&mut attrs, record);
     push_str(&mut attrs, sc::ERROR_TYPE, record.error.as_ref());
     if options.include_error_messages {
         push_str(
@@ -210,13 +198,9 @@ pub(crate) fn span_attributes(
 
 /// `server.*`, `client.*`, `http.*` and `url.path` (without the query, which can carry
 /// credentials).
-fn push_network_attributes(
-    attrs: &mut Vec<KeyValue>,
-    record: &RequestRecord,
-    cx: &RecordContext<'_>,
-) {
-    push_str(attrs, sc::SERVER_ADDRESS, cx.server_address);
-    if let Some(port) = cx.server_port {
+fn push_network_attributes(attrs: &mut Vec<KeyValue>, record: &RequestRecord) {
+    push_str(attrs, sc::SERVER_ADDRESS, record.server_address.as_deref());
+    if let Some(port) = record.server_port {
         attrs.push(KeyValue::new(sc::SERVER_PORT, i64::from(port)));
     }
     if let Some(peer) = record
@@ -316,7 +300,6 @@ pub(crate) enum SpanOutcome {
 pub(crate) fn emit_span<T: Tracer>(
     tracer: &T,
     record: &RequestRecord,
-    cx: &RecordContext<'_>,
     options: &SpanOptions,
 ) -> SpanOutcome {
     let Some(operation) = operation_name(record.api) else {
@@ -325,7 +308,7 @@ pub(crate) fn emit_span<T: Tracer>(
     let Some(times) = span_times(record) else {
         return SpanOutcome::BadStart;
     };
-    let parent = match cx.traceparent.and_then(parse_traceparent) {
+    let parent = match record.traceparent.as_deref().and_then(parse_traceparent) {
         Some(remote) => Context::new().with_remote_span_context(remote),
         None => Context::new(),
     };
@@ -333,7 +316,7 @@ pub(crate) fn emit_span<T: Tracer>(
         .span_builder(span_name(operation, record))
         .with_kind(SpanKind::Server)
         .with_start_time(times.start)
-        .with_attributes(span_attributes(operation, record, cx, options));
+        .with_attributes(span_attributes(operation, record, options));
     let mut span = tracer.build_with_context(builder, &parent);
     if !span.is_recording() {
         return SpanOutcome::SampledOut;

@@ -30,10 +30,14 @@ fn record() -> RequestRecord {
         response_id: Some("chatcmpl-42".to_owned()),
         pid: 4242,
         comm: "llama-server".to_owned(),
+        container_id: None,
         conn_id: 7,
         peer: Some("10.0.0.9:51234".to_owned()),
         method: "POST".to_owned(),
         path: "/v1/chat/completions?api_key=secret".to_owned(),
+        server_address: None,
+        server_port: None,
+        traceparent: None,
         status: Some(200),
         api: Api::ChatCompletions,
         model: Some("tiny-q4".to_owned()),
@@ -196,14 +200,11 @@ fn span_has_name_kind_times_and_event() {
 #[test]
 fn span_has_exactly_the_mapped_attributes() {
     let h = harness(&ExportConfig::default());
-    h.exporter.export_with(
-        &record(),
-        &RecordContext {
-            traceparent: None,
-            server_address: Some("127.0.0.1"),
-            server_port: Some(8080),
-        },
-    );
+    h.exporter.export(&RequestRecord {
+        server_address: Some("127.0.0.1".to_owned()),
+        server_port: Some(8080),
+        ..record()
+    });
     let span = h.finished_spans().remove(0);
     let expected = pairs(&[
         ("gen_ai.operation.name", "chat"),
@@ -383,13 +384,10 @@ fn other_requests_are_neither_spans_nor_metrics() {
 fn span_joins_the_traceparent_trace() {
     let h = harness(&ExportConfig::default());
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    h.exporter.export_with(
-        &record(),
-        &RecordContext {
-            traceparent: Some(tp),
-            ..RecordContext::default()
-        },
-    );
+    h.exporter.export(&RequestRecord {
+        traceparent: Some((tp).to_owned()),
+        ..record()
+    });
     let span = h.finished_spans().remove(0);
     assert_eq!(
         span.span_context.trace_id(),
@@ -407,13 +405,10 @@ fn span_joins_the_traceparent_trace() {
 #[test]
 fn unsampled_traceparent_is_sampled_out_but_metrics_recorded() {
     let h = harness(&ExportConfig::default());
-    h.exporter.export_with(
-        &record(),
-        &RecordContext {
-            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"),
-            ..RecordContext::default()
-        },
-    );
+    h.exporter.export(&RequestRecord {
+        traceparent: Some(("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").to_owned()),
+        ..record()
+    });
     assert!(h.finished_spans().is_empty());
     assert_eq!(h.exporter.stats().spans_sampled_out, 1);
     let points = h.metric("gen_ai.server.request.duration", f64_histogram);
@@ -423,13 +418,10 @@ fn unsampled_traceparent_is_sampled_out_but_metrics_recorded() {
 #[test]
 fn invalid_traceparent_starts_a_new_trace() {
     let h = harness(&ExportConfig::default());
-    h.exporter.export_with(
-        &record(),
-        &RecordContext {
-            traceparent: Some("garbage"),
-            ..RecordContext::default()
-        },
-    );
+    h.exporter.export(&RequestRecord {
+        traceparent: Some(("garbage").to_owned()),
+        ..record()
+    });
     let span = h.finished_spans().remove(0);
     assert_eq!(span.parent_span_id, SpanId::INVALID);
     assert!(!span.parent_span_is_remote);
@@ -554,13 +546,10 @@ fn histograms_use_the_semconv_buckets_and_seconds() {
 #[test]
 fn token_usage_and_request_counter() {
     let h = harness(&ExportConfig::default());
-    h.exporter.export_with(
-        &record(),
-        &RecordContext {
-            server_port: Some(8080),
-            ..RecordContext::default()
-        },
-    );
+    h.exporter.export(&RequestRecord {
+        server_port: Some(8080),
+        ..record()
+    });
     h.exporter.export(&error_record());
 
     let (unit, points) = h.metric("strike.token.usage", |m| {
@@ -878,16 +867,11 @@ fn rotel_receives_spans_and_metrics_over_grpc_and_http() {
             ..ExportConfig::default()
         };
         let exporter = Exporter::new(&config).unwrap();
-        exporter.export_with(
-            &RequestRecord {
-                request_id: id.to_owned(),
-                ..record()
-            },
-            &RecordContext {
-                traceparent: Some(&traceparent),
-                ..RecordContext::default()
-            },
-        );
+        exporter.export(&RequestRecord {
+            traceparent: Some((&traceparent).to_owned()),
+            request_id: id.to_owned(),
+            ..record()
+        });
         exporter.shutdown().unwrap();
         let stats = exporter.stats();
         assert_eq!(

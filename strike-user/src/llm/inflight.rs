@@ -7,7 +7,7 @@ use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo, Timings
 use super::TrackerStats;
 use crate::conn::ConnInfo;
 use crate::protocol::exchange::EndReason;
-use crate::protocol::http::{RequestHead, ResponseHead};
+use crate::protocol::http::{split_host, RequestHead, ResponseHead};
 use crate::protocol::ndjson::NdjsonDecoder;
 use crate::protocol::sse::{SseDecoder, SseEvent};
 use crate::record::{Api, RequestRecord};
@@ -33,6 +33,8 @@ pub(crate) struct InFlight {
     pub seq: u64,
     method: String,
     path: String,
+    host: Option<String>,
+    traceparent: Option<String>,
     api: Api,
     dialect: Dialect,
     start_ns: Option<u64>,
@@ -80,6 +82,8 @@ impl InFlight {
             seq,
             method: String::new(),
             path: String::new(),
+            host: None,
+            traceparent: None,
             api: Api::Other,
             dialect: Dialect::OpenAi,
             start_ns: None,
@@ -132,6 +136,8 @@ impl InFlight {
         self.start_ns = Some(start_ns);
         self.method.clone_from(&head.method);
         self.path = head.path.chars().take(2048).collect();
+        self.host.clone_from(&head.host);
+        self.traceparent.clone_from(&head.traceparent);
         (self.api, self.dialect) = openai::classify(&head.method, &head.path);
     }
 
@@ -465,15 +471,24 @@ impl InFlight {
                 .map(|s| format!("http_{s}"))
         };
         let partial_reason = (!self.partial.is_empty()).then(|| self.partial.join(","));
+        let (server_address, server_port) = self
+            .host
+            .as_deref()
+            .map(split_host)
+            .map_or((None, None), |(h, p)| (Some(h.to_owned()), p));
         RequestRecord {
             request_id: uuid::Uuid::now_v7().to_string(),
             response_id: self.response_id,
             pid: conn.key.tgid,
             comm: conn.comm.clone(),
+            container_id: None,
             conn_id: conn.key.conn_id,
             peer: conn.peer.map(|p| p.to_string()),
             method: self.method,
             path: self.path,
+            server_address,
+            server_port,
+            traceparent: self.traceparent,
             status: self.status,
             api: self.api,
             model: self.model.or_else(|| req.model.clone()),

@@ -79,6 +79,10 @@ pub struct RequestHead {
     pub content_type: Option<String>,
     pub expect_continue: bool,
     pub connection_close: bool,
+    /// The `Host` header (at most 255 bytes).
+    pub host: Option<String>,
+    /// The W3C `traceparent` header (at most 128 bytes; validated by the exporter).
+    pub traceparent: Option<String>,
     pub body: BodyKind,
     /// Bytes of the head, request line and final CRLF included.
     pub head_len: usize,
@@ -298,6 +302,29 @@ struct Framing {
     content_type: Option<String>,
     expect_continue: bool,
     connection_close: bool,
+    host: Option<String>,
+    traceparent: Option<String>,
+}
+
+/// `Host` header value → host and port: `example.com:8080`, `[::1]:8080`, `example.com`.
+pub fn split_host(host: &str) -> (&str, Option<u16>) {
+    let host = host.trim();
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((addr, tail)) = rest.split_once(']') {
+            return (addr, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+        return (host, None);
+    }
+    match host.rsplit_once(':') {
+        // One colon: host:port. More: a bare IPv6 address (not valid in Host, but seen).
+        Some((name, port)) if !name.contains(':') => (name, port.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+/// A header value kept for later stages, when it is short enough to be what it claims.
+fn short_value(value: &str, max: usize) -> Option<String> {
+    (!value.is_empty() && value.len() <= max).then(|| value.to_owned())
 }
 
 fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HttpError> {
@@ -330,6 +357,10 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HttpError> {
             f.connection_close = value
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        } else if h.name.eq_ignore_ascii_case("host") {
+            f.host = short_value(value, 255);
+        } else if h.name.eq_ignore_ascii_case("traceparent") {
+            f.traceparent = short_value(value, 128);
         }
     }
     Ok(f)
@@ -448,6 +479,8 @@ impl RequestDecoder {
                     content_type: f.content_type,
                     expect_continue: f.expect_continue,
                     connection_close: f.connection_close,
+                    host: f.host,
+                    traceparent: f.traceparent,
                     body,
                     head_len,
                 };
