@@ -12,6 +12,7 @@ pub mod output;
 pub mod pipeline;
 pub mod protocol;
 pub mod record;
+pub mod server;
 pub mod stream;
 pub mod telemetry;
 pub mod tokens;

@@ -157,3 +157,61 @@ pub struct RequestRecord {
     #[serde(skip)]
     pub end_ns: Option<u64>,
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A complete streaming chat record, for tests of later stages.
+    pub(crate) fn sample() -> RequestRecord {
+        RequestRecord {
+            request_id: "0194c3a0-0000-7000-8000-000000000001".to_owned(),
+            response_id: Some("chatcmpl-42".to_owned()),
+            pid: 4242,
+            comm: "llama-server".to_owned(),
+            container_id: None,
+            conn_id: 7,
+            peer: Some("127.0.0.1:51234".to_owned()),
+            method: "POST".to_owned(),
+            path: "/v1/chat/completions".to_owned(),
+            server_address: Some("127.0.0.1".to_owned()),
+            server_port: Some(8080),
+            traceparent: None,
+            status: Some(200),
+            api: Api::ChatCompletions,
+            model: Some("tiny".to_owned()),
+            request_model: Some("tiny".to_owned()),
+            stream: true,
+            include_usage: Some(true),
+            n: None,
+            max_tokens: Some(16),
+            input_tokens: Some(12),
+            output_tokens: Some(16),
+            cached_input_tokens: None,
+            token_source: TokenSource::Usage,
+            input_token_source: Some(CountSource::Usage),
+            output_token_source: Some(CountSource::Usage),
+            start: "2025-01-02T03:04:05.123456789Z".to_owned(),
+            ttft_ms: Some(20.0),
+            e2e_ms: Some(320.0),
+            tpot_ms: Some(20.0),
+            itl_mean_ms: Some(20.0),
+            itl_max_ms: Some(25.0),
+            stream_events: 18,
+            content_events: 16,
+            request_bytes: 300,
+            response_bytes: 4000,
+            finish_reason: Some("length".to_owned()),
+            finish_reasons: vec![Some("length".to_owned())],
+            error: None,
+            error_message: None,
+            partial: false,
+            partial_reason: None,
+            start_ns: 5_000_000_000,
+            response_head_ns: Some(5_010_000_000),
+            first_token_ns: Some(5_020_000_000),
+            last_token_ns: Some(5_320_000_000),
+            end_ns: Some(5_320_000_000),
+        }
+    }
+}

@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{capture::KernelCounters, llm::TrackerStats, stream::StreamStats};
+use crate::{
+    capture::KernelCounters, export::ExportStats, llm::TrackerStats, stream::StreamStats,
+};
 
 /// Counters of the live pipeline itself (between the stages).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -39,6 +41,9 @@ pub struct Summary {
     pub pipeline: PipelineStats,
     pub stream: StreamStats,
     pub tracker: TrackerStats,
+    /// The export stage's counters (`strike run` with OTLP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStats>,
 }
 
 impl Summary {
@@ -81,6 +86,13 @@ impl Summary {
             "  maps        socket map full: {}, pending map full: {}, target map full: {}, read faults: {}, decode errors: {}",
             k.socks_map_full, k.pending_map_full, k.targets_map_full, k.read_faults, p.decode_errors
         );
+        if let Some(e) = &self.export {
+            let _ = writeln!(
+                out,
+                "  export      {} spans submitted: {} exported, {} failed, {} dropped (queue full), {} sampled out; {} metric exports failed",
+                e.spans_submitted, e.spans_exported, e.spans_failed, e.spans_dropped, e.spans_sampled_out, e.metric_exports_failed
+            );
+        }
         out
     }
 }

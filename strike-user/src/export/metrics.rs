@@ -1,7 +1,9 @@
 //! One `RequestRecord` → points on the `GenAI` server histograms and Strike's own instruments.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use opentelemetry::{
-    metrics::{Counter, Histogram, Meter},
+    metrics::{Counter, Histogram, Meter, ObservableCounter, ObservableGauge},
     KeyValue,
 };
 
@@ -9,7 +11,11 @@ use super::{
     semconv as sc,
     spans::{count_source_name, operation_name, SpanOptions},
 };
-use crate::record::{Api, RequestRecord};
+use super::ExportStats;
+use crate::{
+    record::{Api, RequestRecord},
+    telemetry::Summary,
+};
 
 /// The instruments Strike records into, built once per meter.
 #[derive(Debug, Clone)]
@@ -137,5 +143,196 @@ impl Instruments {
         }
         self.requests.add(1, &attrs);
         true
+    }
+}
+
+/// Reads the pipeline's and the exporter's counters, as of now.
+type Reader = Arc<dyn Fn() -> (Summary, ExportStats) + Send + Sync>;
+
+/// One observed value and its attributes.
+type Points = Vec<(u64, Vec<KeyValue>)>;
+
+/// Strike's self-telemetry: the pipeline's and the exporter's counters as observable
+/// instruments, read at each collection (OTLP export or Prometheus scrape). Dropping this
+/// stops nothing (the SDK keeps the callbacks); it is kept for clarity of ownership.
+pub(crate) struct Observers {
+    _counters: Vec<ObservableCounter<u64>>,
+    _gauges: Vec<ObservableGauge<u64>>,
+}
+
+impl Observers {
+    pub(crate) fn new(
+        meter: &Meter,
+        stats: Arc<Mutex<Summary>>,
+        export: impl Fn() -> ExportStats + Send + Sync + 'static,
+    ) -> Self {
+        let read: Reader = Arc::new(move || {
+            let summary = stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            (summary, export())
+        });
+        let one = |v: u64| vec![(v, Vec::new())];
+        let by = |key: &'static str, values: &[(&'static str, u64)]| -> Points {
+            values
+                .iter()
+                .map(|&(name, v)| (v, vec![KeyValue::new(key, name)]))
+                .collect()
+        };
+        let counter = |name: &'static str,
+                       unit: &'static str,
+                       description: &'static str,
+                       points: Box<dyn Fn(&Summary, &ExportStats) -> Points + Send + Sync>| {
+            let read = Arc::clone(&read);
+            meter
+                .u64_observable_counter(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    let (summary, export) = read();
+                    for (value, attrs) in points(&summary, &export) {
+                        observer.observe(value, &attrs);
+                    }
+                })
+                .build()
+        };
+        let counters = vec![
+            counter(
+                sc::METRIC_STRIKE_CAPTURE_EVENTS,
+                "{event}",
+                "Events the kernel programs emitted.",
+                Box::new(move |s, _| one(s.kernel.events)),
+            ),
+            counter(
+                sc::METRIC_STRIKE_CAPTURE_PAYLOAD,
+                "By",
+                "Payload bytes captured in the kernel.",
+                Box::new(move |s, _| one(s.kernel.bytes)),
+            ),
+            counter(
+                sc::METRIC_STRIKE_CAPTURE_LOST,
+                "{event}",
+                "Capture events lost, by reason: the kernel ring buffer was full, the processing queue was full, or an event did not decode.",
+                Box::new(move |s, _| {
+                    by(
+                        sc::STRIKE_REASON,
+                        &[
+                            ("ringbuf_full", s.kernel.ringbuf_full),
+                            ("queue_full", s.pipeline.events_dropped),
+                            ("decode_error", s.pipeline.decode_errors),
+                        ],
+                    )
+                }),
+            ),
+            counter(
+                sc::METRIC_STRIKE_CAPTURE_TRUNCATED,
+                "{call}",
+                "Syscalls whose payload was cut at the per-call capture limit.",
+                Box::new(move |s, _| one(s.kernel.truncated_calls)),
+            ),
+            counter(
+                sc::METRIC_STRIKE_CAPTURE_TRUNCATED_PAYLOAD,
+                "By",
+                "Payload bytes not captured because of the per-call capture limit.",
+                Box::new(move |s, _| one(s.kernel.truncated_bytes)),
+            ),
+            counter(
+                sc::METRIC_STRIKE_CAPTURE_MAP_FULL,
+                "{event}",
+                "Kernel map inserts that failed because the map was full, by map.",
+                Box::new(move |s, _| {
+                    by(
+                        sc::STRIKE_MAP,
+                        &[
+                            ("socks", s.kernel.socks_map_full),
+                            ("pending", s.kernel.pending_map_full),
+                            ("targets", s.kernel.targets_map_full),
+                        ],
+                    )
+                }),
+            ),
+            counter(
+                sc::METRIC_STRIKE_CAPTURE_READ_FAULTS,
+                "{event}",
+                "Payload copies from user memory that faulted.",
+                Box::new(move |s, _| one(s.kernel.read_faults)),
+            ),
+            counter(
+                sc::METRIC_STRIKE_STREAM_GAPS,
+                "{gap}",
+                "Holes in reassembled connection streams.",
+                Box::new(move |s, _| one(s.stream.gaps)),
+            ),
+            counter(
+                sc::METRIC_STRIKE_STREAM_GAP_PAYLOAD,
+                "By",
+                "Bytes missing from reassembled connection streams.",
+                Box::new(move |s, _| one(s.stream.gap_bytes)),
+            ),
+            counter(
+                sc::METRIC_STRIKE_STREAM_EVICTIONS,
+                "{connection}",
+                "Connections evicted from reassembly (idle, or over the limit).",
+                Box::new(move |s, _| one(s.stream.connections_evicted)),
+            ),
+            counter(
+                sc::METRIC_STRIKE_RECORDS,
+                "{record}",
+                "Request records produced, by whether they were built from incomplete capture.",
+                Box::new(move |s, _| {
+                    let partial = s.tracker.partial_records;
+                    by(
+                        sc::STRIKE_PARTIAL,
+                        &[
+                            ("true", partial),
+                            ("false", s.pipeline.records.saturating_sub(partial)),
+                        ],
+                    )
+                }),
+            ),
+            counter(
+                sc::METRIC_STRIKE_RECORDS_DROPPED,
+                "{record}",
+                "Records dropped because the output stage was behind.",
+                Box::new(move |s, _| one(s.pipeline.records_dropped)),
+            ),
+            counter(
+                sc::METRIC_STRIKE_EXPORT_SPANS,
+                "{span}",
+                "Spans by outcome: submitted to the export queue, exported, failed (collector down or slow, after retries), dropped (queue full), sampled out.",
+                Box::new(move |_, e| {
+                    by(
+                        sc::STRIKE_OUTCOME,
+                        &[
+                            ("submitted", e.spans_submitted),
+                            ("exported", e.spans_exported),
+                            ("failed", e.spans_failed),
+                            ("dropped", e.spans_dropped),
+                            ("sampled_out", e.spans_sampled_out),
+                        ],
+                    )
+                }),
+            ),
+            counter(
+                sc::METRIC_STRIKE_EXPORT_METRIC_FAILURES,
+                "{export}",
+                "Metric exports that failed.",
+                Box::new(move |_, e| one(e.metric_exports_failed)),
+            ),
+        ];
+        let targets = {
+            let read = Arc::clone(&read);
+            meter
+                .u64_observable_gauge(sc::METRIC_STRIKE_TARGETS)
+                .with_unit("{process}")
+                .with_description("Processes being traced.")
+                .with_callback(move |observer| {
+                    let (summary, _) = read();
+                    observer.observe(summary.targets.len() as u64, &[]);
+                })
+                .build()
+        };
+        Self {
+            _counters: counters,
+            _gauges: vec![targets],
+        }
     }
 }

@@ -46,7 +46,7 @@ use opentelemetry_sdk::{
     Resource,
 };
 
-use crate::record::RequestRecord;
+use crate::{record::RequestRecord, telemetry::Summary};
 pub use spans::{parse_traceparent, span_times, SpanTimes};
 use spans::{SpanOptions, SpanOutcome};
 
@@ -92,6 +92,10 @@ pub struct ExportConfig {
     /// Export the server's error messages (`strike.error_message`, span status). Off by
     /// default: servers echo request content in them.
     pub include_error_messages: bool,
+    /// Ship spans and metrics over OTLP. Off: metrics are only kept for Prometheus.
+    pub otlp: bool,
+    /// Keep the metrics for a Prometheus scrape ([`Exporter::prometheus_text`]).
+    pub prometheus: bool,
 }
 
 impl Default for ExportConfig {
@@ -108,6 +112,8 @@ impl Default for ExportConfig {
             provider_name: semconv::DEFAULT_PROVIDER_NAME.to_owned(),
             legacy_gen_ai_system: true,
             include_error_messages: false,
+            otlp: true,
+            prometheus: false,
         }
     }
 }
@@ -226,6 +232,13 @@ pub enum ExportError {
         #[source]
         source: OTelSdkError,
     },
+    /// The Prometheus reader could not be built.
+    #[error("building the Prometheus exporter")]
+    Prometheus {
+        /// The SDK's error.
+        #[source]
+        source: OTelSdkError,
+    },
     /// Shutting a signal down failed (its last data may be lost).
     #[error("shutting down {signal}")]
     Shutdown {
@@ -238,7 +251,7 @@ pub enum ExportError {
 }
 
 /// Counters of the export stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct ExportStats {
     /// Records handed to [`Exporter::export`].
     pub records: u64,
@@ -257,9 +270,8 @@ pub struct ExportStats {
     pub spans_exported: u64,
     /// Spans in batches the OTLP exporter failed to deliver (collector down, timeout).
     pub spans_failed: u64,
-    /// Spans dropped because the queue was full: known exactly once the exporter is shut
-    /// down (the SDK does not expose its own counter), `None` before.
-    pub spans_dropped: Option<u64>,
+    /// Spans dropped because `queue_size` spans were already waiting for export.
+    pub spans_dropped: u64,
     /// Metric exports that failed.
     pub metric_exports_failed: u64,
 }
@@ -274,7 +286,17 @@ struct Counters {
     spans_submitted: AtomicU64,
     spans_exported: AtomicU64,
     spans_failed: AtomicU64,
+    spans_dropped: AtomicU64,
     metric_exports_failed: AtomicU64,
+}
+
+impl Counters {
+    /// Spans submitted whose export has not finished yet (queued or being sent).
+    fn spans_pending(&self) -> u64 {
+        let get = |a: &AtomicU64| a.load(Ordering::Acquire);
+        get(&self.spans_submitted)
+            .saturating_sub(get(&self.spans_exported) + get(&self.spans_failed))
+    }
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -294,14 +316,19 @@ impl<E: SpanExporter> SpanExporter for CountingSpanExporter<E> {
         batch: Vec<SpanData>,
     ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
         let n = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-        let counters = Arc::clone(&self.counters);
+        // Counted as failed unless the export completes: a future dropped half-way (a
+        // timeout) still settles its spans, so the pending count never leaks.
+        let outcome = BatchOutcome {
+            counters: Arc::clone(&self.counters),
+            spans: n,
+            ok: false,
+        };
         let export = self.inner.export(batch);
         async move {
+            // Moved whole into the future (not just its field), so it drops with it.
+            let mut outcome = outcome;
             let result = export.await;
-            match result {
-                Ok(()) => bump(&counters.spans_exported, n),
-                Err(_) => bump(&counters.spans_failed, n),
-            }
+            outcome.ok = result.is_ok();
             result
         }
     }
@@ -316,6 +343,24 @@ impl<E: SpanExporter> SpanExporter for CountingSpanExporter<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// Settles one batch's spans as exported or failed when dropped.
+struct BatchOutcome {
+    counters: Arc<Counters>,
+    spans: u64,
+    ok: bool,
+}
+
+impl Drop for BatchOutcome {
+    fn drop(&mut self) {
+        let counter = if self.ok {
+            &self.counters.spans_exported
+        } else {
+            &self.counters.spans_failed
+        };
+        counter.fetch_add(self.spans, Ordering::Release);
     }
 }
 
@@ -368,12 +413,18 @@ impl Drop for TransportRuntime {
 
 /// The export stage: turns records into spans and metric points and ships them over OTLP.
 pub struct Exporter {
-    tracer_provider: SdkTracerProvider,
+    /// `None` without OTLP: no spans at all.
+    tracer_provider: Option<SdkTracerProvider>,
     meter_provider: SdkMeterProvider,
-    tracer: SdkTracer,
+    tracer: Option<SdkTracer>,
     instruments: metrics::Instruments,
     options: SpanOptions,
     counters: Arc<Counters>,
+    queue_size: u64,
+    /// The Prometheus registry the meter provider's pull reader fills.
+    registry: Option<prometheus::Registry>,
+    /// Observable instruments of the pipeline's own counters (kept alive here).
+    observers: Mutex<Vec<metrics::Observers>>,
     shut_down: AtomicBool,
     /// Last: dropped after the providers, whose exporters use it.
     runtime: Mutex<TransportRuntime>,
@@ -391,6 +442,13 @@ impl fmt::Debug for Exporter {
 impl Exporter {
     /// Builds the OTLP exporters the config names and the pipeline around them.
     pub fn new(config: &ExportConfig) -> Result<Self, ExportError> {
+        if !config.otlp {
+            return Self::assemble::<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::MetricExporter>(
+                config,
+                None,
+                TransportRuntime(None),
+            );
+        }
         match config.protocol {
             Protocol::Grpc => {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -404,83 +462,96 @@ impl Exporter {
                     let _guard = runtime.enter();
                     grpc_exporters(config)?
                 };
-                Ok(Self::assemble(
+                Self::assemble(
                     config,
-                    spans,
-                    metrics,
+                    Some((spans, metrics)),
                     TransportRuntime(Some(runtime)),
-                ))
+                )
             }
             Protocol::HttpProtobuf => {
                 let (spans, metrics) = http_exporters(config)?;
-                Ok(Self::assemble(
-                    config,
-                    spans,
-                    metrics,
-                    TransportRuntime(None),
-                ))
+                Self::assemble(config, Some((spans, metrics)), TransportRuntime(None))
             }
         }
     }
 
     /// Builds the pipeline around the given exporters (an in-memory exporter in tests,
     /// stdout, …). The config's transport settings are not used.
-    pub fn with_exporters<S, M>(config: &ExportConfig, span_exporter: S, metric_exporter: M) -> Self
+    pub fn with_exporters<S, M>(
+        config: &ExportConfig,
+        span_exporter: S,
+        metric_exporter: M,
+    ) -> Result<Self, ExportError>
     where
         S: SpanExporter + 'static,
         M: PushMetricExporter,
     {
         Self::assemble(
             config,
-            span_exporter,
-            metric_exporter,
+            Some((span_exporter, metric_exporter)),
             TransportRuntime(None),
         )
     }
 
     fn assemble<S, M>(
         config: &ExportConfig,
-        span_exporter: S,
-        metric_exporter: M,
+        push: Option<(S, M)>,
         runtime: TransportRuntime,
-    ) -> Self
+    ) -> Result<Self, ExportError>
     where
         S: SpanExporter + 'static,
         M: PushMetricExporter,
     {
         let counters = Arc::new(Counters::default());
         let resource = build_resource(config);
-        let batch = BatchConfigBuilder::default()
-            .with_max_queue_size(config.queue_size.max(1))
-            .build();
-        let processor = BatchSpanProcessor::builder(CountingSpanExporter {
-            inner: span_exporter,
-            counters: Arc::clone(&counters),
-        })
-        .with_batch_config(batch)
-        .build();
-        let tracer_provider = SdkTracerProvider::builder()
-            .with_resource(resource.clone())
-            .with_span_processor(processor)
-            .build();
-        let mut reader = PeriodicReader::builder(CountingMetricExporter {
-            inner: metric_exporter,
-            counters: Arc::clone(&counters),
-        });
-        if let Some(interval) = config.metric_interval {
-            reader = reader.with_interval(interval);
-        }
-        let meter_provider = SdkMeterProvider::builder()
-            .with_resource(resource)
-            .with_reader(reader.build())
-            .build();
         let scope = InstrumentationScope::builder(semconv::SCOPE_NAME)
             .with_version(env!("CARGO_PKG_VERSION"))
             .with_schema_url(semconv::SCHEMA_URL)
             .build();
-        let tracer = tracer_provider.tracer_with_scope(scope.clone());
+        let mut meters = SdkMeterProvider::builder().with_resource(resource.clone());
+        let mut tracer_provider = None;
+        if let Some((span_exporter, metric_exporter)) = push {
+            let batch = BatchConfigBuilder::default()
+                .with_max_queue_size(config.queue_size.max(1))
+                .build();
+            let processor = BatchSpanProcessor::builder(CountingSpanExporter {
+                inner: span_exporter,
+                counters: Arc::clone(&counters),
+            })
+            .with_batch_config(batch)
+            .build();
+            tracer_provider = Some(
+                SdkTracerProvider::builder()
+                    .with_resource(resource)
+                    .with_span_processor(processor)
+                    .build(),
+            );
+            let mut reader = PeriodicReader::builder(CountingMetricExporter {
+                inner: metric_exporter,
+                counters: Arc::clone(&counters),
+            });
+            if let Some(interval) = config.metric_interval {
+                reader = reader.with_interval(interval);
+            }
+            meters = meters.with_reader(reader.build());
+        }
+        let registry = if config.prometheus {
+            let registry = prometheus::Registry::new();
+            let reader = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .build()
+                .map_err(|source| ExportError::Prometheus { source })?;
+            meters = meters.with_reader(reader);
+            Some(registry)
+        } else {
+            None
+        };
+        let meter_provider = meters.build();
+        let tracer = tracer_provider
+            .as_ref()
+            .map(|p| p.tracer_with_scope(scope.clone()));
         let instruments = metrics::Instruments::new(&meter_provider.meter_with_scope(scope));
-        Self {
+        Ok(Self {
             tracer_provider,
             meter_provider,
             tracer,
@@ -491,9 +562,40 @@ impl Exporter {
                 include_error_messages: config.include_error_messages,
             },
             counters,
+            queue_size: u64::try_from(config.queue_size.max(1)).unwrap_or(u64::MAX),
+            registry,
+            observers: Mutex::new(Vec::new()),
             shut_down: AtomicBool::new(false),
             runtime: Mutex::new(runtime),
+        })
+    }
+
+    /// The metrics in Prometheus text format, when built with `prometheus`.
+    pub fn prometheus_text(&self) -> Option<String> {
+        use prometheus::Encoder as _;
+        let registry = self.registry.as_ref()?;
+        let mut out = Vec::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out) {
+            tracing::warn!("encoding the Prometheus metrics failed: {e}");
         }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// Also reports the pipeline's own counters (`strike.capture.*`, `strike.stream.*`, …)
+    /// and the exporter's, read from `stats` at each collection.
+    pub fn observe_pipeline(&self, stats: Arc<Mutex<Summary>>) {
+        let meter = self.meter_provider.meter_with_scope(
+            InstrumentationScope::builder(semconv::SCOPE_NAME)
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .with_schema_url(semconv::SCHEMA_URL)
+                .build(),
+        );
+        let counters = Arc::clone(&self.counters);
+        let observers = metrics::Observers::new(&meter, stats, move || stats_of(&counters));
+        self.observers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(observers);
     }
 
     /// Exports one record: a span (joining the trace of its `traceparent`, when it has a
@@ -506,13 +608,21 @@ impl Exporter {
             bump(&c.after_shutdown, 1);
             return;
         }
-        match spans::emit_span(&self.tracer, record, &self.options) {
-            SpanOutcome::Emitted => bump(&c.spans_submitted, 1),
-            SpanOutcome::SampledOut => bump(&c.spans_sampled_out, 1),
-            SpanOutcome::BadStart => bump(&c.bad_start, 1),
-            SpanOutcome::NotGenAi => {
-                bump(&c.not_genai, 1);
-                return;
+        if spans::operation_name(record.api).is_none() {
+            bump(&c.not_genai, 1);
+            return;
+        }
+        if let Some(tracer) = &self.tracer {
+            // Strike bounds the queue itself, so that a drop is counted when it happens.
+            if c.spans_pending() >= self.queue_size {
+                bump(&c.spans_dropped, 1);
+            } else {
+                match spans::emit_span(tracer, record, &self.options) {
+                    SpanOutcome::Emitted => bump(&c.spans_submitted, 1),
+                    SpanOutcome::SampledOut => bump(&c.spans_sampled_out, 1),
+                    SpanOutcome::BadStart => bump(&c.bad_start, 1),
+                    SpanOutcome::NotGenAi => bump(&c.not_genai, 1),
+                }
             }
         }
         self.instruments.record(record, &self.options);
@@ -520,12 +630,14 @@ impl Exporter {
 
     /// Exports what is queued now: spans, then metrics. Blocks until done.
     pub fn flush(&self) -> Result<(), ExportError> {
-        self.tracer_provider
-            .force_flush()
-            .map_err(|source| ExportError::Flush {
-                signal: "traces",
-                source,
-            })?;
+        if let Some(tracer_provider) = &self.tracer_provider {
+            tracer_provider
+                .force_flush()
+                .map_err(|source| ExportError::Flush {
+                    signal: "traces",
+                    source,
+                })?;
+        }
         self.meter_provider
             .force_flush()
             .map_err(|source| ExportError::Flush {
@@ -538,13 +650,12 @@ impl Exporter {
     /// Blocks until done. Later records are ignored; the first failure is returned.
     pub fn shutdown(&self) -> Result<(), ExportError> {
         self.shut_down.store(true, Ordering::Release);
-        let traces = self
-            .tracer_provider
-            .shutdown()
-            .map_err(|source| ExportError::Shutdown {
+        let traces = self.tracer_provider.as_ref().map_or(Ok(()), |p| {
+            p.shutdown().map_err(|source| ExportError::Shutdown {
                 signal: "traces",
                 source,
-            });
+            })
+        });
         let metrics = self
             .meter_provider
             .shutdown()
@@ -566,26 +677,23 @@ impl Exporter {
 
     /// The counters so far.
     pub fn stats(&self) -> ExportStats {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let submitted = get(&c.spans_submitted);
-        let exported = get(&c.spans_exported);
-        let failed = get(&c.spans_failed);
-        ExportStats {
-            records: get(&c.records),
-            not_genai: get(&c.not_genai),
-            bad_start: get(&c.bad_start),
-            after_shutdown: get(&c.after_shutdown),
-            spans_sampled_out: get(&c.spans_sampled_out),
-            spans_submitted: submitted,
-            spans_exported: exported,
-            spans_failed: failed,
-            spans_dropped: self
-                .shut_down
-                .load(Ordering::Acquire)
-                .then(|| submitted.saturating_sub(exported + failed)),
-            metric_exports_failed: get(&c.metric_exports_failed),
-        }
+        stats_of(&self.counters)
+    }
+}
+
+fn stats_of(c: &Counters) -> ExportStats {
+    let get = |a: &AtomicU64| a.load(Ordering::Acquire);
+    ExportStats {
+        records: get(&c.records),
+        not_genai: get(&c.not_genai),
+        bad_start: get(&c.bad_start),
+        after_shutdown: get(&c.after_shutdown),
+        spans_sampled_out: get(&c.spans_sampled_out),
+        spans_submitted: get(&c.spans_submitted),
+        spans_exported: get(&c.spans_exported),
+        spans_failed: get(&c.spans_failed),
+        spans_dropped: get(&c.spans_dropped),
+        metric_exports_failed: get(&c.metric_exports_failed),
     }
 }
 

@@ -169,3 +169,25 @@ pub const TOKEN_USAGE_BUCKETS: [f64; 14] = [
 pub const SCOPE_NAME: &str = "strike";
 /// Semantic conventions version the keys above follow.
 pub const SCHEMA_URL: &str = "https://opentelemetry.io/schemas/1.42.0";
+
+/// Strike's self-telemetry instruments (Prometheus: `_total` and unit suffixes added).
+pub const METRIC_STRIKE_CAPTURE_EVENTS: &str = "strike.capture.events";
+pub const METRIC_STRIKE_CAPTURE_PAYLOAD: &str = "strike.capture.payload";
+pub const METRIC_STRIKE_CAPTURE_LOST: &str = "strike.capture.lost";
+pub const METRIC_STRIKE_CAPTURE_TRUNCATED: &str = "strike.capture.truncated";
+pub const METRIC_STRIKE_CAPTURE_TRUNCATED_PAYLOAD: &str = "strike.capture.truncated.payload";
+pub const METRIC_STRIKE_CAPTURE_MAP_FULL: &str = "strike.capture.map_full";
+pub const METRIC_STRIKE_CAPTURE_READ_FAULTS: &str = "strike.capture.read_faults";
+pub const METRIC_STRIKE_STREAM_GAPS: &str = "strike.stream.gaps";
+pub const METRIC_STRIKE_STREAM_GAP_PAYLOAD: &str = "strike.stream.gap.payload";
+pub const METRIC_STRIKE_STREAM_EVICTIONS: &str = "strike.stream.evictions";
+pub const METRIC_STRIKE_RECORDS: &str = "strike.records";
+pub const METRIC_STRIKE_RECORDS_DROPPED: &str = "strike.records.dropped";
+pub const METRIC_STRIKE_EXPORT_SPANS: &str = "strike.export.spans";
+pub const METRIC_STRIKE_EXPORT_METRIC_FAILURES: &str = "strike.export.metric_failures";
+pub const METRIC_STRIKE_TARGETS: &str = "strike.targets";
+
+/// Attributes of the self-telemetry instruments.
+pub const STRIKE_REASON: &str = "strike.reason";
+pub const STRIKE_MAP: &str = "strike.map";
+pub const STRIKE_OUTCOME: &str = "strike.outcome";
