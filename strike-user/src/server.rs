@@ -76,7 +76,10 @@ impl RecentRecords {
             };
             r.by_request_id.remove(&old.request_id);
             if let Some(id) = &old.response_id {
-                if r.by_response_id.get(id).is_some_and(|cur| Arc::ptr_eq(cur, &old)) {
+                if r.by_response_id
+                    .get(id)
+                    .is_some_and(|cur| Arc::ptr_eq(cur, &old))
+                {
                     r.by_response_id.remove(id);
                 }
             }
@@ -102,7 +105,13 @@ impl RecentRecords {
 
     /// The `limit` newest records, newest first.
     pub fn newest(&self, limit: usize) -> Vec<Arc<RequestRecord>> {
-        self.lock().order.iter().rev().take(limit).cloned().collect()
+        self.lock()
+            .order
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
     }
 
     /// Records held, and records evicted so far.
@@ -153,7 +162,10 @@ pub async fn serve(
 async fn metrics(State(state): State<AppState>) -> Response {
     match state.exporter.prometheus_text() {
         Some(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
@@ -283,9 +295,11 @@ mod tests {
         }));
         let get = |path: &'static str| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();
             out

@@ -5,9 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{
-    capture::KernelCounters, export::ExportStats, llm::TrackerStats, stream::StreamStats,
-};
+use crate::{capture::KernelCounters, export::ExportStats, llm::TrackerStats, stream::StreamStats};
 
 /// Counters of the live pipeline itself (between the stages).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]

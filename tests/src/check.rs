@@ -542,6 +542,7 @@ mod tests {
             response_bytes: 100,
             retries: 0,
             error: None,
+            traceparent: None,
         }
     }
 

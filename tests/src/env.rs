@@ -4,7 +4,8 @@
 //! - `STRIKE_BIN`: the release `strike` binary;
 //! - `STRIKE_LLAMA_SERVER`: llama.cpp's `llama-server`;
 //! - `STRIKE_TINY_MODEL`: a GGUF written by `tests/tools/make_tiny_gguf.py`;
-//! - `STRIKE_PYTHON`: a Python with fastapi, uvicorn, uvloop and httptools.
+//! - `STRIKE_PYTHON`: a Python with fastapi, uvicorn, uvloop and httptools;
+//! - `STRIKE_ROTEL_AGENT`: rotel's collector binary (`PyPI` `rotel`).
 //!
 //! A test that lacks something skips with a printed reason, except under `CI=true`, where a
 //! missing capability or binary is a failure: CI must never pass by skipping.
@@ -19,6 +20,7 @@ pub struct TestEnv {
     pub llama_server: Option<PathBuf>,
     pub tiny_model: Option<PathBuf>,
     pub python: Option<PathBuf>,
+    pub rotel_agent: Option<PathBuf>,
     /// `tests/servers/openai_app.py` of this checkout.
     pub app_script: PathBuf,
 }
@@ -28,6 +30,8 @@ pub struct TestEnv {
 pub enum Need {
     LlamaServer,
     PythonApp,
+    /// A real OpenTelemetry collector.
+    Rotel,
 }
 
 /// True when running under CI (`CI=true`), where skipping is not allowed.
@@ -109,6 +113,11 @@ fn resolve(test: &str, needs: &[Need], privileged: bool) -> Option<TestEnv> {
     } else {
         None
     };
+    let rotel_agent = if needs.contains(&Need::Rotel) {
+        get("STRIKE_ROTEL_AGENT")
+    } else {
+        None
+    };
     let app_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/openai_app.py");
     if needs.contains(&Need::PythonApp) && !app_script.is_file() {
         problems.push(format!("{} is missing", app_script.display()));
@@ -124,6 +133,7 @@ fn resolve(test: &str, needs: &[Need], privileged: bool) -> Option<TestEnv> {
         llama_server,
         tiny_model,
         python,
+        rotel_agent,
         app_script,
     })
 }

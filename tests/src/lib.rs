@@ -13,6 +13,7 @@
 //! - [`check`]: matches strike's records to the requests sent and lists every disagreement.
 
 pub mod check;
+pub mod collector;
 pub mod env;
 pub mod load;
 pub mod process;

@@ -108,6 +108,9 @@ pub struct LoadPlan {
     pub timeout: Duration,
     /// Extra top-level fields for every generation request (e.g. llama.cpp's `cache_prompt`).
     pub extra: Option<Value>,
+    /// Send a W3C `traceparent` with every request, its trace id made of this salt and the
+    /// request's `seq` (so that several loads never share a trace id).
+    pub trace_salt: Option<u64>,
 }
 
 /// Token counts from a `usage` object.
@@ -153,6 +156,20 @@ pub struct Sent {
     /// Attempts that got no response because the server had closed the pooled connection.
     pub retries: u32,
     pub error: Option<String>,
+    /// The `traceparent` sent, when the plan sends them.
+    pub traceparent: Option<String>,
+}
+
+impl Sent {
+    /// The trace id of the `traceparent` sent (32 hex digits).
+    pub fn trace_id(&self) -> Option<&str> {
+        self.traceparent.as_deref().and_then(|t| t.get(3..35))
+    }
+
+    /// The parent span id of the `traceparent` sent (16 hex digits).
+    pub fn parent_span_id(&self) -> Option<&str> {
+        self.traceparent.as_deref().and_then(|t| t.get(36..52))
+    }
 }
 
 /// Resends of a request whose pooled connection the server had closed.
@@ -270,12 +287,11 @@ async fn one(client: &reqwest::Client, plan: &LoadPlan, mut sent: Sent) -> Sent 
         let url = format!("{}{}", plan.base_url, sent.kind.path());
         let mut resp = loop {
             t0 = Instant::now();
-            let attempt = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(payload.clone())
-                .send()
-                .await;
+            let mut request = client.post(&url).header("content-type", "application/json");
+            if let Some(tp) = &sent.traceparent {
+                request = request.header("traceparent", tp);
+            }
+            let attempt = request.body(payload.clone()).send().await;
             match attempt {
                 Ok(resp) => break resp,
                 // llama-server closes the connection after every streamed response although it
@@ -358,6 +374,10 @@ async fn worker(client: reqwest::Client, plan: LoadPlan, w: usize) -> Vec<Sent> 
             response_bytes: 0,
             retries: 0,
             error: None,
+            traceparent: plan.trace_salt.map(|salt| {
+                let seq = seq as u64 + 1;
+                format!("00-{salt:016x}{seq:016x}-{:016x}-01", (salt << 32) | seq)
+            }),
         };
         out.push(
             tokio::time::timeout(plan.timeout, one(&client, &plan, sent.clone()))
@@ -422,6 +442,7 @@ mod tests {
             response_bytes: 0,
             retries: 0,
             error: None,
+            traceparent: None,
         }
     }
 
@@ -485,6 +506,7 @@ mod tests {
             max_tokens: (1, 1),
             timeout: Duration::from_secs(1),
             extra: Some(json!({"cache_prompt": false})),
+            trace_salt: None,
         };
         let b = body(
             &plan,

@@ -21,6 +21,12 @@ pub fn free_port() -> Result<u16> {
 
 /// `GET path` on 127.0.0.1:port with `Connection: close`; returns the status code.
 pub fn http_get_status(port: u16, path: &str) -> Result<u16> {
+    http_get(port, path).map(|(status, _)| status)
+}
+
+/// `GET path` on 127.0.0.1:port with `Connection: close`; returns the status code and the
+/// body (responses with a length, not chunked).
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
@@ -30,10 +36,17 @@ pub fn http_get_status(port: u16, path: &str) -> Result<u16> {
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
-    head.split(' ')
+    let status = head
+        .split(' ')
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .with_context(|| format!("no HTTP status line in {head:?}"))
+        .with_context(|| format!("no HTTP status line in {head:?}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
 }
 
 /// Sends `sig` to the child.
@@ -49,7 +62,7 @@ pub fn send_signal(child: &Child, sig: libc::c_int) -> Result<()> {
     Ok(())
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -181,31 +194,54 @@ pub struct StrikeOutput {
     pub stopped_in: Duration,
 }
 
-/// Stderr line that tells probes are attached and targets registered.
+/// Stderr line that tells probes are attached and targets registered (`strike trace`).
 pub const ATTACHED: &str = "strike: attached";
+/// The same for `strike run`.
+pub const RUNNING: &str = "strike: running";
 
 impl Strike {
     /// Starts `strike trace --format json --port <port> --summary-file <dir>/summary.json`,
     /// stdout to `<dir>/records.jsonl`, and waits for [`ATTACHED`] on stderr.
     pub fn start(bin: &Path, port: u16, dir: &Path, timeout: Duration) -> Result<Self> {
+        let args = ["trace", "--format", "json", "--port", &port.to_string()];
+        Self::spawn(bin, &args, &[], dir, ATTACHED, timeout)
+    }
+
+    /// Starts `strike run --output json <args> --summary-file <dir>/summary.json` with `envs`,
+    /// stdout to `<dir>/records.jsonl`, and waits for [`RUNNING`] on stderr.
+    pub fn start_run(
+        bin: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let mut all = vec!["run", "--output", "json"];
+        all.extend_from_slice(args);
+        Self::spawn(bin, &all, envs, dir, RUNNING, timeout)
+    }
+
+    fn spawn(
+        bin: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        dir: &Path,
+        ready: &'static str,
+        timeout: Duration,
+    ) -> Result<Self> {
         let stdout_path = dir.join("records.jsonl");
         let summary_path = dir.join("summary.json");
         let _ = std::fs::remove_file(&summary_path);
         let stdout = File::create(&stdout_path)
             .with_context(|| format!("creating {}", stdout_path.display()))?;
         let mut cmd = Command::new(bin);
-        cmd.args([
-            "trace",
-            "--format",
-            "json",
-            "--port",
-            &port.to_string(),
-            "--summary-file",
-        ])
-        .arg(&summary_path)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped());
+        cmd.args(args)
+            .arg("--summary-file")
+            .arg(&summary_path)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
         let stderr_pipe = child.stderr.take().context("no stderr pipe")?;
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -216,7 +252,7 @@ impl Strike {
                 for line in BufReader::new(stderr_pipe).lines() {
                     let Ok(line) = line else { break };
                     eprintln!("  [strike] {line}");
-                    if line.starts_with(ATTACHED) {
+                    if line.starts_with(ready) {
                         let _ = attached_tx.send(());
                     }
                     stderr
@@ -237,7 +273,7 @@ impl Strike {
         loop {
             if attached_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
                 println!(
-                    "strike: attached after {:.1} s",
+                    "strike: ready after {:.1} s",
                     started.elapsed().as_secs_f64()
                 );
                 return Ok(strike);
@@ -245,24 +281,29 @@ impl Strike {
             if let Some(child) = strike.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
                     strike.child = None;
-                    bail!("strike trace exited with {status} before `{ATTACHED}`");
+                    bail!("strike exited with {status} before `{ready}`");
                 }
             }
             if started.elapsed() > timeout {
-                bail!("strike trace printed no `{ATTACHED}` within {timeout:?}");
+                bail!("strike printed no `{ready}` within {timeout:?}");
             }
         }
     }
 
     /// Sends SIGINT, waits up to `timeout` for strike to drain and exit, and reads its output.
-    pub fn finish(mut self, timeout: Duration) -> Result<StrikeOutput> {
+    pub fn finish(self, timeout: Duration) -> Result<StrikeOutput> {
+        self.finish_with(libc::SIGINT, timeout)
+    }
+
+    /// Sends `signal`, waits up to `timeout` for strike to drain and exit, and reads its output.
+    pub fn finish_with(mut self, signal: libc::c_int, timeout: Duration) -> Result<StrikeOutput> {
         let mut child = self.child.take().context("strike already stopped")?;
         let t0 = Instant::now();
-        send_signal(&child, libc::SIGINT)?;
+        send_signal(&child, signal)?;
         let Some(status) = wait_timeout(&mut child, timeout)? else {
             child.kill()?;
             child.wait()?;
-            bail!("strike trace did not exit within {timeout:?} of SIGINT (killed)");
+            bail!("strike did not exit within {timeout:?} of signal {signal} (killed)");
         };
         let stopped_in = t0.elapsed();
         if let Some(reader) = self.reader.take() {

@@ -86,6 +86,7 @@ pub fn llama_plan(service: &Service, per_worker: usize) -> LoadPlan {
         max_tokens: (1, 24),
         timeout: Duration::from_mins(1),
         extra: None,
+        trace_salt: None,
     }
 }
 
@@ -102,6 +103,7 @@ pub fn app_plan(service: &Service, per_worker: usize) -> LoadPlan {
         max_tokens: (1, 32),
         timeout: Duration::from_mins(1),
         extra: None,
+        trace_salt: None,
     }
 }
 

@@ -69,6 +69,14 @@ impl Ctx {
         self.venv().join("bin/python")
     }
 
+    /// rotel's collector binary inside the venv's `rotel` package.
+    pub fn rotel_agent(&self) -> Option<PathBuf> {
+        let lib = std::fs::read_dir(self.venv().join("lib")).ok()?;
+        lib.filter_map(Result::ok)
+            .map(|e| e.path().join("site-packages/rotel/rotel-agent"))
+            .find(|p| is_executable(p))
+    }
+
     pub fn model(&self) -> PathBuf {
         self.cache.join("models/tiny.gguf")
     }

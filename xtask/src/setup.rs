@@ -22,8 +22,10 @@ const APT_PACKAGES: [&str; 5] = [
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const PIP_PACKAGES: [&str; 8] = [
+const PIP_PACKAGES: [&str; 9] = [
     "gguf==0.19.0",
+    // A real OpenTelemetry collector (Rust) for the export end-to-end test.
+    "rotel==0.0.1a15",
     "numpy",
     "fastapi",
     "uvicorn",
@@ -33,7 +35,7 @@ const PIP_PACKAGES: [&str; 8] = [
     "ninja",
 ];
 const PYTHON_CHECK: &str =
-    "import importlib.metadata as m, fastapi, uvicorn, uvloop, httptools, numpy, gguf; \
+    "import importlib.metadata as m, fastapi, uvicorn, uvloop, httptools, numpy, gguf, rotel; \
                             assert m.version('gguf') == '0.19.0', m.version('gguf')";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -49,6 +51,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     ebpf_toolchain(ctx)?;
     tracefs()?;
     venv(ctx)?;
+    rotel_runtime()?;
     model(ctx)?;
     llama_server(ctx)?;
     println!("setup: done ({})", secs(t));
@@ -267,6 +270,32 @@ fn venv(ctx: &Ctx) -> Result<()> {
             ctx.venv().display()
         ),
     );
+    Ok(())
+}
+
+/// rotel's agent links Debian's libpython3.11.
+fn rotel_runtime() -> Result<()> {
+    const LIB: &str = "libpython3.11";
+    let t = Instant::now();
+    if !is_debian() || apt_installed(LIB) {
+        report("rotel runtime", t, &format!("present ({LIB})"));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian package {LIB} (rotel-agent needs it); run as root, or: sudo apt-get install -y {LIB}");
+    }
+    let apt = |args: &[&str]| {
+        run_cmd(
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    if apt(&["install", "-y", LIB]).is_err() {
+        apt(&["update"])?;
+        apt(&["install", "-y", LIB])?;
+    }
+    report("rotel runtime", t, &format!("installed ({LIB})"));
     Ok(())
 }
 

@@ -54,7 +54,11 @@ fn e2e_blockers() -> Vec<&'static str> {
 fn with_peers<'c>(ctx: &Ctx, cmd: &'c mut Command) -> &'c mut Command {
     cmd.env("STRIKE_LLAMA_SERVER", ctx.llama_server())
         .env("STRIKE_TINY_MODEL", ctx.model())
-        .env("STRIKE_PYTHON", ctx.python())
+        .env("STRIKE_PYTHON", ctx.python());
+    if let Some(agent) = ctx.rotel_agent() {
+        cmd.env("STRIKE_ROTEL_AGENT", agent);
+    }
+    cmd
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
@@ -101,16 +105,15 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "--release",
             "--test",
             "e2e",
+            "--test",
+            "export",
             "--",
             "--ignored",
             "--test-threads=1",
             "--nocapture",
         ])
-        .env("STRIKE_BIN", ctx.strike_bin())
-        .env("STRIKE_LLAMA_SERVER", ctx.llama_server())
-        .env("STRIKE_TINY_MODEL", ctx.model())
-        .env("STRIKE_PYTHON", ctx.python());
-        s.cmd("e2e", &mut e2e)?;
+        .env("STRIKE_BIN", ctx.strike_bin());
+        s.cmd("e2e", with_peers(ctx, &mut e2e))?;
     }
     println!(
         "\nxtask test: {} (total {})",

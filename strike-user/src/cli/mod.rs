@@ -2,6 +2,7 @@
 //! before any work starts.
 
 pub mod replay;
+pub mod run;
 pub mod trace;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Trace an inference server's requests from its socket syscalls, one record per request.
     Trace(trace::TraceArgs),
+    /// Run as an agent: export one span and metrics per request over OTLP, serve Prometheus
+    /// metrics and recent records; configured by file, STRIKE_* variables and flags.
+    Run(run::RunArgs),
     /// Run a capture recording (`strike trace --record`) through the pipeline again.
     Replay(replay::ReplayArgs),
 }

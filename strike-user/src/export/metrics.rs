@@ -7,11 +7,11 @@ use opentelemetry::{
     KeyValue,
 };
 
+use super::ExportStats;
 use super::{
     semconv as sc,
     spans::{count_source_name, operation_name, SpanOptions},
 };
-use super::ExportStats;
 use crate::{
     record::{Api, RequestRecord},
     telemetry::Summary,
@@ -177,23 +177,24 @@ impl Observers {
                 .map(|&(name, v)| (v, vec![KeyValue::new(key, name)]))
                 .collect()
         };
-        let counter = |name: &'static str,
-                       unit: &'static str,
-                       description: &'static str,
-                       points: Box<dyn Fn(&Summary, &ExportStats) -> Points + Send + Sync>| {
-            let read = Arc::clone(&read);
-            meter
-                .u64_observable_counter(name)
-                .with_unit(unit)
-                .with_description(description)
-                .with_callback(move |observer| {
-                    let (summary, export) = read();
-                    for (value, attrs) in points(&summary, &export) {
-                        observer.observe(value, &attrs);
-                    }
-                })
-                .build()
-        };
+        let counter =
+            |name: &'static str,
+             unit: &'static str,
+             description: &'static str,
+             points: Box<dyn Fn(&Summary, &ExportStats) -> Points + Send + Sync>| {
+                let read = Arc::clone(&read);
+                meter
+                    .u64_observable_counter(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .with_callback(move |observer| {
+                        let (summary, export) = read();
+                        for (value, attrs) in points(&summary, &export) {
+                            observer.observe(value, &attrs);
+                        }
+                    })
+                    .build()
+            };
         let counters = vec![
             counter(
                 sc::METRIC_STRIKE_CAPTURE_EVENTS,

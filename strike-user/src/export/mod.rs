@@ -443,11 +443,10 @@ impl Exporter {
     /// Builds the OTLP exporters the config names and the pipeline around them.
     pub fn new(config: &ExportConfig) -> Result<Self, ExportError> {
         if !config.otlp {
-            return Self::assemble::<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::MetricExporter>(
-                config,
-                None,
-                TransportRuntime(None),
-            );
+            return Self::assemble::<
+                opentelemetry_otlp::SpanExporter,
+                opentelemetry_otlp::MetricExporter,
+            >(config, None, TransportRuntime(None));
         }
         match config.protocol {
             Protocol::Grpc => {

@@ -692,7 +692,11 @@ fn full_queue_drops_and_counts_without_blocking() {
     // Strike holds at most `queue_size` spans waiting (queued or being sent); the rest are
     // dropped and counted as they happen, not only at shutdown.
     let stats = exporter.stats();
-    assert_eq!((stats.spans_submitted, stats.spans_dropped), (4, 196), "{stats:?}");
+    assert_eq!(
+        (stats.spans_submitted, stats.spans_dropped),
+        (4, 196),
+        "{stats:?}"
+    );
     {
         let (lock, cvar) = &*gate;
         *lock.lock().unwrap() = true;
@@ -704,7 +708,12 @@ fn full_queue_drops_and_counts_without_blocking() {
     exporter.shutdown().unwrap();
     let stats = exporter.stats();
     assert_eq!(
-        (stats.spans_submitted, stats.spans_exported, stats.spans_failed, stats.spans_dropped),
+        (
+            stats.spans_submitted,
+            stats.spans_exported,
+            stats.spans_failed,
+            stats.spans_dropped
+        ),
         (5, 5, 0, 196),
         "{stats:?}"
     );

@@ -1,0 +1,317 @@
+//! `strike run`: the long-running agent (what the Kubernetes DaemonSet runs). Traces the
+//! selected processes, picks up new ones and releases exited ones, exports one span and
+//! metric points per request over OTLP, serves Prometheus metrics and recent records on a
+//! local endpoint, and flushes on SIGTERM/SIGINT.
+
+use std::{
+    fs,
+    io::{self, Write as _},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use super::{trace::wait_for_signal, UsageError};
+use crate::{
+    capture::{self, Capture},
+    config::{ConfigLoader, RecordsOutput, RunConfig, CONFIG_FILE_VAR},
+    export::Exporter,
+    llm::TrackerConfig,
+    output::{Format, RecordWriter},
+    pipeline::{clock_offset_ns, run_live, LiveConfig, ProcessorConfig},
+    server::{self, AppState, RecentRecords},
+    stream::StreamConfig,
+    telemetry::Summary,
+};
+
+#[derive(clap::Args, Debug, Default)]
+#[command(after_help = "\
+Settings come from the config file, then STRIKE_* environment variables, then these flags, \
+each overriding the one before; `--print-config` shows the result. Unset OTLP settings fall \
+back to the standard OTEL_EXPORTER_OTLP_* / OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES \
+variables. See docs/CONFIG.md.")]
+pub struct RunArgs {
+    /// YAML config file (default: $STRIKE_CONFIG).
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (credentials redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Trace this process id (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<String>,
+    /// Trace the process(es) listening on this TCP port (repeatable).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<String>,
+    /// Trace processes with this name, as in /proc/PID/comm (repeatable).
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
+    /// Trace processes whose cgroup path contains this (repeatable).
+    #[arg(long = "cgroup", value_name = "SUBSTRING")]
+    pub cgroups: Vec<String>,
+    /// Trace the processes of this container (id, or a prefix of 12+ hex digits; repeatable).
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
+    /// Do not follow the children and workers of the selected processes.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// OTLP collector URL (gRPC `http://host:4317`, HTTP `http://host:4318`).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport: grpc or http/protobuf.
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+    /// Do not export over OTLP (Prometheus metrics and records stay available).
+    #[arg(long)]
+    pub no_otlp: bool,
+    /// Address of the /metrics and /v1/requests endpoint, or `none`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Also print each record as a JSON line on stdout: none or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub output: Option<String>,
+    /// Bytes captured from one syscall at most.
+    #[arg(long, value_name = "BYTES")]
+    pub max_capture_bytes: Option<String>,
+    /// Kernel ring buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB")]
+    pub ring_mib: Option<String>,
+    /// Stop by itself after this many seconds (for tests and demos).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Write the closing summary as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub summary_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Merges the file, the environment and the flags.
+    pub fn load_config(&self) -> Result<RunConfig, UsageError> {
+        let bad = |e: crate::config::ConfigError| UsageError(e.to_string());
+        let mut loader = ConfigLoader::default();
+        let file = self
+            .config
+            .clone()
+            .or_else(|| std::env::var_os(CONFIG_FILE_VAR).map(PathBuf::from));
+        if let Some(path) = file {
+            loader = loader.read_file(&path).map_err(bad)?;
+        }
+        let names: Vec<String> = std::env::vars_os()
+            .filter_map(|(k, _)| k.into_string().ok())
+            .collect();
+        loader = loader
+            .env(names.iter().map(String::as_str), |n| std::env::var(n).ok())
+            .map_err(bad)?;
+        let lists: [(&str, &'static str, &Vec<String>); 5] = [
+            ("--pid", "targets.pids", &self.pids),
+            ("--port", "targets.ports", &self.ports),
+            ("--comm", "targets.comms", &self.comms),
+            ("--cgroup", "targets.cgroups", &self.cgroups),
+            ("--container", "targets.containers", &self.containers),
+        ];
+        for (flag, path, values) in lists {
+            if !values.is_empty() {
+                loader = loader.flag(flag, path, values.join(","));
+            }
+        }
+        let singles: [(&str, &'static str, Option<String>); 7] = [
+            (
+                "--no-follow",
+                "targets.follow_children",
+                self.no_follow.then(|| "false".to_owned()),
+            ),
+            (
+                "--otlp-endpoint",
+                "otlp.endpoint",
+                self.otlp_endpoint.clone(),
+            ),
+            (
+                "--otlp-protocol",
+                "otlp.protocol",
+                self.otlp_protocol.clone(),
+            ),
+            (
+                "--no-otlp",
+                "otlp.enabled",
+                self.no_otlp.then(|| "false".to_owned()),
+            ),
+            ("--listen", "server.listen", self.listen.clone()),
+            ("--output", "output.records", self.output.clone()),
+            (
+                "--max-capture-bytes",
+                "capture.max_capture_bytes",
+                self.max_capture_bytes.clone(),
+            ),
+        ];
+        for (flag, path, value) in singles {
+            if let Some(value) = value {
+                loader = loader.flag(flag, path, value);
+            }
+        }
+        if let Some(mib) = &self.ring_mib {
+            loader = loader.flag("--ring-mib", "capture.ring_mib", mib.clone());
+        }
+        loader.load().map_err(bad)
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT (or `--duration`).
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let config = args.load_config()?;
+    if args.print_config {
+        print!("{}", config.to_redacted_yaml());
+        return Ok(());
+    }
+    let duration = match args.duration {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            return Err(UsageError(format!(
+                "--duration must be a positive number of seconds, got {d}"
+            ))
+            .into())
+        }
+        d => d.map(Duration::from_secs_f64),
+    };
+    let selector = config.selector();
+    let dynamic = selector.is_dynamic();
+    capture::preflight()?;
+    if !dynamic
+        && selector
+            .resolve(&capture::procfs::Proc::default())
+            .is_empty()
+    {
+        return Err(UsageError(format!(
+            "no running process matches {} (select by port, name, cgroup or container to wait \
+             for processes that start later)",
+            selector.describe()
+        ))
+        .into());
+    }
+
+    let mut export_config = config.otlp.export_config()?;
+    export_config.otlp = config.otlp.enabled;
+    let listen = config
+        .listen_addr()
+        .map_err(|e| UsageError(format!("server.listen: {e}")))?;
+    export_config.prometheus = listen.is_some();
+    let exporter = Arc::new(Exporter::new(&export_config).context("starting the exporter")?);
+    let stats = Arc::new(Mutex::new(Summary::default()));
+    exporter.observe_pipeline(Arc::clone(&stats));
+    let recent = Arc::new(RecentRecords::new(config.server.recent_requests));
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("strike")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (server_stop, server_stopped) = tokio::sync::watch::channel(false);
+    let server_task = match listen {
+        Some(addr) => {
+            let listener = runtime
+                .block_on(server::bind(addr))
+                .with_context(|| format!("listening on {addr} (server.listen)"))?;
+            let state = AppState {
+                exporter: Arc::clone(&exporter),
+                recent: Arc::clone(&recent),
+                stats: Arc::clone(&stats),
+                ready: Arc::clone(&ready),
+            };
+            let mut stopped = server_stopped;
+            Some(runtime.spawn(server::serve(listener, state, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })))
+        }
+        None => None,
+    };
+
+    let capture_config = config.capture();
+    let capture = Capture::load(&capture_config)?;
+    let live = LiveConfig {
+        selector,
+        processor: ProcessorConfig {
+            stream: StreamConfig::default(),
+            tracker: TrackerConfig {
+                clock_offset_ns: clock_offset_ns(),
+                ..TrackerConfig::default()
+            },
+            max_capture_bytes: capture_config.max_capture_bytes,
+        },
+        event_queue: 4096,
+        record_queue: 65_536,
+        duration,
+        record_file: None,
+        live_stats: Some(Arc::clone(&stats)),
+    };
+    let sink_exporter = Arc::clone(&exporter);
+    let sink_recent = Arc::clone(&recent);
+    let mut stdout = (config.output.records == RecordsOutput::Json)
+        .then(|| RecordWriter::new(io::stdout(), Format::Json));
+    let sink = move |record: crate::record::RequestRecord| {
+        sink_exporter.export(&record);
+        if let Some(w) = &mut stdout {
+            if w.write(&record).is_err() {
+                stdout = None;
+            }
+        }
+        sink_recent.insert(record);
+    };
+    let otlp_target = if export_config.otlp {
+        export_config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "the OTEL_EXPORTER_OTLP_* endpoint".to_owned())
+    } else {
+        "nowhere (OTLP off)".to_owned()
+    };
+    let ready_flag = Arc::clone(&ready);
+    let summary = runtime.block_on(async {
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signal_stop.store(true, Ordering::Relaxed);
+        });
+        run_live(
+            capture,
+            live,
+            stop.clone(),
+            |pids| {
+                ready_flag.store(true, Ordering::Release);
+                let endpoint = listen.map_or_else(String::new, |a| format!("; http://{a}/metrics"));
+                eprintln!(
+                    "strike: running: {} process(es) traced now{}; exporting to {otlp_target}{endpoint}",
+                    pids.len(),
+                    if dynamic { ", more picked up as they start" } else { "" },
+                );
+            },
+            sink,
+        )
+        .await
+    });
+    ready.store(false, Ordering::Release);
+    // Flush before the endpoint goes away: the last scrape and the last spans see it all.
+    let flushed = exporter.shutdown();
+    let _ = server_stop.send(true);
+    if let Some(task) = server_task {
+        let _ = runtime.block_on(task);
+    }
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    let mut summary = summary?;
+    summary.export = export_config.otlp.then(|| exporter.stats());
+    eprint!("{}", summary.human());
+    if let Err(e) = flushed {
+        eprintln!("strike: export shutdown: {e}");
+    }
+    if let Some(path) = &args.summary_file {
+        let json = serde_json::to_vec_pretty(&summary)?;
+        fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let _ = io::stderr().flush();
+    Ok(())
+}
