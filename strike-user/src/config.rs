@@ -24,7 +24,7 @@ use crate::{
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 /// Everything `strike run` can be told.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
     pub targets: TargetsSection,
@@ -32,18 +32,6 @@ pub struct RunConfig {
     pub otlp: OtlpSection,
     pub server: ServerSection,
     pub output: OutputSection,
-}
-
-impl Default for RunConfig {
-    fn default() -> Self {
-        Self {
-            targets: TargetsSection::default(),
-            capture: CaptureSection::default(),
-            otlp: OtlpSection::default(),
-            server: ServerSection::default(),
-            output: OutputSection::default(),
-        }
-    }
 }
 
 /// Which processes to trace. A process is traced when any selector matches it.

@@ -390,6 +390,10 @@ impl Targets {
 
 /// Runs a live session until `stop` is set or the duration ends. Records go to `sink`
 /// (called on a dedicated thread, so a slow consumer never stalls capture).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the session's actor loop and its ordered shutdown, read top to bottom"
+)]
 pub async fn run_live(
     mut capture: Capture,
     config: LiveConfig,
@@ -461,23 +465,12 @@ pub async fn run_live(
         }
     };
     send_records(&mut records, &targets, &mut dropped_records);
-    let mut publish = tokio::time::interval(Duration::from_secs(1));
-    let publish_stats = |processor: &Processor,
-                         capture: &Capture,
-                         targets: &Targets,
-                         reader: &ReaderShared,
-                         dropped_records: u64| {
-        if let Some(live) = &config.live_stats {
-            let summary = session_summary(
-                processor,
-                capture,
-                targets,
-                &reader.snapshot(),
-                dropped_records,
-                started,
-            );
-            *live.lock().unwrap_or_else(PoisonError::into_inner) = summary;
-        }
+    let mut publish_tick = tokio::time::interval(Duration::from_secs(1));
+    let publish_stats = |processor: &Processor, capture: &Capture, targets: &Targets, dropped| {
+        publish(config.live_stats.as_ref(), || {
+            let reader = reader_shared.snapshot();
+            session_summary(processor, capture, targets, &reader, dropped, started)
+        });
     };
 
     loop {
@@ -499,9 +492,7 @@ pub async fn run_live(
             _ = rescan.tick(), if targets.selector.is_dynamic() => {
                 targets.rescan(&mut capture, &mut processor, &mut records);
             }
-            _ = publish.tick() => {
-                publish_stats(&processor, &capture, &targets, &reader_shared, dropped_records);
-            }
+            _ = publish_tick.tick() => publish_stats(&processor, &capture, &targets, dropped_records),
         }
         send_records(&mut records, &targets, &mut dropped_records);
     }
@@ -519,18 +510,24 @@ pub async fn run_live(
     drop(record_tx);
     let _ = output.join();
 
+    let reader = reader_shared.snapshot();
     let summary = session_summary(
         &processor,
         &capture,
         &targets,
-        &reader_shared.snapshot(),
+        &reader,
         dropped_records,
         started,
     );
-    if let Some(live) = &config.live_stats {
-        *live.lock().unwrap_or_else(PoisonError::into_inner) = summary.clone();
-    }
+    publish(config.live_stats.as_ref(), || summary.clone());
     Ok(summary)
+}
+
+/// Replaces the published counters, when someone reads them.
+fn publish(live: Option<&Arc<Mutex<Summary>>>, summary: impl FnOnce() -> Summary) {
+    if let Some(live) = live {
+        *live.lock().unwrap_or_else(PoisonError::into_inner) = summary();
+    }
 }
 
 /// Every stage's counters, as of now.

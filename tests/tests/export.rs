@@ -39,13 +39,14 @@ fn answered(sent: &[Sent]) -> impl Iterator<Item = (&Sent, &str)> {
         .filter_map(|s| Some((s, s.response_id.as_deref()?)))
 }
 
-fn want(p: &mut Vec<String>, what: &str, got: &Value, expected: Value) {
-    if *got != expected {
+fn want(p: &mut Vec<String>, what: &str, got: &Value, expected: &Value) {
+    if got != expected {
         p.push(format!("{what}: {got} != {expected}"));
     }
 }
 
 /// What is wrong with the span of `sent`, if anything.
+#[expect(clippy::too_many_lines, reason = "one check per attribute")]
 fn span_problems(sent: &Sent, span: &Value, server_port: u16) -> Vec<String> {
     let mut p = Vec::new();
     let a = &span["attributes"];
@@ -58,65 +59,75 @@ fn span_problems(sent: &Sent, span: &Value, server_port: u16) -> Vec<String> {
         &mut p,
         "name",
         &span["name"],
-        format!("{op} {LLAMA_MODEL_ALIAS}").into(),
+        &format!("{op} {LLAMA_MODEL_ALIAS}").into(),
     );
-    want(&mut p, "kind", &span["kind"], 2.into());
+    want(&mut p, "kind", &span["kind"], &2.into());
     want(
         &mut p,
         "gen_ai.operation.name",
         &a["gen_ai.operation.name"],
-        op.into(),
+        &op.into(),
     );
     want(
         &mut p,
         "gen_ai.provider.name",
         &a["gen_ai.provider.name"],
-        "openai".into(),
+        &"openai".into(),
     );
     want(
         &mut p,
         "gen_ai.system",
         &a["gen_ai.system"],
-        "openai".into(),
+        &"openai".into(),
     );
     want(
         &mut p,
         "gen_ai.request.model",
         &a["gen_ai.request.model"],
-        LLAMA_MODEL_ALIAS.into(),
+        &LLAMA_MODEL_ALIAS.into(),
     );
     want(
         &mut p,
         "gen_ai.request.stream",
         &a["gen_ai.request.stream"],
-        sent.kind.stream().into(),
+        &sent.kind.stream().into(),
     );
     want(
         &mut p,
         "gen_ai.request.max_tokens",
         &a["gen_ai.request.max_tokens"],
-        sent.max_tokens.into(),
+        &sent.max_tokens.into(),
     );
-    want(&mut p, "server.port", &a["server.port"], server_port.into());
+    want(
+        &mut p,
+        "server.port",
+        &a["server.port"],
+        &server_port.into(),
+    );
     want(
         &mut p,
         "server.address",
         &a["server.address"],
-        "127.0.0.1".into(),
+        &"127.0.0.1".into(),
     );
-    want(&mut p, "strike.partial", &a["strike.partial"], false.into());
+    want(
+        &mut p,
+        "strike.partial",
+        &a["strike.partial"],
+        &false.into(),
+    );
     if let Some(expected) = server_counts(sent, None) {
         want(
             &mut p,
             "gen_ai.usage.input_tokens",
             &a["gen_ai.usage.input_tokens"],
-            expected.input.into(),
+            &expected.input.into(),
         );
         want(
             &mut p,
             "gen_ai.usage.output_tokens",
             &a["gen_ai.usage.output_tokens"],
-            expected.output.into(),
+            &expected.output.into(),
         );
     } else {
         p.push("the server reported no token counts".to_owned());
@@ -131,13 +142,13 @@ fn span_problems(sent: &Sent, span: &Value, server_port: u16) -> Vec<String> {
         &mut p,
         "trace_id",
         &span["trace_id"],
-        sent.trace_id().unwrap_or_default().into(),
+        &sent.trace_id().unwrap_or_default().into(),
     );
     want(
         &mut p,
         "parent_span_id",
         &span["parent_span_id"],
-        sent.parent_span_id().unwrap_or_default().into(),
+        &sent.parent_span_id().unwrap_or_default().into(),
     );
     let first_token = span["events"]
         .as_array()
@@ -188,6 +199,12 @@ fn prometheus_sum(text: &str, metric: &str) -> f64 {
 
 #[test]
 #[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::float_cmp,
+    reason = "request counts are small integers, exact in f64"
+)]
 fn spans_and_metrics_reach_a_real_collector_through_an_outage() -> Result<()> {
     let Some(env) = e2e_env("export e2e", &[Need::LlamaServer, Need::Rotel]) else {
         return Ok(());
@@ -277,7 +294,7 @@ fn spans_and_metrics_reach_a_real_collector_through_an_outage() -> Result<()> {
     let outage = outage_started.elapsed();
     let after = run_load(&plan(3, 5))?;
     std::thread::sleep(Duration::from_secs(1));
-    let out = strike.finish_with(libc::SIGTERM, Duration::from_secs(60))?;
+    let out = strike.finish_with(libc::SIGTERM, Duration::from_mins(1))?;
     service.stop()?;
     // rotel batches for ~200 ms before its processor writes.
     let want_after: Vec<&str> = answered(&after).map(|(_, id)| id).collect();

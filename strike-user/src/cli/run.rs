@@ -1,4 +1,4 @@
-//! `strike run`: the long-running agent (what the Kubernetes DaemonSet runs). Traces the
+//! `strike run`: the long-running agent (what the Kubernetes `DaemonSet` runs). Traces the
 //! selected processes, picks up new ones and releases exited ones, exports one span and
 //! metric points per request over OTLP, serves Prometheus metrics and recent records on a
 //! local endpoint, and flushes on SIGTERM/SIGINT.
@@ -24,6 +24,7 @@ use crate::{
     llm::TrackerConfig,
     output::{Format, RecordWriter},
     pipeline::{clock_offset_ns, run_live, LiveConfig, ProcessorConfig},
+    record::RequestRecord,
     server::{self, AppState, RecentRecords},
     stream::StreamConfig,
     telemetry::Summary,
@@ -36,7 +37,7 @@ each overriding the one before; `--print-config` shows the result. Unset OTLP se
 back to the standard OTEL_EXPORTER_OTLP_* / OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES \
 variables. See docs/CONFIG.md.")]
 pub struct RunArgs {
-    /// YAML config file (default: $STRIKE_CONFIG).
+    /// YAML config file (default: `$STRIKE_CONFIG`).
     #[arg(long, short = 'c', value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Print the effective configuration (credentials redacted) and exit.
@@ -161,6 +162,10 @@ impl RunArgs {
 }
 
 /// Runs the agent until SIGTERM/SIGINT (or `--duration`).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the agent's start-up and shutdown order, read top to bottom"
+)]
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let config = args.load_config()?;
     if args.print_config {
@@ -214,19 +219,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let (server_stop, server_stopped) = tokio::sync::watch::channel(false);
     let server_task = match listen {
         Some(addr) => {
-            let listener = runtime
-                .block_on(server::bind(addr))
-                .with_context(|| format!("listening on {addr} (server.listen)"))?;
             let state = AppState {
                 exporter: Arc::clone(&exporter),
                 recent: Arc::clone(&recent),
                 stats: Arc::clone(&stats),
                 ready: Arc::clone(&ready),
             };
-            let mut stopped = server_stopped;
-            Some(runtime.spawn(server::serve(listener, state, async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })))
+            Some(start_endpoint(&runtime, addr, state, server_stopped)?)
         }
         None => None,
     };
@@ -249,19 +248,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         record_file: None,
         live_stats: Some(Arc::clone(&stats)),
     };
-    let sink_exporter = Arc::clone(&exporter);
-    let sink_recent = Arc::clone(&recent);
-    let mut stdout = (config.output.records == RecordsOutput::Json)
-        .then(|| RecordWriter::new(io::stdout(), Format::Json));
-    let sink = move |record: crate::record::RequestRecord| {
-        sink_exporter.export(&record);
-        if let Some(w) = &mut stdout {
-            if w.write(&record).is_err() {
-                stdout = None;
-            }
-        }
-        sink_recent.insert(record);
-    };
+    let sink = record_sink(
+        Arc::clone(&exporter),
+        Arc::clone(&recent),
+        config.output.records,
+    );
     let otlp_target = if export_config.otlp {
         export_config
             .endpoint
@@ -314,4 +305,39 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     let _ = io::stderr().flush();
     Ok(())
+}
+
+/// Binds the endpoint now (a bad address fails before capture starts) and serves it until
+/// `stopped` turns true.
+fn start_endpoint(
+    runtime: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    state: AppState,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<io::Result<()>>> {
+    let listener = runtime
+        .block_on(server::bind(addr))
+        .with_context(|| format!("listening on {addr} (server.listen)"))?;
+    Ok(runtime.spawn(server::serve(listener, state, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    })))
+}
+
+/// Where each record goes: the exporter, the recent records, and stdout when asked.
+fn record_sink(
+    exporter: Arc<Exporter>,
+    recent: Arc<RecentRecords>,
+    output: RecordsOutput,
+) -> impl FnMut(RequestRecord) + Send + 'static {
+    let mut stdout =
+        (output == RecordsOutput::Json).then(|| RecordWriter::new(io::stdout(), Format::Json));
+    move |record: RequestRecord| {
+        exporter.export(&record);
+        if let Some(w) = &mut stdout {
+            if w.write(&record).is_err() {
+                stdout = None;
+            }
+        }
+        recent.insert(record);
+    }
 }

@@ -160,6 +160,146 @@ pub(crate) struct Observers {
     _gauges: Vec<ObservableGauge<u64>>,
 }
 
+/// What one self-telemetry counter observes.
+type Observe = fn(&Summary, &ExportStats) -> Points;
+
+fn one(v: u64) -> Points {
+    vec![(v, Vec::new())]
+}
+
+fn by(key: &'static str, values: &[(&'static str, u64)]) -> Points {
+    values
+        .iter()
+        .map(|&(name, v)| (v, vec![KeyValue::new(key, name)]))
+        .collect()
+}
+
+/// Strike's self-telemetry counters: name, unit, description, what they observe.
+const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
+    (
+        sc::METRIC_STRIKE_CAPTURE_EVENTS,
+        "{event}",
+        "Events the kernel programs emitted.",
+        |s, _| one(s.kernel.events),
+    ),
+    (
+        sc::METRIC_STRIKE_CAPTURE_PAYLOAD,
+        "By",
+        "Payload bytes captured in the kernel.",
+        |s, _| one(s.kernel.bytes),
+    ),
+    (
+        sc::METRIC_STRIKE_CAPTURE_LOST,
+        "{event}",
+        "Capture events lost, by reason: the kernel ring buffer was full, the processing queue was full, or an event did not decode.",
+        |s, _| {
+            by(
+                sc::STRIKE_REASON,
+                &[
+                    ("ringbuf_full", s.kernel.ringbuf_full),
+                    ("queue_full", s.pipeline.events_dropped),
+                    ("decode_error", s.pipeline.decode_errors),
+                ],
+            )
+        },
+    ),
+    (
+        sc::METRIC_STRIKE_CAPTURE_TRUNCATED,
+        "{call}",
+        "Syscalls whose payload was cut at the per-call capture limit.",
+        |s, _| one(s.kernel.truncated_calls),
+    ),
+    (
+        sc::METRIC_STRIKE_CAPTURE_TRUNCATED_PAYLOAD,
+        "By",
+        "Payload bytes not captured because of the per-call capture limit.",
+        |s, _| one(s.kernel.truncated_bytes),
+    ),
+    (
+        sc::METRIC_STRIKE_CAPTURE_MAP_FULL,
+        "{event}",
+        "Kernel map inserts that failed because the map was full, by map.",
+        |s, _| {
+            by(
+                sc::STRIKE_MAP,
+                &[
+                    ("socks", s.kernel.socks_map_full),
+                    ("pending", s.kernel.pending_map_full),
+                    ("targets", s.kernel.targets_map_full),
+                ],
+            )
+        },
+    ),
+    (
+        sc::METRIC_STRIKE_CAPTURE_READ_FAULTS,
+        "{event}",
+        "Payload copies from user memory that faulted.",
+        |s, _| one(s.kernel.read_faults),
+    ),
+    (
+        sc::METRIC_STRIKE_STREAM_GAPS,
+        "{gap}",
+        "Holes in reassembled connection streams.",
+        |s, _| one(s.stream.gaps),
+    ),
+    (
+        sc::METRIC_STRIKE_STREAM_GAP_PAYLOAD,
+        "By",
+        "Bytes missing from reassembled connection streams.",
+        |s, _| one(s.stream.gap_bytes),
+    ),
+    (
+        sc::METRIC_STRIKE_STREAM_EVICTIONS,
+        "{connection}",
+        "Connections evicted from reassembly (idle, or over the limit).",
+        |s, _| one(s.stream.connections_evicted),
+    ),
+    (
+        sc::METRIC_STRIKE_RECORDS,
+        "{record}",
+        "Request records produced, by whether they were built from incomplete capture.",
+        |s, _| {
+            let partial = s.tracker.partial_records;
+            by(
+                sc::STRIKE_PARTIAL,
+                &[
+                    ("true", partial),
+                    ("false", s.pipeline.records.saturating_sub(partial)),
+                ],
+            )
+        },
+    ),
+    (
+        sc::METRIC_STRIKE_RECORDS_DROPPED,
+        "{record}",
+        "Records dropped because the output stage was behind.",
+        |s, _| one(s.pipeline.records_dropped),
+    ),
+    (
+        sc::METRIC_STRIKE_EXPORT_SPANS,
+        "{span}",
+        "Spans by outcome: submitted to the export queue, exported, failed (collector down or slow, after retries), dropped (queue full), sampled out.",
+        |_, e| {
+            by(
+                sc::STRIKE_OUTCOME,
+                &[
+                    ("submitted", e.spans_submitted),
+                    ("exported", e.spans_exported),
+                    ("failed", e.spans_failed),
+                    ("dropped", e.spans_dropped),
+                    ("sampled_out", e.spans_sampled_out),
+                ],
+            )
+        },
+    ),
+    (
+        sc::METRIC_STRIKE_EXPORT_METRIC_FAILURES,
+        "{export}",
+        "Metric exports that failed.",
+        |_, e| one(e.metric_exports_failed),
+    ),
+];
+
 impl Observers {
     pub(crate) fn new(
         meter: &Meter,
@@ -170,18 +310,9 @@ impl Observers {
             let summary = stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
             (summary, export())
         });
-        let one = |v: u64| vec![(v, Vec::new())];
-        let by = |key: &'static str, values: &[(&'static str, u64)]| -> Points {
-            values
-                .iter()
-                .map(|&(name, v)| (v, vec![KeyValue::new(key, name)]))
-                .collect()
-        };
-        let counter =
-            |name: &'static str,
-             unit: &'static str,
-             description: &'static str,
-             points: Box<dyn Fn(&Summary, &ExportStats) -> Points + Send + Sync>| {
+        let counters = SELF_COUNTERS
+            .iter()
+            .map(|&(name, unit, description, observe)| {
                 let read = Arc::clone(&read);
                 meter
                     .u64_observable_counter(name)
@@ -189,136 +320,13 @@ impl Observers {
                     .with_description(description)
                     .with_callback(move |observer| {
                         let (summary, export) = read();
-                        for (value, attrs) in points(&summary, &export) {
+                        for (value, attrs) in observe(&summary, &export) {
                             observer.observe(value, &attrs);
                         }
                     })
                     .build()
-            };
-        let counters = vec![
-            counter(
-                sc::METRIC_STRIKE_CAPTURE_EVENTS,
-                "{event}",
-                "Events the kernel programs emitted.",
-                Box::new(move |s, _| one(s.kernel.events)),
-            ),
-            counter(
-                sc::METRIC_STRIKE_CAPTURE_PAYLOAD,
-                "By",
-                "Payload bytes captured in the kernel.",
-                Box::new(move |s, _| one(s.kernel.bytes)),
-            ),
-            counter(
-                sc::METRIC_STRIKE_CAPTURE_LOST,
-                "{event}",
-                "Capture events lost, by reason: the kernel ring buffer was full, the processing queue was full, or an event did not decode.",
-                Box::new(move |s, _| {
-                    by(
-                        sc::STRIKE_REASON,
-                        &[
-                            ("ringbuf_full", s.kernel.ringbuf_full),
-                            ("queue_full", s.pipeline.events_dropped),
-                            ("decode_error", s.pipeline.decode_errors),
-                        ],
-                    )
-                }),
-            ),
-            counter(
-                sc::METRIC_STRIKE_CAPTURE_TRUNCATED,
-                "{call}",
-                "Syscalls whose payload was cut at the per-call capture limit.",
-                Box::new(move |s, _| one(s.kernel.truncated_calls)),
-            ),
-            counter(
-                sc::METRIC_STRIKE_CAPTURE_TRUNCATED_PAYLOAD,
-                "By",
-                "Payload bytes not captured because of the per-call capture limit.",
-                Box::new(move |s, _| one(s.kernel.truncated_bytes)),
-            ),
-            counter(
-                sc::METRIC_STRIKE_CAPTURE_MAP_FULL,
-                "{event}",
-                "Kernel map inserts that failed because the map was full, by map.",
-                Box::new(move |s, _| {
-                    by(
-                        sc::STRIKE_MAP,
-                        &[
-                            ("socks", s.kernel.socks_map_full),
-                            ("pending", s.kernel.pending_map_full),
-                            ("targets", s.kernel.targets_map_full),
-                        ],
-                    )
-                }),
-            ),
-            counter(
-                sc::METRIC_STRIKE_CAPTURE_READ_FAULTS,
-                "{event}",
-                "Payload copies from user memory that faulted.",
-                Box::new(move |s, _| one(s.kernel.read_faults)),
-            ),
-            counter(
-                sc::METRIC_STRIKE_STREAM_GAPS,
-                "{gap}",
-                "Holes in reassembled connection streams.",
-                Box::new(move |s, _| one(s.stream.gaps)),
-            ),
-            counter(
-                sc::METRIC_STRIKE_STREAM_GAP_PAYLOAD,
-                "By",
-                "Bytes missing from reassembled connection streams.",
-                Box::new(move |s, _| one(s.stream.gap_bytes)),
-            ),
-            counter(
-                sc::METRIC_STRIKE_STREAM_EVICTIONS,
-                "{connection}",
-                "Connections evicted from reassembly (idle, or over the limit).",
-                Box::new(move |s, _| one(s.stream.connections_evicted)),
-            ),
-            counter(
-                sc::METRIC_STRIKE_RECORDS,
-                "{record}",
-                "Request records produced, by whether they were built from incomplete capture.",
-                Box::new(move |s, _| {
-                    let partial = s.tracker.partial_records;
-                    by(
-                        sc::STRIKE_PARTIAL,
-                        &[
-                            ("true", partial),
-                            ("false", s.pipeline.records.saturating_sub(partial)),
-                        ],
-                    )
-                }),
-            ),
-            counter(
-                sc::METRIC_STRIKE_RECORDS_DROPPED,
-                "{record}",
-                "Records dropped because the output stage was behind.",
-                Box::new(move |s, _| one(s.pipeline.records_dropped)),
-            ),
-            counter(
-                sc::METRIC_STRIKE_EXPORT_SPANS,
-                "{span}",
-                "Spans by outcome: submitted to the export queue, exported, failed (collector down or slow, after retries), dropped (queue full), sampled out.",
-                Box::new(move |_, e| {
-                    by(
-                        sc::STRIKE_OUTCOME,
-                        &[
-                            ("submitted", e.spans_submitted),
-                            ("exported", e.spans_exported),
-                            ("failed", e.spans_failed),
-                            ("dropped", e.spans_dropped),
-                            ("sampled_out", e.spans_sampled_out),
-                        ],
-                    )
-                }),
-            ),
-            counter(
-                sc::METRIC_STRIKE_EXPORT_METRIC_FAILURES,
-                "{export}",
-                "Metric exports that failed.",
-                Box::new(move |_, e| one(e.metric_exports_failed)),
-            ),
-        ];
+            })
+            .collect();
         let targets = {
             let read = Arc::clone(&read);
             meter

@@ -66,6 +66,7 @@ pub const DEFAULT_QUEUE_SIZE: usize = 2048;
 /// Validated export settings. [`ExportConfig::from_env`] reads the standard `OTEL_*`
 /// variables that the SDK does not read itself when the exporter is configured in code.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(clippy::struct_excessive_bools, reason = "independent switches")]
 pub struct ExportConfig {
     /// Collector base URL (`http://host:4317` for gRPC, `http://host:4318` for HTTP, which
     /// gets `/v1/traces` and `/v1/metrics` appended). `None`: the SDK reads

@@ -884,7 +884,7 @@ fn rotel_receives_spans_and_metrics_over_grpc_and_http() {
         };
         let exporter = Exporter::new(&config).unwrap();
         exporter.export(&RequestRecord {
-            traceparent: Some((&traceparent).to_owned()),
+            traceparent: Some(traceparent.clone()),
             request_id: id.to_owned(),
             ..record()
         });

@@ -471,11 +471,7 @@ impl InFlight {
                 .map(|s| format!("http_{s}"))
         };
         let partial_reason = (!self.partial.is_empty()).then(|| self.partial.join(","));
-        let (server_address, server_port) = self
-            .host
-            .as_deref()
-            .map(split_host)
-            .map_or((None, None), |(h, p)| (Some(h.to_owned()), p));
+        let (server_address, server_port) = self.host.as_deref().map(split_host).unzip();
         RequestRecord {
             request_id: uuid::Uuid::now_v7().to_string(),
             response_id: self.response_id,
@@ -486,8 +482,8 @@ impl InFlight {
             peer: conn.peer.map(|p| p.to_string()),
             method: self.method,
             path: self.path,
-            server_address,
-            server_port,
+            server_address: server_address.map(str::to_owned),
+            server_port: server_port.flatten(),
             traceparent: self.traceparent,
             status: self.status,
             api: self.api,
