@@ -40,6 +40,9 @@ pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
 
 /// `server.address` (the inference server's listening address, when known).
 pub const SERVER_ADDRESS: &str = "server.address";
+/// The traced process's container (a resource attribute in the conventions; on each span
+/// here, since one Strike serves many containers).
+pub const CONTAINER_ID: &str = "container.id";
 /// `server.port`.
 pub const SERVER_PORT: &str = "server.port";
 /// `client.address` (the record's `peer`: the connecting client).
