@@ -27,43 +27,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    pub targets: TargetsSection,
+    pub targets: TargetSelector,
     pub capture: CaptureSection,
     pub otlp: OtlpSection,
     pub server: ServerSection,
     pub output: OutputSection,
-}
-
-/// Which processes to trace. A process is traced when any selector matches it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TargetsSection {
-    /// Process ids.
-    pub pids: Vec<u32>,
-    /// Processes listening on these TCP ports.
-    pub ports: Vec<u16>,
-    /// Process names, as in `/proc/PID/comm`.
-    pub comms: Vec<String>,
-    /// Substrings of the process's cgroup v2 path (`/proc/PID/cgroup`), e.g. a pod UID or
-    /// `kubepods`.
-    pub cgroups: Vec<String>,
-    /// Container ids, or prefixes of at least 12 hex digits.
-    pub containers: Vec<String>,
-    /// Also trace the children and workers of selected processes.
-    pub follow_children: bool,
-}
-
-impl Default for TargetsSection {
-    fn default() -> Self {
-        Self {
-            pids: Vec::new(),
-            ports: Vec::new(),
-            comms: Vec::new(),
-            cgroups: Vec::new(),
-            containers: Vec::new(),
-            follow_children: true,
-        }
-    }
 }
 
 /// Kernel capture limits.
@@ -457,36 +425,9 @@ impl RunConfig {
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |s: String| Err(ConfigError::Invalid(s));
-        let t = &self.targets;
-        if t.pids.is_empty()
-            && t.ports.is_empty()
-            && t.comms.is_empty()
-            && t.cgroups.is_empty()
-            && t.containers.is_empty()
-        {
-            return bad(
-                "say what to trace: targets.pids, ports, comms, cgroups or containers \
-                 (--pid, --port, --comm, --cgroup, --container)"
-                    .into(),
-            );
-        }
-        if let Some(c) = t.comms.iter().find(|c| c.is_empty() || c.len() > 15) {
-            return bad(format!(
-                "targets.comms: {c:?} cannot match: a comm is 1 to 15 bytes"
-            ));
-        }
-        if let Some(c) = t.cgroups.iter().find(|c| c.trim().is_empty()) {
-            return bad(format!("targets.cgroups: {c:?} would match every process"));
-        }
-        if let Some(c) = t
-            .containers
-            .iter()
-            .find(|c| c.len() < 12 || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return bad(format!(
-                "targets.containers: {c:?} is not a container id (12 to 64 hex digits)"
-            ));
-        }
+        self.targets
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("targets: {e}")))?;
         let c = &self.capture;
         if c.max_capture_bytes == 0 || c.max_capture_bytes > MAX_CAPTURE_LIMIT {
             return bad(format!(

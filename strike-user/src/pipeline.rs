@@ -41,21 +41,71 @@ use crate::{
     telemetry::{PipelineStats, Summary},
 };
 
-/// Which processes to trace.
-#[derive(Clone, Debug, Default)]
+/// Which processes to trace: a process is traced when any selector matches it. Also the
+/// `targets` section of `strike run`'s configuration.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TargetSelector {
+    /// Process ids.
     pub pids: Vec<u32>,
+    /// Processes listening on these TCP ports.
     pub ports: Vec<u16>,
+    /// Process names, as in `/proc/PID/comm`.
     pub comms: Vec<String>,
-    /// Substrings of a cgroup path (any hierarchy).
+    /// Substrings of a cgroup path (any hierarchy), e.g. a pod UID or `kubepods`.
     pub cgroups: Vec<String>,
-    /// Container id prefixes (lowercase hex).
+    /// Container ids, or prefixes of at least 12 hex digits.
     pub containers: Vec<String>,
     /// Also trace the selected processes' descendants (workers).
     pub follow_children: bool,
 }
 
+impl Default for TargetSelector {
+    fn default() -> Self {
+        Self {
+            pids: Vec::new(),
+            ports: Vec::new(),
+            comms: Vec::new(),
+            cgroups: Vec::new(),
+            containers: Vec::new(),
+            follow_children: true,
+        }
+    }
+}
+
 impl TargetSelector {
+    /// Checks that the selection can match something, and only what it means to.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pids.is_empty()
+            && self.ports.is_empty()
+            && self.comms.is_empty()
+            && self.cgroups.is_empty()
+            && self.containers.is_empty()
+        {
+            return Err(
+                "say what to trace: --pid, --port, --comm, --cgroup or --container \
+                 (targets.pids, ports, comms, cgroups or containers in a config file)"
+                    .into(),
+            );
+        }
+        if let Some(c) = self.comms.iter().find(|c| c.is_empty() || c.len() > 15) {
+            return Err(format!("comm {c:?} cannot match: a comm is 1 to 15 bytes"));
+        }
+        if let Some(c) = self.cgroups.iter().find(|c| c.trim().is_empty()) {
+            return Err(format!("cgroup {c:?} would match every process"));
+        }
+        if let Some(c) = self
+            .containers
+            .iter()
+            .find(|c| c.len() < 12 || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(format!(
+                "container {c:?} is not a container id (12 to 64 hex digits)"
+            ));
+        }
+        Ok(())
+    }
+
     /// The processes matching now (with descendants when following children).
     pub fn resolve(&self, proc: &Proc) -> BTreeSet<u32> {
         let mut pids: BTreeSet<u32> = self
@@ -74,7 +124,7 @@ impl TargetSelector {
             pids.extend(proc.pids_by_cgroup(cgroup));
         }
         for container in &self.containers {
-            pids.extend(proc.pids_by_container(container));
+            pids.extend(proc.pids_by_container(&container.to_ascii_lowercase()));
         }
         if self.follow_children {
             proc.with_descendants(&pids)

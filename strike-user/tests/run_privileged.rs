@@ -8,23 +8,17 @@
 //! except under `CI=true`.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod privileged;
+use privileged::{line, root_or_skip, skip, Kill};
 
 /// A cgroup created for the test, removed (after its processes are gone) when dropped.
 struct Cgroup(PathBuf);
@@ -38,14 +32,6 @@ impl Drop for Cgroup {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn skip(reason: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "privileged test cannot run in CI: {reason}"
-    );
-    eprintln!("SKIP: {reason}");
 }
 
 /// A hierarchy where the test may create a cgroup: cgroup v2 (pure or the hybrid's
@@ -92,9 +78,8 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 #[test]
 #[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn picks_up_a_container_started_later_and_releases_it() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return skip("not root");
+    if !root_or_skip() {
+        return;
     }
     let Some(root) = cgroup_root() else {
         return skip("no writable cgroup hierarchy");
@@ -128,8 +113,7 @@ fn picks_up_a_container_started_later_and_releases_it() {
             .unwrap(),
     );
     let mut err = BufReader::new(strike.0.stderr.take().unwrap());
-    let mut first = String::new();
-    err.read_line(&mut first).unwrap();
+    let first = line(&mut err);
     assert!(
         first.starts_with("strike: running: 0 process(es)"),
         "{first}"
@@ -151,9 +135,7 @@ fn picks_up_a_container_started_later_and_releases_it() {
             .unwrap(),
     );
     let mut server_out = BufReader::new(server.0.stdout.take().unwrap());
-    let mut port = String::new();
-    server_out.read_line(&mut port).unwrap();
-    let port: u16 = port.trim().parse().unwrap();
+    let port: u16 = line(&mut server_out).parse().unwrap();
     let parent = u64::from(server.0.id());
     wait_until(
         "the new process to be picked up",
@@ -162,9 +144,7 @@ fn picks_up_a_container_started_later_and_releases_it() {
     );
 
     server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    let mut worker = String::new();
-    server_out.read_line(&mut worker).unwrap();
-    let worker: u64 = worker.trim().parse().unwrap();
+    let worker: u64 = line(&mut server_out).parse().unwrap();
     let body = r#"{"model":"container-model","messages":[{"role":"user","content":"hi"}]}"#;
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(

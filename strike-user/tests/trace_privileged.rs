@@ -5,22 +5,16 @@
 //! Skips (with the reason printed) when not root, except under `CI=true`.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufReader, Read, Write},
     net::TcpStream,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod privileged;
+use privileged::{line, root_or_skip, Kill};
 
 /// Kills a process that is not our child (the forked worker) when dropped.
 struct KillPid(u32);
@@ -32,25 +26,6 @@ impl Drop for KillPid {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-}
-
-fn root_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "privileged test cannot run in CI: not root"
-    );
-    eprintln!("SKIP: not root");
-    false
-}
-
-fn line(r: &mut impl BufRead) -> String {
-    let mut s = String::new();
-    r.read_line(&mut s).unwrap();
-    s.trim().to_string()
 }
 
 #[test]

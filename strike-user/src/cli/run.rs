@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{trace::wait_for_signal, UsageError};
+use super::{trace::wait_for_signal, TargetArgs, UsageError};
 use crate::{
     capture::{self, Capture},
     config::{ConfigLoader, RecordsOutput, RunConfig, CONFIG_FILE_VAR},
@@ -43,24 +43,8 @@ pub struct RunArgs {
     /// Print the effective configuration (credentials redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Trace this process id (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
-    pub pids: Vec<String>,
-    /// Trace the process(es) listening on this TCP port (repeatable).
-    #[arg(long = "port", value_name = "PORT")]
-    pub ports: Vec<String>,
-    /// Trace processes with this name, as in /proc/PID/comm (repeatable).
-    #[arg(long = "comm", value_name = "NAME")]
-    pub comms: Vec<String>,
-    /// Trace processes whose cgroup path contains this (repeatable).
-    #[arg(long = "cgroup", value_name = "SUBSTRING")]
-    pub cgroups: Vec<String>,
-    /// Trace the processes of this container (id, or a prefix of 12+ hex digits; repeatable).
-    #[arg(long = "container", value_name = "ID")]
-    pub containers: Vec<String>,
-    /// Do not follow the children and workers of the selected processes.
-    #[arg(long)]
-    pub no_follow: bool,
+    #[command(flatten)]
+    pub targets: TargetArgs,
     /// OTLP collector URL (gRPC `http://host:4317`, HTTP `http://host:4318`).
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
@@ -108,23 +92,37 @@ impl RunArgs {
         loader = loader
             .env(names.iter().map(String::as_str), |n| std::env::var(n).ok())
             .map_err(bad)?;
-        let lists: [(&str, &'static str, &Vec<String>); 5] = [
-            ("--pid", "targets.pids", &self.pids),
-            ("--port", "targets.ports", &self.ports),
-            ("--comm", "targets.comms", &self.comms),
-            ("--cgroup", "targets.cgroups", &self.cgroups),
-            ("--container", "targets.containers", &self.containers),
+        let t = &self.targets;
+        let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(","));
+        let lists = [
+            (
+                "--pid",
+                "targets.pids",
+                join(t.pids.iter().map(u32::to_string).collect()),
+            ),
+            (
+                "--port",
+                "targets.ports",
+                join(t.ports.iter().map(u16::to_string).collect()),
+            ),
+            ("--comm", "targets.comms", join(t.comms.clone())),
+            ("--cgroup", "targets.cgroups", join(t.cgroups.clone())),
+            (
+                "--container",
+                "targets.containers",
+                join(t.containers.clone()),
+            ),
         ];
         for (flag, path, values) in lists {
-            if !values.is_empty() {
-                loader = loader.flag(flag, path, values.join(","));
+            if let Some(values) = values {
+                loader = loader.flag(flag, path, values);
             }
         }
         let singles: [(&str, &'static str, Option<String>); 7] = [
             (
                 "--no-follow",
                 "targets.follow_children",
-                self.no_follow.then(|| "false".to_owned()),
+                t.no_follow.then(|| "false".to_owned()),
             ),
             (
                 "--otlp-endpoint",
@@ -181,7 +179,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         d => d.map(Duration::from_secs_f64),
     };
-    let selector = config.selector();
+    let selector = config.targets.clone();
     let dynamic = selector.is_dynamic();
     capture::preflight()?;
     if !dynamic

@@ -14,7 +14,7 @@ use std::{
 use anyhow::Context as _;
 use strike_common::{DEFAULT_MAX_CAPTURE, MAX_CAPTURE_LIMIT};
 
-use super::UsageError;
+use super::{TargetArgs, UsageError};
 use crate::{
     capture::{self, Capture, CaptureConfig},
     llm::TrackerConfig,
@@ -25,24 +25,8 @@ use crate::{
 
 #[derive(clap::Args, Debug)]
 pub struct TraceArgs {
-    /// Trace this process id (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
-    pub pids: Vec<u32>,
-    /// Trace the process(es) listening on this TCP port (repeatable).
-    #[arg(long = "port", value_name = "PORT")]
-    pub ports: Vec<u16>,
-    /// Trace processes with this name, as in /proc/PID/comm (repeatable).
-    #[arg(long = "comm", value_name = "NAME")]
-    pub comms: Vec<String>,
-    /// Trace processes whose cgroup path contains this (repeatable).
-    #[arg(long = "cgroup", value_name = "SUBSTRING")]
-    pub cgroups: Vec<String>,
-    /// Trace the processes of this container, by id or a prefix of 12+ hex digits (repeatable).
-    #[arg(long = "container", value_name = "ID")]
-    pub containers: Vec<String>,
-    /// Do not follow the children and workers of the selected processes.
-    #[arg(long)]
-    pub no_follow: bool,
+    #[command(flatten)]
+    pub targets: TargetArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -79,17 +63,8 @@ impl TryFrom<TraceArgs> for TraceConfig {
     type Error = UsageError;
 
     fn try_from(a: TraceArgs) -> Result<Self, UsageError> {
-        if a.pids.is_empty()
-            && a.ports.is_empty()
-            && a.comms.is_empty()
-            && a.cgroups.is_empty()
-            && a.containers.is_empty()
-        {
-            return Err(UsageError(
-                "say what to trace: --pid PID, --port PORT, --comm NAME, --cgroup PATH or --container ID"
-                    .into(),
-            ));
-        }
+        let selector = TargetSelector::from(a.targets);
+        selector.validate().map_err(UsageError)?;
         let duration = match a.duration {
             Some(d) if !(d.is_finite() && d > 0.0) => {
                 return Err(UsageError(format!(
@@ -112,18 +87,7 @@ impl TryFrom<TraceArgs> for TraceConfig {
             )));
         }
         Ok(TraceConfig {
-            selector: TargetSelector {
-                pids: a.pids,
-                ports: a.ports,
-                comms: a.comms,
-                cgroups: a.cgroups,
-                containers: a
-                    .containers
-                    .iter()
-                    .map(|c| c.to_ascii_lowercase())
-                    .collect(),
-                follow_children: !a.no_follow,
-            },
+            selector,
             format: a.format,
             duration,
             capture: CaptureConfig {
@@ -256,12 +220,10 @@ mod tests {
 
     fn args() -> TraceArgs {
         TraceArgs {
-            pids: vec![1],
-            ports: vec![],
-            comms: vec![],
-            cgroups: vec![],
-            containers: vec![],
-            no_follow: false,
+            targets: TargetArgs {
+                pids: vec![1],
+                ..TargetArgs::default()
+            },
             format: Format::Json,
             duration: None,
             max_capture_bytes: DEFAULT_MAX_CAPTURE,
@@ -275,7 +237,7 @@ mod tests {
     fn validates_arguments() {
         assert!(TraceConfig::try_from(args()).is_ok());
         let none = TraceArgs {
-            pids: vec![],
+            targets: TargetArgs::default(),
             ..args()
         };
         assert!(TraceConfig::try_from(none)
