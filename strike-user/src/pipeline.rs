@@ -126,11 +126,15 @@ impl TargetSelector {
         for container in &self.containers {
             pids.extend(proc.pids_by_container(&container.to_ascii_lowercase()));
         }
-        if self.follow_children {
+        let mut pids = if self.follow_children {
             proc.with_descendants(&pids)
         } else {
             pids
-        }
+        };
+        // A zombie still shows in /proc with its cgroup and comm; taking it again after its
+        // exit event would keep it a target forever.
+        pids.retain(|&p| proc.is_live(p));
+        pids
     }
 
     /// Whether the selection can gain processes while running (by port, name, cgroup or
@@ -302,6 +306,29 @@ pub struct LiveConfig {
     pub record_file: Option<std::fs::File>,
     /// Published every second while running: the session's counters so far.
     pub live_stats: Option<Arc<Mutex<Summary>>>,
+}
+
+impl LiveConfig {
+    /// A live session with the default stage settings and queue bounds, its kernel
+    /// timestamps dated with the clocks' offset now.
+    pub fn new(selector: TargetSelector, max_capture_bytes: u32) -> Self {
+        Self {
+            selector,
+            processor: ProcessorConfig {
+                stream: StreamConfig::default(),
+                tracker: TrackerConfig {
+                    clock_offset_ns: clock_offset_ns(),
+                    ..TrackerConfig::default()
+                },
+                max_capture_bytes,
+            },
+            event_queue: 4096,
+            record_queue: 65_536,
+            duration: None,
+            record_file: None,
+            live_stats: None,
+        }
+    }
 }
 
 /// Tracks the live target set: adds selected and forked processes, prunes threads, releases

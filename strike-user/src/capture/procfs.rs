@@ -75,6 +75,15 @@ impl Proc {
         parse_status_field(&s, "Tgid:")
     }
 
+    /// Whether `pid` runs: it exists and is neither a zombie nor dead. A zombie keeps its
+    /// `/proc` entry (and cgroup) until reaped, but will never do I/O again.
+    pub fn is_live(&self, pid: u32) -> bool {
+        fs::read_to_string(self.root.join(format!("{pid}/stat")))
+            .ok()
+            .and_then(|s| parse_stat_state(&s))
+            .is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
+    }
+
     /// Parent process id.
     pub fn ppid(&self, pid: u32) -> Option<u32> {
         let s = fs::read_to_string(self.root.join(format!("{pid}/stat"))).ok()?;
@@ -256,6 +265,12 @@ pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The state letter of `/proc/PID/stat` (`R`, `S`, `Z` for a zombie, `X` for dead, …).
+pub fn parse_stat_state(stat: &str) -> Option<char> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().next()?.chars().next()
+}
+
 fn parse_status_field(status: &str, field: &str) -> Option<u32> {
     status
         .lines()
@@ -365,6 +380,7 @@ mod tests {
 
     #[test]
     fn parses_stat_and_links() {
+        assert_eq!(parse_stat_state("9 (a) b) Z 1 9 9 0"), Some('Z'));
         assert_eq!(
             parse_stat_ppid("123 (my (weird) proc) S 77 123 123 0"),
             Some(77)

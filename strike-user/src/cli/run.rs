@@ -16,17 +16,15 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{trace::wait_for_signal, TargetArgs, UsageError};
+use super::{trace::stop_on_signal, TargetArgs, UsageError};
 use crate::{
     capture::{self, Capture},
     config::{ConfigLoader, RecordsOutput, RunConfig, CONFIG_FILE_VAR},
     export::Exporter,
-    llm::TrackerConfig,
     output::{Format, RecordWriter},
-    pipeline::{clock_offset_ns, run_live, LiveConfig, ProcessorConfig},
+    pipeline::{run_live, LiveConfig},
     record::RequestRecord,
     server::{self, AppState, RecentRecords},
-    stream::StreamConfig,
     telemetry::Summary,
 };
 
@@ -230,22 +228,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 
     let capture_config = config.capture();
     let capture = Capture::load(&capture_config)?;
-    let live = LiveConfig {
-        selector,
-        processor: ProcessorConfig {
-            stream: StreamConfig::default(),
-            tracker: TrackerConfig {
-                clock_offset_ns: clock_offset_ns(),
-                ..TrackerConfig::default()
-            },
-            max_capture_bytes: capture_config.max_capture_bytes,
-        },
-        event_queue: 4096,
-        record_queue: 65_536,
-        duration,
-        record_file: None,
-        live_stats: Some(Arc::clone(&stats)),
-    };
+    let mut live = LiveConfig::new(selector, capture_config.max_capture_bytes);
+    live.duration = duration;
+    live.live_stats = Some(Arc::clone(&stats));
     let sink = record_sink(
         Arc::clone(&exporter),
         Arc::clone(&recent),
@@ -261,11 +246,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let ready_flag = Arc::clone(&ready);
     let summary = runtime.block_on(async {
-        let signal_stop = stop.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            signal_stop.store(true, Ordering::Relaxed);
-        });
+        stop_on_signal(Arc::clone(&stop));
         run_live(
             capture,
             live,

@@ -17,10 +17,8 @@ use strike_common::{DEFAULT_MAX_CAPTURE, MAX_CAPTURE_LIMIT};
 use super::{TargetArgs, UsageError};
 use crate::{
     capture::{self, Capture, CaptureConfig},
-    llm::TrackerConfig,
     output::{Format, RecordWriter},
-    pipeline::{clock_offset_ns, run_live, LiveConfig, ProcessorConfig, TargetSelector},
-    stream::StreamConfig,
+    pipeline::{run_live, LiveConfig, TargetSelector},
 };
 
 #[derive(clap::Args, Debug)]
@@ -126,22 +124,9 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let live = LiveConfig {
-        selector: config.selector,
-        processor: ProcessorConfig {
-            stream: StreamConfig::default(),
-            tracker: TrackerConfig {
-                clock_offset_ns: clock_offset_ns(),
-                ..TrackerConfig::default()
-            },
-            max_capture_bytes: config.capture.max_capture_bytes,
-        },
-        event_queue: 4096,
-        record_queue: 65_536,
-        duration: config.duration,
-        record_file,
-        live_stats: None,
-    };
+    let mut live = LiveConfig::new(config.selector, config.capture.max_capture_bytes);
+    live.duration = config.duration;
+    live.record_file = record_file;
     let format = config.format;
     let sink_stop = stop.clone();
     let mut writer = RecordWriter::new(io::stdout(), format);
@@ -160,11 +145,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         }
     };
     let summary = runtime.block_on(async {
-        let signal_stop = stop.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            signal_stop.store(true, Ordering::Relaxed);
-        });
+        stop_on_signal(Arc::clone(&stop));
         run_live(
             capture,
             live,
@@ -192,7 +173,15 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn wait_for_signal() {
+/// Sets `stop` on SIGINT or SIGTERM (a task on the current runtime).
+pub(crate) fn stop_on_signal(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+async fn wait_for_signal() {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     else {
         let _ = tokio::signal::ctrl_c().await;
