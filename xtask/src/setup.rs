@@ -50,8 +50,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         .with_context(|| format!("creating {}", ctx.cache.display()))?;
     ebpf_toolchain(ctx)?;
     tracefs()?;
-    venv(ctx)?;
     rotel_runtime()?;
+    venv(ctx)?;
     model(ctx)?;
     llama_server(ctx)?;
     println!("setup: done ({})", secs(t));
