@@ -137,6 +137,20 @@ pub struct RequestRecord {
     pub error: Option<String>,
     /// The error's message, truncated to 256 characters.
     pub error_message: Option<String>,
+    /// GPU time attributed to this request, s (summed over devices).
+    pub gpu_seconds: Option<f64>,
+    /// GPU energy attributed to this request, J (at the board, before PUE).
+    pub gpu_energy_j: Option<f64>,
+    /// What the request cost: its share of GPU time at the GPU's hourly price plus its
+    /// share of energy at the energy price × PUE.
+    pub cost_usd: Option<f64>,
+    /// The request's tokens at the configured per-token prices (chargeback), when set.
+    pub chargeback_usd: Option<f64>,
+    /// The tenant, from the configured tenant header.
+    pub tenant: Option<String>,
+    /// A hash of the request's API key (`Authorization: Bearer`, `x-api-key`, `api-key`):
+    /// an attribution key, never the key.
+    pub api_key_hash: Option<String>,
     /// Built from an incomplete capture: numbers may be missing or low.
     pub partial: bool,
     /// Why the record is partial (comma-separated when several).
@@ -205,6 +219,12 @@ pub(crate) mod tests {
             finish_reasons: vec![Some("length".to_owned())],
             error: None,
             error_message: None,
+            gpu_seconds: None,
+            gpu_energy_j: None,
+            cost_usd: None,
+            chargeback_usd: None,
+            tenant: None,
+            api_key_hash: None,
             partial: false,
             partial_reason: None,
             start_ns: 5_000_000_000,

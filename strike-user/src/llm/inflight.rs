@@ -35,6 +35,8 @@ pub(crate) struct InFlight {
     path: String,
     host: Option<String>,
     traceparent: Option<String>,
+    tenant: Option<String>,
+    api_key_hash: Option<String>,
     api: Api,
     dialect: Dialect,
     start_ns: Option<u64>,
@@ -84,6 +86,8 @@ impl InFlight {
             path: String::new(),
             host: None,
             traceparent: None,
+            tenant: None,
+            api_key_hash: None,
             api: Api::Other,
             dialect: Dialect::OpenAi,
             start_ns: None,
@@ -122,6 +126,11 @@ impl InFlight {
         }
     }
 
+    /// Kernel ns of the request's first byte, once seen.
+    pub fn start_ns(&self) -> Option<u64> {
+        self.start_ns
+    }
+
     pub fn is_done(&self) -> bool {
         self.request_done && self.response_done
     }
@@ -138,6 +147,8 @@ impl InFlight {
         self.path = head.path.chars().take(2048).collect();
         self.host.clone_from(&head.host);
         self.traceparent.clone_from(&head.traceparent);
+        self.tenant.clone_from(&head.tenant);
+        self.api_key_hash.clone_from(&head.api_key_hash);
         (self.api, self.dialect) = openai::classify(&head.method, &head.path);
     }
 
@@ -425,6 +436,10 @@ impl InFlight {
     }
 
     /// Builds the record.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one field per line of the record it builds"
+    )]
     pub fn into_record(self, conn: &ConnInfo, clock_offset_ns: i64) -> RequestRecord {
         let req = self.req_info.clone().unwrap_or_default();
         let counts = tokens::decide(&TokenInputs {
@@ -518,6 +533,12 @@ impl InFlight {
             finish_reasons: self.finish_reasons,
             error,
             error_message: self.error.and_then(|e| e.message),
+            gpu_seconds: None,
+            gpu_energy_j: None,
+            cost_usd: None,
+            chargeback_usd: None,
+            tenant: self.tenant,
+            api_key_hash: self.api_key_hash,
             partial: !self.partial.is_empty(),
             partial_reason,
             start_ns,

@@ -27,6 +27,8 @@ pub struct TrackerConfig {
     pub max_connections: usize,
     /// Connections idle longer than this are evicted by [`RequestTracker::evict_idle`].
     pub idle_timeout_ns: u64,
+    /// The request header naming the tenant (`cost.tenant_header`), when configured.
+    pub tenant_header: Option<&'static str>,
 }
 
 impl Default for TrackerConfig {
@@ -36,6 +38,7 @@ impl Default for TrackerConfig {
             max_body_bytes: 1024 * 1024,
             max_connections: 65_536,
             idle_timeout_ns: 10 * 60 * 1_000_000_000,
+            tenant_header: None,
         }
     }
 }
@@ -179,7 +182,14 @@ impl RequestTracker {
             self.stats.connections_evicted = self.stats.connections_evicted.saturating_add(1);
             self.close_conn(victim, info.opened_ns, EndReason::Evicted, out);
         }
-        let machine = ExchangeMachine::new(ExchangeConfig::default(), info.role, info.preexisting);
+        let machine = ExchangeMachine::new(
+            ExchangeConfig {
+                tenant_header: self.config.tenant_header,
+                ..ExchangeConfig::default()
+            },
+            info.role,
+            info.preexisting,
+        );
         self.stats.connections_opened = self.stats.connections_opened.saturating_add(1);
         self.conns.insert(
             info.key,
@@ -334,6 +344,16 @@ impl RequestTracker {
     }
 
     /// A copy of the counters.
+    /// The first byte of the oldest request still in flight, if any: no request that is not
+    /// finished yet started before it.
+    pub fn oldest_inflight_start_ns(&self) -> Option<u64> {
+        self.conns
+            .values()
+            .flat_map(|c| c.inflight.iter())
+            .filter_map(InFlight::start_ns)
+            .min()
+    }
+
     pub fn stats(&self) -> TrackerStats {
         self.stats.clone()
     }

@@ -27,6 +27,8 @@ pub struct ExchangeConfig {
     pub max_head_bytes: usize,
     /// Requests waiting for their response; beyond it the oldest is given up.
     pub max_pending: usize,
+    /// The request header naming the tenant, when configured.
+    pub tenant_header: Option<&'static str>,
 }
 
 impl Default for ExchangeConfig {
@@ -34,6 +36,7 @@ impl Default for ExchangeConfig {
         Self {
             max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
             max_pending: 64,
+            tenant_header: None,
         }
     }
 }
@@ -239,7 +242,7 @@ impl ExchangeMachine {
                 Role::Unknown => None,
             },
             sniff: [BytesMut::new(), BytesMut::new()],
-            req_dec: RequestDecoder::new(cfg.max_head_bytes),
+            req_dec: RequestDecoder::new(cfg.max_head_bytes).with_tenant_header(cfg.tenant_header),
             req_buf: BytesMut::new(),
             req_mode: start_mode,
             req_cur: None,

@@ -83,6 +83,10 @@ pub struct RequestHead {
     pub host: Option<String>,
     /// The W3C `traceparent` header (at most 128 bytes; validated by the exporter).
     pub traceparent: Option<String>,
+    /// The configured tenant header's value (at most 128 bytes).
+    pub tenant: Option<String>,
+    /// A hash of the API key (`cost::api_key_hash`); the key itself is never kept.
+    pub api_key_hash: Option<String>,
     pub body: BodyKind,
     /// Bytes of the head, request line and final CRLF included.
     pub head_len: usize,
@@ -304,6 +308,8 @@ struct Framing {
     connection_close: bool,
     host: Option<String>,
     traceparent: Option<String>,
+    tenant: Option<String>,
+    api_key_hash: Option<String>,
 }
 
 /// `Host` header value → host and port: `example.com:8080`, `[::1]:8080`, `example.com`.
@@ -327,7 +333,10 @@ fn short_value(value: &str, max: usize) -> Option<String> {
     (!value.is_empty() && value.len() <= max).then(|| value.to_owned())
 }
 
-fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HttpError> {
+fn framing(
+    headers: &[httparse::Header<'_>],
+    tenant_header: Option<&str>,
+) -> Result<Framing, HttpError> {
     let mut f = Framing::default();
     for h in headers {
         let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
@@ -361,6 +370,24 @@ fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, HttpError> {
             f.host = short_value(value, 255);
         } else if h.name.eq_ignore_ascii_case("traceparent") {
             f.traceparent = short_value(value, 128);
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            // `Bearer <key>`; other schemes (Basic) carry credentials too: hash them all.
+            let key = value
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map_or(value, |(_, key)| key.trim());
+            if !key.is_empty() {
+                f.api_key_hash = Some(crate::cost::api_key_hash(key));
+            }
+        } else if (h.name.eq_ignore_ascii_case("x-api-key")
+            || h.name.eq_ignore_ascii_case("api-key"))
+            && f.api_key_hash.is_none()
+            && !value.is_empty()
+        {
+            f.api_key_hash = Some(crate::cost::api_key_hash(value));
+        }
+        if tenant_header.is_some_and(|t| h.name.eq_ignore_ascii_case(t)) {
+            f.tenant = short_value(value, 128);
         }
     }
     Ok(f)
@@ -406,6 +433,8 @@ fn decode_body_frame(
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
     max_head: usize,
+    /// The request header naming the tenant, when configured.
+    tenant_header: Option<&'static str>,
     state: MsgState,
 }
 
@@ -419,8 +448,16 @@ impl RequestDecoder {
     pub fn new(max_head: usize) -> Self {
         Self {
             max_head,
+            tenant_header: None,
             state: MsgState::Head,
         }
+    }
+
+    /// Also keeps the value of this header (the tenant) in each request head.
+    #[must_use]
+    pub fn with_tenant_header(mut self, name: Option<&'static str>) -> Self {
+        self.tenant_header = name;
+        self
     }
 
     /// True between messages (no head has been decoded for the next message yet).
@@ -463,7 +500,7 @@ impl RequestDecoder {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buf) {
             Ok(httparse::Status::Complete(head_len)) => {
-                let f = framing(req.headers)?;
+                let f = framing(req.headers, self.tenant_header)?;
                 let body = if f.transfer_encoding {
                     if !f.chunked {
                         return Err(HttpError::BadTransferEncoding);
@@ -481,6 +518,8 @@ impl RequestDecoder {
                     connection_close: f.connection_close,
                     host: f.host,
                     traceparent: f.traceparent,
+                    tenant: f.tenant,
+                    api_key_hash: f.api_key_hash,
                     body,
                     head_len,
                 };
@@ -581,7 +620,7 @@ impl ResponseDecoder {
         let mut res = httparse::Response::new(&mut headers);
         match res.parse(buf) {
             Ok(httparse::Status::Complete(head_len)) => {
-                let f = framing(res.headers)?;
+                let f = framing(res.headers, None)?;
                 let status = res.code.unwrap_or_default();
                 let body = if self.head_request
                     || (100..200).contains(&status)

@@ -1,0 +1,291 @@
+//! Cost stage: what each request cost in GPU time, energy and money.
+//!
+//! [`CostConfig`] is the price list (GPU $/hour by product, energy $/kWh and PUE, optional
+//! per-token prices for chargeback) and the work weights; [`ledger::Ledger`] shares each
+//! device's measured interval among the requests in flight on it and keeps the rest as idle
+//! cost, so that attributed + idle = measured, always.
+
+pub mod ledger;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Prices and weights (the `cost` section of `strike run`'s configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CostConfig {
+    /// GPU price per hour by product name: a key matches when the device name contains it
+    /// (case-insensitive); the longest matching key wins. `{"H100": 2.49, "A100": 1.29}`.
+    pub gpu_price_per_hour: BTreeMap<String, f64>,
+    /// Price per hour of a GPU no key matches.
+    pub default_gpu_price_per_hour: f64,
+    /// Energy price, $/kWh.
+    pub energy_price_per_kwh: f64,
+    /// Power usage effectiveness of the site: facility energy / IT energy (≥ 1).
+    pub pue: f64,
+    /// Work of one prompt (prefill) token, relative to `decode_weight`.
+    pub prefill_weight: f64,
+    /// Work of one generated (decode) token.
+    pub decode_weight: f64,
+    /// Per-token prices for chargeback (`chargeback_usd`), when set.
+    pub token_prices: Option<TokenPrices>,
+    /// Request header naming the tenant (`x-tenant-id`), when set.
+    pub tenant_header: Option<String>,
+    /// Seconds a record may wait for the requests that overlapped it to finish before its
+    /// cost is settled with what is known.
+    pub max_hold_s: f64,
+}
+
+impl Default for CostConfig {
+    fn default() -> Self {
+        Self {
+            gpu_price_per_hour: BTreeMap::new(),
+            default_gpu_price_per_hour: 0.0,
+            energy_price_per_kwh: 0.0,
+            pue: 1.0,
+            prefill_weight: 1.0,
+            decode_weight: 1.0,
+            token_prices: None,
+            tenant_header: None,
+            max_hold_s: 120.0,
+        }
+    }
+}
+
+/// Per-token prices, $ per million tokens, with optional tiers by prompt size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenPrices {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    /// Cached prompt tokens; `None`: priced as input.
+    pub cached_input_per_mtok: Option<f64>,
+    /// Tiers by prompt size: the tier with the largest `min_prompt_tokens` not above the
+    /// request's input tokens replaces the base prices.
+    pub tiers: Vec<PriceTier>,
+}
+
+impl Default for TokenPrices {
+    fn default() -> Self {
+        Self {
+            input_per_mtok: 0.0,
+            output_per_mtok: 0.0,
+            cached_input_per_mtok: None,
+            tiers: Vec::new(),
+        }
+    }
+}
+
+/// Prices from a prompt size on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTier {
+    pub min_prompt_tokens: u64,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<f64>,
+}
+
+impl CostConfig {
+    /// Checks the numbers.
+    pub fn validate(&self) -> Result<(), String> {
+        let non_negative = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cost.{name} must be a non-negative number, got {v}"
+                ))
+            }
+        };
+        for (k, v) in &self.gpu_price_per_hour {
+            non_negative(&format!("gpu_price_per_hour.{k}"), *v)?;
+        }
+        non_negative(
+            "default_gpu_price_per_hour",
+            self.default_gpu_price_per_hour,
+        )?;
+        non_negative("energy_price_per_kwh", self.energy_price_per_kwh)?;
+        non_negative("prefill_weight", self.prefill_weight)?;
+        non_negative("decode_weight", self.decode_weight)?;
+        non_negative("max_hold_s", self.max_hold_s)?;
+        if !(self.pue.is_finite() && self.pue >= 1.0) {
+            return Err(format!("cost.pue must be at least 1, got {}", self.pue));
+        }
+        if self.prefill_weight + self.decode_weight <= 0.0 {
+            return Err("cost.prefill_weight and decode_weight cannot both be 0".into());
+        }
+        if let Some(t) = &self.token_prices {
+            non_negative("token_prices.input_per_mtok", t.input_per_mtok)?;
+            non_negative("token_prices.output_per_mtok", t.output_per_mtok)?;
+            for tier in &t.tiers {
+                non_negative("token_prices.tiers.input_per_mtok", tier.input_per_mtok)?;
+                non_negative("token_prices.tiers.output_per_mtok", tier.output_per_mtok)?;
+            }
+        }
+        if self
+            .tenant_header
+            .as_deref()
+            .is_some_and(|h| http::HeaderName::from_bytes(h.as_bytes()).is_err())
+        {
+            return Err(format!(
+                "cost.tenant_header {:?} is not a header name",
+                self.tenant_header
+            ));
+        }
+        Ok(())
+    }
+
+    /// $/hour of a device by its product name.
+    pub fn gpu_price_per_hour(&self, device_name: &str) -> f64 {
+        let name = device_name.to_ascii_lowercase();
+        self.gpu_price_per_hour
+            .iter()
+            .filter(|(k, _)| name.contains(&k.to_ascii_lowercase()))
+            .max_by_key(|(k, _)| k.len())
+            .map_or(self.default_gpu_price_per_hour, |(_, v)| *v)
+    }
+
+    /// The cost of `seconds` of a device plus `energy_j` joules at the wall (× PUE).
+    pub fn interval_cost(&self, device_name: &str, seconds: f64, energy_j: f64) -> f64 {
+        seconds * self.gpu_price_per_hour(device_name) / 3600.0
+            + energy_j * self.pue / 3.6e6 * self.energy_price_per_kwh
+    }
+
+    /// The chargeback price of a request's tokens, when token prices are set.
+    pub fn chargeback_usd(
+        &self,
+        input: Option<u64>,
+        cached: Option<u64>,
+        output: Option<u64>,
+    ) -> Option<f64> {
+        let p = self.token_prices.as_ref()?;
+        if input.is_none() && output.is_none() {
+            return None;
+        }
+        let input = input.unwrap_or(0);
+        let (in_p, out_p, cached_p) = p
+            .tiers
+            .iter()
+            .filter(|t| t.min_prompt_tokens <= input)
+            .max_by_key(|t| t.min_prompt_tokens)
+            .map_or(
+                (p.input_per_mtok, p.output_per_mtok, p.cached_input_per_mtok),
+                |t| (t.input_per_mtok, t.output_per_mtok, t.cached_input_per_mtok),
+            );
+        let cached = cached.unwrap_or(0).min(input);
+        let tokens = |n: u64| crate::gpu::u64_to_f64(n) / 1e6;
+        Some(
+            tokens(input - cached) * in_p
+                + tokens(cached) * cached_p.unwrap_or(in_p)
+                + tokens(output.unwrap_or(0)) * out_p,
+        )
+    }
+}
+
+/// A short, stable hash of an API key, usable as an attribution key: the first 16 hex
+/// digits of SHA-256 over `strike-api-key:` + the key. Never the key itself.
+pub fn api_key_hash(key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"strike-api-key:")
+        .chain_update(key.as_bytes())
+        .finalize();
+    digest[..8]
+        .iter()
+        .fold(String::with_capacity(16), |mut out, b| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_by_device_and_tokens() {
+        let c = CostConfig {
+            gpu_price_per_hour: [
+                ("H100".to_owned(), 2.0),
+                ("H100 80GB".to_owned(), 3.0),
+                ("A100".to_owned(), 1.0),
+            ]
+            .into(),
+            default_gpu_price_per_hour: 0.5,
+            energy_price_per_kwh: 0.10,
+            pue: 1.5,
+            token_prices: Some(TokenPrices {
+                input_per_mtok: 1.0,
+                output_per_mtok: 4.0,
+                cached_input_per_mtok: Some(0.5),
+                tiers: vec![PriceTier {
+                    min_prompt_tokens: 1000,
+                    input_per_mtok: 2.0,
+                    output_per_mtok: 8.0,
+                    cached_input_per_mtok: None,
+                }],
+            }),
+            ..CostConfig::default()
+        };
+        c.validate().unwrap();
+        assert!(
+            (c.gpu_price_per_hour("NVIDIA H100 80GB HBM3") - 3.0).abs() < 1e-12,
+            "longest key"
+        );
+        assert!((c.gpu_price_per_hour("nvidia h100 pcie") - 2.0).abs() < 1e-12);
+        assert!((c.gpu_price_per_hour("Tesla T4") - 0.5).abs() < 1e-12);
+        // 1 h of an A100 ($1) + 3.6 MJ (1 kWh) × 1.5 × $0.10.
+        assert!((c.interval_cost("A100-SXM4", 3600.0, 3.6e6) - 1.15).abs() < 1e-12);
+        // 100 input (20 cached) and 10 output tokens, base tier.
+        let base = c.chargeback_usd(Some(100), Some(20), Some(10)).unwrap();
+        assert!(
+            (base - (80.0 * 1.0 + 20.0 * 0.5 + 10.0 * 4.0) / 1e6).abs() < 1e-15,
+            "{base}"
+        );
+        // 2000 input tokens: the tier, whose cached price falls back to its input price.
+        let tier = c.chargeback_usd(Some(2000), Some(1000), Some(10)).unwrap();
+        assert!(
+            (tier - (2000.0 * 2.0 + 10.0 * 8.0) / 1e6).abs() < 1e-15,
+            "{tier}"
+        );
+        assert_eq!(c.chargeback_usd(None, None, None), None);
+        assert_eq!(
+            CostConfig::default().chargeback_usd(Some(1), None, Some(1)),
+            None
+        );
+        for bad in [
+            CostConfig {
+                pue: 0.9,
+                ..CostConfig::default()
+            },
+            CostConfig {
+                energy_price_per_kwh: -1.0,
+                ..CostConfig::default()
+            },
+            CostConfig {
+                prefill_weight: 0.0,
+                decode_weight: 0.0,
+                ..CostConfig::default()
+            },
+            CostConfig {
+                tenant_header: Some("bad header".into()),
+                ..CostConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn api_key_hash_is_stable_short_and_not_the_key() {
+        let h = api_key_hash("sk-secret-123");
+        assert_eq!(h.len(), 16);
+        assert_eq!(h, api_key_hash("sk-secret-123"));
+        assert_ne!(h, api_key_hash("sk-secret-124"));
+        assert!(!h.contains("secret"));
+    }
+}
