@@ -7,6 +7,7 @@ use std::{fs::File, io::BufReader, path::Path};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use strike::{
     capture::{event::CaptureEvent, recording::RecordingReader},
+    cost::CostConfig,
     llm::TrackerConfig,
     pipeline::{Processor, ProcessorConfig},
     stream::StreamConfig,
@@ -49,6 +50,8 @@ fn pipeline(c: &mut Criterion) {
                         stream: StreamConfig::default(),
                         tracker: TrackerConfig::default(),
                         max_capture_bytes: cap,
+                        cost: CostConfig::default(),
+                        expects_gpu: false,
                     })
                 },
                 |mut p| {

@@ -15,6 +15,7 @@ use strike_common::{DEFAULT_MAX_CAPTURE, MAX_CAPTURE_LIMIT};
 
 use crate::{
     capture::CaptureConfig,
+    cost::CostConfig,
     export::{ExportConfig, ExportError, Protocol},
     pipeline::TargetSelector,
 };
@@ -32,6 +33,27 @@ pub struct RunConfig {
     pub otlp: OtlpSection,
     pub server: ServerSection,
     pub output: OutputSection,
+    pub gpu: GpuSection,
+    pub cost: CostConfig,
+}
+
+/// GPU sampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuSection {
+    /// `true`: NVML is required; `false`: no GPU sampling; `null`: NVML when present.
+    pub enabled: Option<bool>,
+    /// Milliseconds between samples.
+    pub sample_interval_ms: u64,
+}
+
+impl Default for GpuSection {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            sample_interval_ms: 250,
+        }
+    }
 }
 
 /// Kernel capture limits.
@@ -179,6 +201,8 @@ enum Shape {
     List,
     /// A map: comma-separated `key=value` pairs.
     Map,
+    /// A map of numbers: comma-separated `key=number` pairs.
+    NumberMap,
 }
 
 /// Every setting: its path in the YAML tree (`section.key`) and how it is written in a
@@ -207,7 +231,20 @@ const SETTINGS: &[(&str, Shape)] = &[
     ("server.listen", Shape::Text),
     ("server.recent_requests", Shape::Scalar),
     ("output.records", Shape::Text),
+    ("gpu.enabled", Shape::Scalar),
+    ("gpu.sample_interval_ms", Shape::Scalar),
+    ("cost.gpu_price_per_hour", Shape::NumberMap),
+    ("cost.default_gpu_price_per_hour", Shape::Scalar),
+    ("cost.energy_price_per_kwh", Shape::Scalar),
+    ("cost.pue", Shape::Scalar),
+    ("cost.prefill_weight", Shape::Scalar),
+    ("cost.decode_weight", Shape::Scalar),
+    ("cost.tenant_header", Shape::Text),
+    ("cost.max_hold_s", Shape::Scalar),
 ];
+
+/// Settings that only the YAML file can give (nested structures).
+pub const FILE_ONLY_SETTINGS: &[&str] = &["cost.token_prices"];
 
 /// The variable that names the config file.
 pub const CONFIG_FILE_VAR: &str = "STRIKE_CONFIG";
@@ -219,6 +256,8 @@ const SECTION_PREFIXES: &[&str] = &[
     "STRIKE_OTLP_",
     "STRIKE_SERVER_",
     "STRIKE_OUTPUT_",
+    "STRIKE_GPU_",
+    "STRIKE_COST_",
 ];
 
 fn env_name(path: &str) -> String {
@@ -361,14 +400,16 @@ fn parse_override(text: &str, shape: Shape) -> Value {
         },
         Shape::Scalar => scalar(text),
         Shape::List => Value::Sequence(items().map(scalar).collect()),
-        Shape::Map => Value::Mapping(
+        Shape::Map | Shape::NumberMap => Value::Mapping(
             items()
                 .map(|item| {
                     let (k, v) = item.split_once('=').unwrap_or((item, ""));
-                    (
-                        Value::String(k.trim().to_owned()),
-                        Value::String(v.trim().to_owned()),
-                    )
+                    let v = if shape == Shape::NumberMap {
+                        scalar(v)
+                    } else {
+                        Value::String(v.trim().to_owned())
+                    };
+                    (Value::String(k.trim().to_owned()), v)
                 })
                 .collect(),
         ),
@@ -465,6 +506,13 @@ impl RunConfig {
                     "server.listen: {listen:?} is not an address like {DEFAULT_LISTEN}"
                 ))
             })?;
+        }
+        self.cost.validate().map_err(ConfigError::Invalid)?;
+        if !(10..=60_000).contains(&self.gpu.sample_interval_ms) {
+            return bad(format!(
+                "gpu.sample_interval_ms must be between 10 and 60000, got {}",
+                self.gpu.sample_interval_ms
+            ));
         }
         if self.server.recent_requests > 1_000_000 {
             return bad(format!(

@@ -35,6 +35,8 @@ use crate::{
         Capture, CaptureError,
     },
     conn::{ConnKey, Role, StreamEvent},
+    cost::{ledger::Ledger, CostConfig},
+    gpu::{DeviceSample, GpuSource},
     llm::{RequestTracker, TrackerConfig},
     record::RequestRecord,
     stream::{Reassembler, StreamConfig},
@@ -164,13 +166,23 @@ pub struct ProcessorConfig {
     pub stream: StreamConfig,
     pub tracker: TrackerConfig,
     pub max_capture_bytes: u32,
+    /// Prices and weights of the cost stage.
+    pub cost: CostConfig,
+    /// GPU samples will come: records wait for their cost.
+    pub expects_gpu: bool,
 }
 
-/// Capture events in, records out. Synchronous and free of I/O but for the optional recording.
+/// Capture events (and GPU samples) in, records out. Synchronous and free of I/O but for
+/// the optional recording.
 pub struct Processor {
     reassembler: Reassembler,
     tracker: RequestTracker,
+    ledger: Ledger,
     stream_events: Vec<StreamEvent>,
+    /// Records out of the tracker, on their way to the ledger.
+    finished: Vec<RequestRecord>,
+    /// The latest kernel time seen (events, ticks).
+    now_ns: u64,
     recorder: Option<RecordingWriter<io::BufWriter<std::fs::File>>>,
     pub stats: PipelineStats,
 }
@@ -187,7 +199,10 @@ impl Processor {
         Processor {
             reassembler: Reassembler::new(config.stream, config.max_capture_bytes),
             tracker: RequestTracker::new(config.tracker),
+            ledger: Ledger::new(config.cost, config.expects_gpu),
             stream_events: Vec::new(),
+            finished: Vec::new(),
+            now_ns: 0,
             recorder: None,
             stats: PipelineStats::default(),
         }
@@ -212,8 +227,12 @@ impl Processor {
                 self.stats.recording_errors += 1;
             }
         }
+        self.now_ns = self.now_ns.max(event.ts_ns());
         let change = match event {
-            CaptureEvent::Fork { child, .. } => Some(ProcessChange::Forked { child }),
+            CaptureEvent::Fork { parent, child, .. } => {
+                self.ledger.process(child, parent);
+                Some(ProcessChange::Forked { child })
+            }
             CaptureEvent::Exit { pid, ts_ns } => {
                 self.reassembler
                     .process_exited(pid, ts_ns, &mut self.stream_events);
@@ -230,21 +249,51 @@ impl Processor {
 
     fn drain(&mut self, records: &mut Vec<RequestRecord>) {
         for ev in self.stream_events.drain(..) {
-            self.tracker.handle(ev, records);
+            self.tracker.handle(ev, &mut self.finished);
         }
+        self.send_to_ledger(records);
+    }
+
+    /// Finished records go through the cost stage (at once when no GPU is configured).
+    fn send_to_ledger(&mut self, records: &mut Vec<RequestRecord>) {
+        for record in self.finished.drain(..) {
+            self.ledger.record(record, self.now_ns, records);
+        }
+    }
+
+    /// GPU samples, in time order per device.
+    pub fn gpu_samples(&mut self, samples: Vec<DeviceSample>) {
+        for sample in samples {
+            self.ledger.sample(sample);
+        }
+    }
+
+    /// `pid`'s parent is `ppid` (for the cost stage's serving trees).
+    pub fn process_fact(&mut self, pid: u32, ppid: u32) {
+        self.ledger.process(pid, ppid);
     }
 
     /// Periodic upkeep at kernel monotonic time `now_ns`.
     pub fn tick(&mut self, now_ns: u64, records: &mut Vec<RequestRecord>) {
+        self.now_ns = self.now_ns.max(now_ns);
         self.reassembler.tick(now_ns, &mut self.stream_events);
         self.drain(records);
-        self.tracker.evict_idle(now_ns, records);
+        self.tracker.evict_idle(now_ns, &mut self.finished);
+        self.send_to_ledger(records);
+        self.ledger.settle(
+            self.tracker.oldest_inflight_start_ns(),
+            self.now_ns,
+            records,
+        );
         self.flush_recording();
     }
 
-    /// End of session: in-flight requests become partial records.
+    /// End of session: in-flight requests become partial records, and every cost is
+    /// settled with what is known.
     pub fn finish(&mut self, records: &mut Vec<RequestRecord>) {
-        self.tracker.finish(records);
+        self.tracker.finish(&mut self.finished);
+        self.send_to_ledger(records);
+        self.ledger.finish(records);
         self.flush_recording();
     }
 
@@ -267,6 +316,7 @@ impl Processor {
             },
             stream: self.reassembler.stats(),
             tracker,
+            cost: self.ledger.expects_gpu().then(|| self.ledger.totals()),
             ..Summary::default()
         }
     }
@@ -306,6 +356,14 @@ pub struct LiveConfig {
     pub record_file: Option<std::fs::File>,
     /// Published every second while running: the session's counters so far.
     pub live_stats: Option<Arc<Mutex<Summary>>>,
+    /// GPU sampling, when a source is configured (`processor.expects_gpu` should be set).
+    pub gpu: Option<GpuSampling>,
+}
+
+/// A GPU source and how often to read it.
+pub struct GpuSampling {
+    pub source: Box<dyn GpuSource>,
+    pub period: Duration,
 }
 
 impl LiveConfig {
@@ -321,12 +379,15 @@ impl LiveConfig {
                     ..TrackerConfig::default()
                 },
                 max_capture_bytes,
+                cost: CostConfig::default(),
+                expects_gpu: false,
             },
             event_queue: 4096,
             record_queue: 65_536,
             duration: None,
             record_file: None,
             live_stats: None,
+            gpu: None,
         }
     }
 }
@@ -339,6 +400,8 @@ struct Targets {
     known: BTreeSet<u32>,
     /// Container id of each known target that runs in one.
     containers: HashMap<u32, String>,
+    /// (child, parent) of targets added whose parent is a target too, for the cost stage.
+    links: Vec<(u32, u32)>,
     /// The listening TCP port of each known target that has exactly one.
     listen_port: HashMap<u32, u16>,
 }
@@ -357,6 +420,9 @@ impl Targets {
             return Ok(Vec::new());
         }
         stats.targets_added += 1;
+        if let Some(ppid) = self.proc.ppid(pid).filter(|p| self.known.contains(p)) {
+            self.links.push((pid, ppid));
+        }
         if let Some(id) = container_id(&self.proc.cgroups(pid)) {
             self.containers.insert(pid, id);
         }
@@ -434,6 +500,9 @@ impl Targets {
                 }
                 Err(e) => tracing::warn!("cannot trace new process {pid}: {e}"),
             }
+            for (child, parent) in self.links.drain(..) {
+                processor.process_fact(child, parent);
+            }
         }
     }
 
@@ -494,6 +563,7 @@ pub async fn run_live(
         selector: config.selector,
         known: BTreeSet::new(),
         containers: HashMap::new(),
+        links: Vec::new(),
         listen_port: HashMap::new(),
     };
     let ring = capture
@@ -519,7 +589,24 @@ pub async fn run_live(
             processor.handle(ev, &mut records);
         }
     }
+    for (child, parent) in targets.links.drain(..) {
+        processor.process_fact(child, parent);
+    }
     ready(&initial);
+
+    // GPU samples come from a thread of their own (NVML calls block for milliseconds).
+    let (gpu_tx, mut gpu_rx) = mpsc::channel::<Vec<DeviceSample>>(64);
+    let gpu_stop = Arc::new(AtomicBool::new(false));
+    let gpu_counters = Arc::new(GpuCounters::default());
+    let gpu_thread = match config.gpu {
+        Some(sampling) => Some(spawn_gpu_sampler(
+            sampling,
+            gpu_tx.clone(),
+            Arc::clone(&gpu_stop),
+            Arc::clone(&gpu_counters),
+        )?),
+        None => None,
+    };
 
     let reader_stop = Arc::new(AtomicBool::new(false));
     let reader_shared = Arc::new(ReaderShared::default());
@@ -570,13 +657,22 @@ pub async fn run_live(
                 targets.rescan(&mut capture, &mut processor, &mut records);
             }
             _ = publish_tick.tick() => publish_stats(&processor, &capture, &targets, dropped_records),
+            Some(samples) = gpu_rx.recv() => processor.gpu_samples(samples),
         }
         send_records(&mut records, &targets, &mut dropped_records);
     }
 
     // Stop reading, process what was already read, then close out in-flight requests.
     reader_stop.store(true, Ordering::Relaxed);
+    gpu_stop.store(true, Ordering::Relaxed);
     let _ = reader.await;
+    if let Some(thread) = gpu_thread {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    drop(gpu_tx);
+    while let Ok(samples) = gpu_rx.try_recv() {
+        processor.gpu_samples(samples);
+    }
     while let Ok(batch) = event_rx.try_recv() {
         for ev in batch {
             let _ = processor.handle(ev, &mut records);
@@ -588,6 +684,8 @@ pub async fn run_live(
     let _ = output.join();
 
     let reader = reader_shared.snapshot();
+    processor.stats.gpu_samples_dropped = gpu_counters.dropped.load(Ordering::Relaxed);
+    processor.stats.gpu_sample_errors = gpu_counters.errors.load(Ordering::Relaxed);
     let summary = session_summary(
         &processor,
         &capture,
@@ -598,6 +696,50 @@ pub async fn run_live(
     );
     publish(config.live_stats.as_ref(), || summary.clone());
     Ok(summary)
+}
+
+/// Counters of the GPU sampler thread.
+#[derive(Default)]
+struct GpuCounters {
+    /// Sample batches dropped because the processor was behind.
+    dropped: AtomicU64,
+    /// Sampling calls that failed.
+    errors: AtomicU64,
+}
+
+/// Samples every `period` until `stop`; a full queue drops the batch (counted).
+fn spawn_gpu_sampler(
+    mut sampling: GpuSampling,
+    tx: mpsc::Sender<Vec<DeviceSample>>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<GpuCounters>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("strike-gpu".into())
+        .spawn(move || {
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                match sampling.source.sample(monotonic_ns()) {
+                    Ok(samples) => {
+                        if tx.try_send(samples).is_err() {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        if counters.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!("GPU sampling failed: {e}");
+                        }
+                    }
+                }
+                next += sampling.period;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+        })
 }
 
 /// Replaces the published counters, when someone reads them.

@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{capture::KernelCounters, export::ExportStats, llm::TrackerStats, stream::StreamStats};
+use crate::{
+    capture::KernelCounters, cost::ledger::CostTotals, export::ExportStats, llm::TrackerStats,
+    stream::StreamStats,
+};
 
 /// Counters of the live pipeline itself (between the stages).
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
@@ -28,6 +31,10 @@ pub struct PipelineStats {
     pub preexisting_sockets: u64,
     /// Writes to the recording file that failed.
     pub recording_errors: u64,
+    /// GPU sample batches dropped because the processor was behind.
+    pub gpu_samples_dropped: u64,
+    /// GPU sampling calls that failed.
+    pub gpu_sample_errors: u64,
 }
 
 /// Everything a session counted.
@@ -42,6 +49,9 @@ pub struct Summary {
     /// The export stage's counters (`strike run` with OTLP).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportStats>,
+    /// The cost stage's totals (with a GPU source): measured = attributed + idle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostTotals>,
 }
 
 impl Summary {
@@ -84,6 +94,13 @@ impl Summary {
             "  maps        socket map full: {}, pending map full: {}, target map full: {}, read faults: {}, decode errors: {}",
             k.socks_map_full, k.pending_map_full, k.targets_map_full, k.read_faults, p.decode_errors
         );
+        if let Some(c) = &self.cost {
+            let _ = writeln!(
+                out,
+                "  cost        measured ${:.6} over {} device intervals ({:.1} GPU-s, {:.0} J) = attributed ${:.6} + idle ${:.6} ({} idle intervals); {} records costed, {} forced by max_hold_s",
+                c.measured_usd, c.intervals, c.measured_gpu_s, c.measured_energy_j, c.attributed_usd, c.idle_usd, c.idle_intervals, c.records_costed, c.records_forced
+            );
+        }
         if let Some(e) = &self.export {
             let _ = writeln!(
                 out,

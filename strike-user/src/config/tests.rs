@@ -133,6 +133,11 @@ fn validation_rejects_what_types_allow() {
         ("targets: {ports: [1]}\notlp: {timeout_s: -1}", "timeout_s"),
         ("targets: {ports: [1]}\notlp: {queue_size: 0}", "queue_size"),
         ("targets: {ports: [1]}\noutput: {records: yaml}", "records"),
+        ("targets: {ports: [1]}\ncost: {pue: 0.5}", "cost.pue"),
+        (
+            "targets: {ports: [1]}\ngpu: {sample_interval_ms: 1}",
+            "sample_interval_ms",
+        ),
     ] {
         let e = try_load(file, &[], &[]).unwrap_err();
         assert!(e.to_string().contains(want), "{file}: {e}");
@@ -177,6 +182,40 @@ fn otlp_settings_fall_back_to_otel_variables() {
 }
 
 #[test]
+fn cost_settings_from_file_and_environment() {
+    let file = "targets: {ports: [1]}\ncost:\n  gpu_price_per_hour: {H100: 2.5}\n  token_prices: {input_per_mtok: 0.5, output_per_mtok: 1.5}\n";
+    let c = load(
+        file,
+        &[
+            ("STRIKE_COST_GPU_PRICE_PER_HOUR", "H100=3, A100=1.25"),
+            ("STRIKE_COST_PUE", "1.4"),
+            ("STRIKE_COST_TENANT_HEADER", "x-tenant"),
+            ("STRIKE_GPU_ENABLED", "false"),
+        ],
+        &[],
+    );
+    assert_eq!(c.cost.gpu_price_per_hour.get("A100"), Some(&1.25));
+    assert_eq!(c.cost.gpu_price_per_hour.get("H100"), Some(&3.0));
+    assert!((c.cost.pue - 1.4).abs() < 1e-12);
+    assert_eq!(c.cost.tenant_header.as_deref(), Some("x-tenant"));
+    assert_eq!(
+        c.cost.token_prices.as_ref().map(|t| t.output_per_mtok),
+        Some(1.5)
+    );
+    assert_eq!(c.gpu.enabled, Some(false));
+    let e = try_load(
+        file,
+        &[("STRIKE_COST_GPU_PRICE_PER_HOUR", "H100=cheap")],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("STRIKE_COST_GPU_PRICE_PER_HOUR="),
+        "{e}"
+    );
+}
+
+#[test]
 fn printed_config_round_trips_without_credentials() {
     let c = load(FILE, &[], &[]);
     let yaml = c.to_redacted_yaml();
@@ -203,6 +242,10 @@ fn every_setting_has_a_variable_and_a_place_in_the_tree() {
         .values()
         .map(|s| s.as_mapping().unwrap().len())
         .sum();
-    assert_eq!(fields, SETTINGS.len(), "a field has no variable");
+    assert_eq!(
+        fields,
+        SETTINGS.len() + FILE_ONLY_SETTINGS.len(),
+        "a field has no variable"
+    );
     assert!(variable_names().contains(&"STRIKE_TARGETS_CGROUPS".to_owned()));
 }

@@ -93,6 +93,11 @@ impl Ledger {
         }
     }
 
+    /// Whether records wait for GPU samples.
+    pub fn expects_gpu(&self) -> bool {
+        self.expects_gpu
+    }
+
     pub fn totals(&self) -> CostTotals {
         self.totals
     }

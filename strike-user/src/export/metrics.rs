@@ -13,6 +13,7 @@ use super::{
     spans::{count_source_name, operation_name, SpanOptions},
 };
 use crate::{
+    cost::ledger::CostTotals,
     record::{Api, RequestRecord},
     telemetry::Summary,
 };
@@ -25,6 +26,10 @@ pub(crate) struct Instruments {
     time_per_output_token: Histogram<f64>,
     token_usage: Histogram<u64>,
     requests: Counter<u64>,
+    cost: Counter<f64>,
+    gpu_time: Counter<f64>,
+    gpu_energy: Counter<f64>,
+    tokens_per_joule: Histogram<f64>,
 }
 
 impl Instruments {
@@ -62,6 +67,27 @@ impl Instruments {
                 .u64_counter(sc::METRIC_STRIKE_REQUESTS)
                 .with_unit("{request}")
                 .with_description("`GenAI` requests seen by Strike.")
+                .build(),
+            cost: meter
+                .f64_counter(sc::METRIC_STRIKE_COST)
+                .with_unit("USD")
+                .with_description("Cost of requests: their shares of GPU time and energy at the configured prices.")
+                .build(),
+            gpu_time: meter
+                .f64_counter(sc::METRIC_STRIKE_GPU_TIME)
+                .with_unit("s")
+                .with_description("GPU time attributed to requests.")
+                .build(),
+            gpu_energy: meter
+                .f64_counter(sc::METRIC_STRIKE_GPU_ENERGY)
+                .with_unit("J")
+                .with_description("GPU energy attributed to requests.")
+                .build(),
+            tokens_per_joule: meter
+                .f64_histogram(sc::METRIC_STRIKE_TOKENS_PER_JOULE)
+                .with_unit("{token}/J")
+                .with_description("Input plus output tokens per joule of attributed GPU energy, per request.")
+                .with_boundaries(sc::TOKENS_PER_JOULE_BUCKETS.to_vec())
                 .build(),
         }
     }
@@ -142,7 +168,31 @@ impl Instruments {
             ));
         }
         self.requests.add(1, &attrs);
+        self.record_cost(record, &attrs[..base_len]);
         true
+    }
+
+    /// Cost, GPU time, energy and tokens per joule, by the model attributes and the tenant.
+    fn record_cost(&self, record: &RequestRecord, base: &[KeyValue]) {
+        let Some(cost) = record.cost_usd else {
+            return;
+        };
+        let mut attrs = base.to_vec();
+        if let Some(tenant) = &record.tenant {
+            attrs.push(KeyValue::new(sc::STRIKE_TENANT, tenant.clone()));
+        }
+        self.cost.add(cost, &attrs);
+        if let Some(s) = record.gpu_seconds {
+            self.gpu_time.add(s, &attrs);
+        }
+        if let Some(j) = record.gpu_energy_j.filter(|j| *j > 0.0) {
+            self.gpu_energy.add(j, &attrs);
+            let tokens = record.input_tokens.unwrap_or(0) + record.output_tokens.unwrap_or(0);
+            if tokens > 0 {
+                self.tokens_per_joule
+                    .record(crate::gpu::u64_to_f64(tokens) / j, &attrs);
+            }
+        }
     }
 }
 
@@ -158,7 +208,32 @@ type Points = Vec<(u64, Vec<KeyValue>)>;
 pub(crate) struct Observers {
     _counters: Vec<ObservableCounter<u64>>,
     _gauges: Vec<ObservableGauge<u64>>,
+    _idle: Vec<ObservableCounter<f64>>,
 }
+
+/// GPU cost no request took (idle devices), from the cost stage's totals.
+type ObserveIdle = fn(&CostTotals) -> f64;
+
+const IDLE_COUNTERS: &[(&str, &str, &str, ObserveIdle)] = &[
+    (
+        sc::METRIC_STRIKE_GPU_IDLE_COST,
+        "USD",
+        "GPU cost of intervals with no request in flight on the device.",
+        |c| c.idle_usd,
+    ),
+    (
+        sc::METRIC_STRIKE_GPU_IDLE_TIME,
+        "s",
+        "GPU time with no request in flight on the device.",
+        |c| c.idle_gpu_s,
+    ),
+    (
+        sc::METRIC_STRIKE_GPU_IDLE_ENERGY,
+        "J",
+        "GPU energy with no request in flight on the device.",
+        |c| c.idle_energy_j,
+    ),
+];
 
 /// What one self-telemetry counter observes.
 type Observe = fn(&Summary, &ExportStats) -> Points;
@@ -339,9 +414,27 @@ impl Observers {
                 })
                 .build()
         };
+        let idle = IDLE_COUNTERS
+            .iter()
+            .map(|&(name, unit, description, observe)| {
+                let read = Arc::clone(&read);
+                meter
+                    .f64_observable_counter(name)
+                    .with_unit(unit)
+                    .with_description(description)
+                    .with_callback(move |observer| {
+                        let (summary, _) = read();
+                        if let Some(cost) = &summary.cost {
+                            observer.observe(observe(cost), &[]);
+                        }
+                    })
+                    .build()
+            })
+            .collect();
         Self {
             _counters: counters,
             _gauges: vec![targets],
+            _idle: idle,
         }
     }
 }

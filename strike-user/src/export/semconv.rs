@@ -84,6 +84,18 @@ pub const STRIKE_REQUEST_BYTES: &str = "strike.request_bytes";
 pub const STRIKE_RESPONSE_BYTES: &str = "strike.response_bytes";
 /// Time to first token, ms.
 pub const STRIKE_TTFT_MS: &str = "strike.ttft_ms";
+/// The request's share of GPU time and energy at the configured prices, USD.
+pub const STRIKE_COST_USD: &str = "strike.cost_usd";
+/// GPU time attributed to the request, s (summed over devices).
+pub const STRIKE_GPU_SECONDS: &str = "strike.gpu.seconds";
+/// GPU energy attributed to the request, J.
+pub const STRIKE_GPU_ENERGY_J: &str = "strike.gpu.energy_j";
+/// The request's tokens at the configured per-token prices, USD.
+pub const STRIKE_CHARGEBACK_USD: &str = "strike.chargeback_usd";
+/// The tenant (configured request header).
+pub const STRIKE_TENANT: &str = "strike.tenant";
+/// A hash of the request's API key (never the key).
+pub const STRIKE_API_KEY_HASH: &str = "strike.api_key_hash";
 /// End to end, ms.
 pub const STRIKE_E2E_MS: &str = "strike.e2e_ms";
 /// Time per output token, ms.
@@ -194,3 +206,17 @@ pub const METRIC_STRIKE_TARGETS: &str = "strike.targets";
 pub const STRIKE_REASON: &str = "strike.reason";
 pub const STRIKE_MAP: &str = "strike.map";
 pub const STRIKE_OUTCOME: &str = "strike.outcome";
+
+/// Cost metrics: per model and tenant.
+pub const METRIC_STRIKE_COST: &str = "strike.cost";
+pub const METRIC_STRIKE_GPU_TIME: &str = "strike.gpu.time";
+pub const METRIC_STRIKE_GPU_ENERGY: &str = "strike.gpu.energy";
+pub const METRIC_STRIKE_TOKENS_PER_JOULE: &str = "strike.gpu.tokens_per_joule";
+/// Idle cost, time and energy (no request in flight on the device).
+pub const METRIC_STRIKE_GPU_IDLE_COST: &str = "strike.gpu.idle.cost";
+pub const METRIC_STRIKE_GPU_IDLE_TIME: &str = "strike.gpu.idle.time";
+pub const METRIC_STRIKE_GPU_IDLE_ENERGY: &str = "strike.gpu.idle.energy";
+/// Token-type buckets for the tokens-per-joule histogram.
+pub const TOKENS_PER_JOULE_BUCKETS: [f64; 12] = [
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0,
+];

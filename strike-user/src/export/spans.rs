@@ -272,6 +272,16 @@ fn push_strike_attributes(attrs: &mut Vec<KeyValue>, record: &RequestRecord) {
     push_f64(attrs, sc::STRIKE_TPOT_MS, record.tpot_ms);
     push_f64(attrs, sc::STRIKE_ITL_MEAN_MS, record.itl_mean_ms);
     push_f64(attrs, sc::STRIKE_ITL_MAX_MS, record.itl_max_ms);
+    push_f64(attrs, sc::STRIKE_COST_USD, record.cost_usd);
+    push_f64(attrs, sc::STRIKE_GPU_SECONDS, record.gpu_seconds);
+    push_f64(attrs, sc::STRIKE_GPU_ENERGY_J, record.gpu_energy_j);
+    push_f64(attrs, sc::STRIKE_CHARGEBACK_USD, record.chargeback_usd);
+    push_str(attrs, sc::STRIKE_TENANT, record.tenant.as_deref());
+    push_str(
+        attrs,
+        sc::STRIKE_API_KEY_HASH,
+        record.api_key_hash.as_deref(),
+    );
     if record.stream {
         attrs.push(KeyValue::new(
             sc::STRIKE_STREAM_EVENTS,

@@ -1030,3 +1030,52 @@ fn assert_rotel_saw(seen: &[serde_json::Value], id: &str, trace_id: &str) {
         ])
     );
 }
+
+fn f64_sum(metric: &Metric) -> Vec<SumDataPoint<f64>> {
+    match metric.data() {
+        AggregatedMetrics::F64(MetricData::Sum(s)) => s.data_points().cloned().collect(),
+        other => panic!("{} is not an f64 sum: {other:?}", metric.name()),
+    }
+}
+
+#[test]
+fn cost_energy_and_tenant_on_spans_and_metrics() {
+    let h = harness(&ExportConfig::default());
+    let costed = RequestRecord {
+        cost_usd: Some(0.0025),
+        gpu_seconds: Some(0.5),
+        gpu_energy_j: Some(104.0),
+        chargeback_usd: Some(0.001),
+        tenant: Some("team-a".to_owned()),
+        api_key_hash: Some("0123456789abcdef".to_owned()),
+        ..record()
+    };
+    h.exporter.export(&costed);
+    h.exporter.export(&costed);
+    let span = h.finished_spans().remove(0);
+    assert_eq!(attr(&span, "strike.cost_usd"), Some(&Value::F64(0.0025)));
+    assert_eq!(attr(&span, "strike.gpu.seconds"), Some(&Value::F64(0.5)));
+    assert_eq!(attr(&span, "strike.gpu.energy_j"), Some(&Value::F64(104.0)));
+    assert_eq!(
+        attr(&span, "strike.chargeback_usd"),
+        Some(&Value::F64(0.001))
+    );
+    assert_eq!(attr(&span, "strike.tenant"), Some(&Value::from("team-a")));
+    assert_eq!(
+        attr(&span, "strike.api_key_hash"),
+        Some(&Value::from("0123456789abcdef"))
+    );
+    let (unit, cost) = h.metric("strike.cost", |m| (m.unit().to_owned(), f64_sum(m)));
+    assert_eq!(unit, "USD");
+    assert_eq!(cost.len(), 1);
+    assert!((cost[0].value() - 0.005).abs() < 1e-15);
+    assert!(cost[0]
+        .attributes()
+        .any(|kv| kv.key.as_str() == "strike.tenant" && kv.value.as_str() == "team-a"));
+    let energy = h.metric("strike.gpu.energy", f64_sum);
+    assert!((energy[0].value() - 208.0).abs() < 1e-12);
+    // (12 input + 40 output tokens) / 104 J per request.
+    let tpj = h.metric("strike.gpu.tokens_per_joule", f64_histogram);
+    assert_eq!(tpj[0].count(), 2);
+    assert!((tpj[0].sum() - 1.0).abs() < 1e-12);
+}
