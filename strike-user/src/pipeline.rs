@@ -30,7 +30,7 @@ use tokio::{
 use crate::{
     capture::{
         event::{CaptureEvent, CloseRecord, OpenRecord},
-        procfs::{container_id, Proc, TCP_LISTEN},
+        procfs::{container_id, pod_uid, Proc, TCP_LISTEN},
         recording::{RecordingHeader, RecordingWriter},
         Capture, CaptureError,
     },
@@ -273,6 +273,11 @@ impl Processor {
         self.ledger.process(pid, ppid);
     }
 
+    /// `pid` runs in container `id` (for the cost stage's serving groups).
+    pub fn container_fact(&mut self, pid: u32, id: String) {
+        self.ledger.container(pid, id);
+    }
+
     /// Periodic upkeep at kernel monotonic time `now_ns`.
     pub fn tick(&mut self, now_ns: u64, records: &mut Vec<RequestRecord>) {
         self.now_ns = self.now_ns.max(now_ns);
@@ -400,6 +405,10 @@ struct Targets {
     known: BTreeSet<u32>,
     /// Container id of each known target that runs in one.
     containers: HashMap<u32, String>,
+    /// Kubernetes pod UID of each known target that runs in a pod.
+    pods: HashMap<u32, String>,
+    /// GPU compute processes already described to the cost stage.
+    gpu_pids: BTreeSet<u32>,
     /// (child, parent) of targets added whose parent is a target too, for the cost stage.
     links: Vec<(u32, u32)>,
     /// The listening TCP port of each known target that has exactly one.
@@ -423,8 +432,12 @@ impl Targets {
         if let Some(ppid) = self.proc.ppid(pid).filter(|p| self.known.contains(p)) {
             self.links.push((pid, ppid));
         }
-        if let Some(id) = container_id(&self.proc.cgroups(pid)) {
+        let cgroups = self.proc.cgroups(pid);
+        if let Some(id) = container_id(&cgroups) {
             self.containers.insert(pid, id);
+        }
+        if let Some(uid) = pod_uid(&cgroups) {
+            self.pods.insert(pid, uid);
         }
         let comm = self.proc.comm(pid).unwrap_or_default();
         let sockets = self.proc.open_sockets(pid);
@@ -479,6 +492,24 @@ impl Targets {
         if record.server_port.is_none() {
             record.server_port = self.listen_port.get(&record.pid).copied();
         }
+        if record.k8s_pod_uid.is_none() {
+            record.k8s_pod_uid = self.pods.get(&record.pid).cloned();
+        }
+    }
+
+    /// Tells the cost stage the serving groups of targets and of GPU processes not seen
+    /// before: their containers (the tree links come from `add` and fork events).
+    fn describe_groups(&mut self, samples: &[DeviceSample], processor: &mut Processor) {
+        for (&pid, id) in &self.containers {
+            processor.container_fact(pid, id.clone());
+        }
+        for p in samples.iter().flat_map(|s| &s.processes) {
+            if self.gpu_pids.len() < 4096 && self.gpu_pids.insert(p.pid) {
+                if let Some(id) = container_id(&self.proc.cgroups(p.pid)) {
+                    processor.container_fact(p.pid, id);
+                }
+            }
+        }
     }
 
     /// Picks up processes that newly match a port or name selection.
@@ -514,6 +545,7 @@ impl Targets {
     ) -> Vec<CaptureEvent> {
         capture.remove_target(pid);
         self.containers.remove(&pid);
+        self.pods.remove(&pid);
         self.listen_port.remove(&pid);
         if self.known.remove(&pid) {
             stats.targets_released += 1;
@@ -563,6 +595,8 @@ pub async fn run_live(
         selector: config.selector,
         known: BTreeSet::new(),
         containers: HashMap::new(),
+        pods: HashMap::new(),
+        gpu_pids: BTreeSet::new(),
         links: Vec::new(),
         listen_port: HashMap::new(),
     };
@@ -657,7 +691,10 @@ pub async fn run_live(
                 targets.rescan(&mut capture, &mut processor, &mut records);
             }
             _ = publish_tick.tick() => publish_stats(&processor, &capture, &targets, dropped_records),
-            Some(samples) = gpu_rx.recv() => processor.gpu_samples(samples),
+            Some(samples) = gpu_rx.recv() => {
+                targets.describe_groups(&samples, &mut processor);
+                processor.gpu_samples(samples);
+            }
         }
         send_records(&mut records, &targets, &mut dropped_records);
     }

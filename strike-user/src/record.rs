@@ -62,6 +62,8 @@ pub struct RequestRecord {
     pub comm: String,
     /// Container the traced process runs in (from its cgroup), when it runs in one.
     pub container_id: Option<String>,
+    /// Kubernetes pod UID of the traced process (from its cgroup), when it runs in a pod.
+    pub k8s_pod_uid: Option<String>,
     /// Strike's connection id (unique for the session).
     pub conn_id: u64,
     /// The other end of the connection, when known.
@@ -184,6 +186,7 @@ pub(crate) mod tests {
             pid: 4242,
             comm: "llama-server".to_owned(),
             container_id: None,
+            k8s_pod_uid: None,
             conn_id: 7,
             peer: Some("127.0.0.1:51234".to_owned()),
             method: "POST".to_owned(),

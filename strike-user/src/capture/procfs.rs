@@ -251,6 +251,18 @@ pub fn container_id(paths: &[String]) -> Option<String> {
     })
 }
 
+/// The Kubernetes pod UID in cgroup paths: `kubepods-burstable-pod<uid>.slice` (systemd
+/// driver, `_` for `-`) or `/kubepods/burstable/pod<uid>/` (cgroupfs driver).
+pub fn pod_uid(paths: &[String]) -> Option<String> {
+    paths.iter().flat_map(|p| p.split('/')).find_map(|segment| {
+        let segment = segment.strip_suffix(".slice").unwrap_or(segment);
+        let uid = segment.rsplit('-').next()?.strip_prefix("pod")?;
+        let uid = uid.replace('_', "-");
+        (uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+            .then(|| uid.to_ascii_lowercase())
+    })
+}
+
 /// `socket:[12345]` → 12345.
 pub fn parse_socket_link(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?

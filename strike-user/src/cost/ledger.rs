@@ -10,9 +10,9 @@
 //! from the first token to the last byte; otherwise both span the whole request.
 //!
 //! Which requests share a device: the device's compute processes (NVML) and the request's
-//! process belong to one serving tree (a vLLM API server, its engine core and its
-//! tensor-parallel workers: the tree of the traced process). A device whose processes are
-//! unknown is shared by every request in flight.
+//! process belong to one serving group: the same container when known, else the same
+//! process tree (a vLLM API server, its engine core and its tensor-parallel workers). A
+//! device whose processes are unknown is shared by every request in flight.
 //!
 //! Settling waits for knowledge: a request's numbers are known only at its end, so an
 //! interval is settled once no request that could overlap it is still in flight (the
@@ -74,6 +74,8 @@ pub struct Ledger {
     pending: Vec<Pending>,
     /// Process tree facts: child → parent (both traced or seen on a GPU).
     parents: HashMap<u32, u32>,
+    /// Container of a process, when it runs in one: a container is one serving group.
+    containers: HashMap<u32, String>,
     /// Per device: the end of its last settled interval.
     settled_until: HashMap<u32, u64>,
     totals: CostTotals,
@@ -88,6 +90,7 @@ impl Ledger {
             open: VecDeque::new(),
             pending: Vec::new(),
             parents: HashMap::new(),
+            containers: HashMap::new(),
             settled_until: HashMap::new(),
             totals: CostTotals::default(),
         }
@@ -122,14 +125,24 @@ impl Ledger {
         }
     }
 
-    fn root(&self, mut pid: u32) -> u32 {
+    /// `pid` runs in container `id`.
+    pub fn container(&mut self, pid: u32, id: String) {
+        self.containers.insert(pid, id);
+    }
+
+    /// The serving group of a process: its container when known, else the root of its
+    /// process tree.
+    fn group(&self, mut pid: u32) -> Group<'_> {
         for _ in 0..64 {
+            if let Some(id) = self.containers.get(&pid) {
+                return Group::Container(id);
+            }
             match self.parents.get(&pid) {
                 Some(&p) => pid = p,
                 None => break,
             }
         }
-        pid
+        Group::Tree(pid)
     }
 
     /// One device sample.
@@ -232,12 +245,12 @@ impl Ledger {
         t.measured_usd += cost;
         t.measured_gpu_s += seconds;
         t.measured_energy_j += iv.energy_j;
-        let trees: HashSet<u32> = iv.pids.iter().map(|&p| self.root(p)).collect();
+        let groups: HashSet<Group<'_>> = iv.pids.iter().map(|&p| self.group(p)).collect();
         let works: Vec<(usize, f64)> = self
             .pending
             .iter()
             .enumerate()
-            .filter(|(_, p)| iv.pids.is_empty() || trees.contains(&self.root(p.record.pid)))
+            .filter(|(_, p)| iv.pids.is_empty() || groups.contains(&self.group(p.record.pid)))
             .map(|(i, p)| (i, work(&self.config, &p.record, iv.t0_ns, iv.t1_ns)))
             .filter(|(_, w)| *w > 0.0)
             .collect();
@@ -261,6 +274,13 @@ impl Ledger {
         let until = self.settled_until.entry(iv.index).or_insert(0);
         *until = (*until).max(iv.t1_ns);
     }
+}
+
+/// A serving group: the processes whose GPU work a request may cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Group<'a> {
+    Container(&'a str),
+    Tree(u32),
 }
 
 fn duration_ns(seconds: f64) -> u64 {

@@ -43,6 +43,8 @@ pub const SERVER_ADDRESS: &str = "server.address";
 /// The traced process's container (a resource attribute in the conventions; on each span
 /// here, since one Strike serves many containers).
 pub const CONTAINER_ID: &str = "container.id";
+/// The traced process's Kubernetes pod (resource attribute in the conventions, per span here).
+pub const K8S_POD_UID: &str = "k8s.pod.uid";
 /// `server.port`.
 pub const SERVER_PORT: &str = "server.port";
 /// `client.address` (the record's `peer`: the connecting client).

@@ -239,6 +239,7 @@ fn push_strike_attributes(attrs: &mut Vec<KeyValue>, record: &RequestRecord) {
     attrs.push(KeyValue::new(sc::STRIKE_COMM, record.comm.clone()));
     push_u64(attrs, sc::STRIKE_CONN_ID, Some(record.conn_id));
     push_str(attrs, sc::CONTAINER_ID, record.container_id.as_deref());
+    push_str(attrs, sc::K8S_POD_UID, record.k8s_pod_uid.as_deref());
     attrs.push(KeyValue::new(
         sc::STRIKE_TOKEN_SOURCE,
         token_source_name(record.token_source),

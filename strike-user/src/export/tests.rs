@@ -31,6 +31,7 @@ fn record() -> RequestRecord {
         pid: 4242,
         comm: "llama-server".to_owned(),
         container_id: None,
+        k8s_pod_uid: None,
         conn_id: 7,
         peer: Some("10.0.0.9:51234".to_owned()),
         method: "POST".to_owned(),

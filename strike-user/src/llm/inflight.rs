@@ -493,6 +493,7 @@ impl InFlight {
             pid: conn.key.tgid,
             comm: conn.comm.clone(),
             container_id: None,
+            k8s_pod_uid: None,
             conn_id: conn.key.conn_id,
             peer: conn.peer.map(|p| p.to_string()),
             method: self.method,

@@ -195,6 +195,28 @@ fn multi_gpu_trees_share_only_their_devices() {
 }
 
 #[test]
+fn a_container_is_one_serving_group() {
+    // The engine (pid 60) runs in the API server's container (pid 50) but is not its child.
+    let c = config();
+    let mut ledger = Ledger::new(c.clone(), true);
+    ledger.container(50, "abc".to_owned());
+    ledger.container(60, "abc".to_owned());
+    let samples = vec![gpu(0, 0, 0, &[60]), gpu(0, S, 100, &[60])];
+    let a = request("a", 50, 0, 100 * MS, S, 100, 10);
+    let b = request("b", 70, 0, 100 * MS, S, 100, 10);
+    let out = run(&mut ledger, &samples, vec![a, b]);
+    assert!(close(
+        by_id(&out, "a").cost_usd.unwrap(),
+        measured(&c, &samples)
+    ));
+    assert_eq!(
+        by_id(&out, "b").cost_usd,
+        Some(0.0),
+        "another group's device"
+    );
+}
+
+#[test]
 fn records_wait_for_overlapping_requests_and_samples() {
     let c = config();
     let mut ledger = Ledger::new(c, true);
