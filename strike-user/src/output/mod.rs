@@ -85,6 +85,13 @@ pub fn table_row(r: &RequestRecord) -> String {
     if let Some(f) = &r.finish_reason {
         note.push(f.clone());
     }
+    if let Some(cost) = r.cost_usd {
+        note.push(format!(
+            "${cost:.6} {:.3}GPU-s {:.1}J",
+            r.gpu_seconds.unwrap_or(0.0),
+            r.gpu_energy_j.unwrap_or(0.0)
+        ));
+    }
     format!(
         "{:<13} {:<8} {:<6} {:<22} {:<6} {:<20} {:<6} {:>5} {:>5} {:<10} {:>7} {:>9} {:>8} {}",
         time,
