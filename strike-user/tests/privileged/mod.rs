@@ -1,5 +1,8 @@
 //! Helpers of the privileged tests that run the real `strike` binary.
 
+// Each test binary includes this module and uses part of it.
+#![allow(dead_code)]
+
 use std::{io::BufRead, process::Child};
 
 /// A child process killed when dropped.

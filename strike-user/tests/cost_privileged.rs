@@ -1,0 +1,180 @@
+//! Privileged test of the live cost path: the real eBPF capture of a prefork server whose
+//! worker is forked after attach, and a GPU source on the sampler thread reporting that
+//! worker as its compute process (a stand-in for NVML, which CI machines lack). Every request
+//! gets a cost through the live pipeline (sampler thread → processor → ledger), and
+//! attributed + idle = measured.
+//!
+//! Skips (with the reason printed) when not root, except under `CI=true`.
+
+use std::{
+    io::{BufReader, Read, Write},
+    net::TcpStream,
+    process::{Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use strike::{
+    capture::{preflight, Capture, CaptureConfig},
+    cost::CostConfig,
+    gpu::{DeviceSample, GpuError, GpuProcess, GpuSource},
+    pipeline::{GpuSampling, LiveConfig, TargetSelector},
+};
+
+mod privileged;
+use privileged::{line, skip, Kill};
+
+/// One H100 drawing 300 W, running whatever process `worker` names.
+struct FakeGpu {
+    started: Option<u64>,
+    worker: Arc<AtomicU32>,
+}
+
+impl GpuSource for FakeGpu {
+    fn sample(&mut self, now_ns: u64) -> Result<Vec<DeviceSample>, GpuError> {
+        let started = *self.started.get_or_insert(now_ns);
+        let worker = self.worker.load(Ordering::Relaxed);
+        Ok(vec![DeviceSample {
+            ts_ns: now_ns,
+            index: 0,
+            uuid: "GPU-fake".to_owned(),
+            name: "NVIDIA H100 80GB HBM3".to_owned(),
+            util_gpu_pct: Some(50),
+            mem_used_bytes: None,
+            mem_total_bytes: None,
+            power_mw: Some(300_000),
+            energy_mj: Some((now_ns - started) * 300 / 1_000_000),
+            sm_clock_mhz: None,
+            processes: (worker != 0)
+                .then_some(GpuProcess {
+                    pid: worker,
+                    used_mem_bytes: None,
+                    sm_util_pct: None,
+                })
+                .into_iter()
+                .collect(),
+        }])
+    }
+}
+
+#[test]
+#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+fn live_requests_get_their_gpu_share() {
+    if let Err(e) = preflight() {
+        return skip(&e.to_string());
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/prefork.py");
+    let mut server = Kill(
+        Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let mut server_out = BufReader::new(server.0.stdout.take().unwrap());
+    let port: u16 = line(&mut server_out).parse().unwrap();
+    let parent = server.0.id();
+
+    let capture_config = CaptureConfig::default();
+    let capture = Capture::load(&capture_config).expect("eBPF programs load and attach");
+    let worker = Arc::new(AtomicU32::new(0));
+    let mut live = LiveConfig::new(
+        TargetSelector {
+            pids: vec![parent],
+            ..TargetSelector::default()
+        },
+        capture_config.max_capture_bytes,
+    );
+    live.processor.expects_gpu = true;
+    live.processor.cost = CostConfig {
+        gpu_price_per_hour: [("H100".to_owned(), 3.6)].into(),
+        energy_price_per_kwh: 0.36,
+        ..CostConfig::default()
+    };
+    live.gpu = Some(GpuSampling {
+        source: Box::new(FakeGpu {
+            started: None,
+            worker: Arc::clone(&worker),
+        }),
+        period: Duration::from_millis(50),
+    });
+    live.duration = Some(Duration::from_secs(4));
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let sink_records = Arc::clone(&records);
+    let stop = Arc::new(AtomicBool::new(false));
+    let session = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(strike::pipeline::run_live(
+                capture,
+                live,
+                stop,
+                |_| {},
+                move |r| sink_records.lock().unwrap().push(r),
+            ))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The worker forks now (after attach) and serves three requests, 200 ms apart.
+    server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let worker_pid: u32 = line(&mut server_out).parse().unwrap();
+    worker.store(worker_pid, Ordering::Relaxed);
+    let body = r#"{"model":"prefork-model","messages":[{"role":"user","content":"hello"}]}"#;
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while answered < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
+            continue;
+        };
+        write!(
+            conn,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        if conn.read_to_string(&mut response).is_ok() && response.contains("chatcmpl-") {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 3, "the worker answered");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(i32::try_from(worker_pid).unwrap(), libc::SIGKILL) };
+
+    let summary = session.join().unwrap().unwrap();
+    let records = records.lock().unwrap();
+    let costs: Vec<f64> = records.iter().filter_map(|r| r.cost_usd).collect();
+    let totals = summary.cost.expect("cost totals");
+    println!(
+        "live cost: {} records, costs {costs:?}; measured ${:.9} = attributed ${:.9} + idle ${:.9} over {} intervals",
+        records.len(),
+        totals.measured_usd,
+        totals.attributed_usd,
+        totals.idle_usd,
+        totals.intervals
+    );
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(
+        costs.len() == 3 && costs.iter().all(|c| *c > 0.0),
+        "{costs:?}"
+    );
+    assert!(records
+        .iter()
+        .all(|r| r.gpu_seconds.is_some_and(|s| s > 0.0)));
+    let attributed: f64 = costs.iter().sum();
+    assert!((attributed - totals.attributed_usd).abs() < 1e-12);
+    assert!((totals.attributed_usd + totals.idle_usd - totals.measured_usd).abs() < 1e-12);
+    assert!(
+        totals.idle_usd > 0.0,
+        "the GPU idled between requests: {totals:?}"
+    );
+    assert_eq!(summary.pipeline.gpu_samples_dropped, 0);
+}
