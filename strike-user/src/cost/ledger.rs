@@ -198,7 +198,16 @@ impl Ledger {
                 i += 1;
             }
         }
-        self.emit(|p, settled| settled || p.arrived_ns <= force_before, out);
+        // A GPU source that never produced a sample (NVML failing every call) must not hold
+        // records for max_hold_s: past a grace period they leave without a cost.
+        let no_gpu = self.intervals.devices() == 0;
+        let grace_before = now_ns.saturating_sub(NO_SAMPLE_GRACE_NS);
+        self.emit(
+            |p, settled| {
+                settled || p.arrived_ns <= force_before || (no_gpu && p.arrived_ns <= grace_before)
+            },
+            out,
+        );
     }
 
     /// End of session: everything is settled with what is known.
@@ -275,6 +284,9 @@ impl Ledger {
         *until = (*until).max(iv.t1_ns);
     }
 }
+
+/// How long records wait for a first GPU sample before leaving without a cost.
+const NO_SAMPLE_GRACE_NS: u64 = 5_000_000_000;
 
 /// A serving group: the processes whose GPU work a request may cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

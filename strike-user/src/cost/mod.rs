@@ -15,8 +15,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CostConfig {
-    /// GPU price per hour by product name: a key matches when the device name contains it
-    /// (case-insensitive); the longest matching key wins. `{"H100": 2.49, "A100": 1.29}`.
+    /// GPU price per hour by product name: a key matches when its words appear, in order
+    /// and whole, in the device name (case-insensitive: `H100` matches
+    /// `NVIDIA H100 80GB HBM3`, `L4` does not match `NVIDIA L40S`); the longest matching key
+    /// wins. `{"H100": 2.49, "A100": 1.29}`.
     pub gpu_price_per_hour: BTreeMap<String, f64>,
     /// Price per hour of a GPU no key matches.
     pub default_gpu_price_per_hour: f64,
@@ -140,10 +142,13 @@ impl CostConfig {
 
     /// $/hour of a device by its product name.
     pub fn gpu_price_per_hour(&self, device_name: &str) -> f64 {
-        let name = device_name.to_ascii_lowercase();
+        let name = words(device_name);
         self.gpu_price_per_hour
             .iter()
-            .filter(|(k, _)| name.contains(&k.to_ascii_lowercase()))
+            .filter(|(k, _)| {
+                let key = words(k);
+                !key.is_empty() && name.windows(key.len()).any(|w| w == key.as_slice())
+            })
             .max_by_key(|(k, _)| k.len())
             .map_or(self.default_gpu_price_per_hour, |(_, v)| *v)
     }
@@ -183,6 +188,14 @@ impl CostConfig {
                 + tokens(output.unwrap_or(0)) * out_p,
         )
     }
+}
+
+/// Lower-case alphanumeric words.
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect()
 }
 
 /// A short, stable hash of an API key, usable as an attribution key: the first 16 hex
@@ -238,6 +251,15 @@ mod tests {
         );
         assert!((c.gpu_price_per_hour("nvidia h100 pcie") - 2.0).abs() < 1e-12);
         assert!((c.gpu_price_per_hour("Tesla T4") - 0.5).abs() < 1e-12);
+        let l4 = CostConfig {
+            gpu_price_per_hour: [("L4".to_owned(), 0.8)].into(),
+            ..CostConfig::default()
+        };
+        assert!((l4.gpu_price_per_hour("NVIDIA L4") - 0.8).abs() < 1e-12);
+        assert!(
+            l4.gpu_price_per_hour("NVIDIA L40S").abs() < 1e-12,
+            "whole words only"
+        );
         // 1 h of an A100 ($1) + 3.6 MJ (1 kWh) × 1.5 × $0.10.
         assert!((c.interval_cost("A100-SXM4", 3600.0, 3.6e6) - 1.15).abs() < 1e-12);
         // 100 input (20 cached) and 10 output tokens, base tier.

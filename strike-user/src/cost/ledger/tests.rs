@@ -271,6 +271,18 @@ fn max_hold_forces_settlement() {
 }
 
 #[test]
+fn a_gpu_source_without_samples_does_not_hold_records() {
+    let mut ledger = Ledger::new(config(), true);
+    let mut out = Vec::new();
+    ledger.record(request("a", 1, 0, 1, 2, 10, 10), S, &mut out);
+    ledger.settle(None, 2 * S, &mut out);
+    assert!(out.is_empty(), "waits a little for the first sample");
+    ledger.settle(None, 7 * S, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].cost_usd, None, "no sample, no cost");
+}
+
+#[test]
 fn without_gpu_records_pass_with_chargeback_only() {
     let c = CostConfig {
         token_prices: Some(crate::cost::TokenPrices {
