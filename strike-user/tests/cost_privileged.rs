@@ -7,8 +7,7 @@
 //! Skips (with the reason printed) when not root, except under `CI=true`.
 
 use std::{
-    io::{BufReader, Read, Write},
-    net::TcpStream,
+    io::{BufReader, Write},
     process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU32, Ordering},
@@ -25,7 +24,7 @@ use strike::{
 };
 
 mod privileged;
-use privileged::{line, skip, Kill};
+use privileged::{line, post_chat, skip, Kill};
 
 /// One H100 drawing 300 W, running whatever process `worker` names.
 struct FakeGpu {
@@ -61,7 +60,6 @@ impl GpuSource for FakeGpu {
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn live_requests_get_their_gpu_share() {
     if let Err(e) = preflight() {
         return skip(&e.to_string());
@@ -126,22 +124,11 @@ fn live_requests_get_their_gpu_share() {
     server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let worker_pid: u32 = line(&mut server_out).parse().unwrap();
     worker.store(worker_pid, Ordering::Relaxed);
-    let body = r#"{"model":"prefork-model","messages":[{"role":"user","content":"hello"}]}"#;
     let mut answered = 0;
     let deadline = Instant::now() + Duration::from_secs(3);
     while answered < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) else {
-            continue;
-        };
-        write!(
-            conn,
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        if conn.read_to_string(&mut response).is_ok() && response.contains("chatcmpl-") {
+        if post_chat(port).is_some() {
             answered += 1;
         }
     }

@@ -18,7 +18,7 @@ use std::{
 use serde_json::Value;
 
 mod privileged;
-use privileged::{line, root_or_skip, skip, Kill};
+use privileged::{line, post_chat, root_or_skip, skip, Kill};
 
 /// A cgroup created for the test, removed (after its processes are gone) when dropped.
 struct Cgroup(PathBuf);
@@ -149,16 +149,7 @@ fn picks_up_a_container_started_later_and_releases_it() {
 
     server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let worker: u64 = line(&mut server_out).parse().unwrap();
-    let body = r#"{"model":"container-model","messages":[{"role":"user","content":"hi"}]}"#;
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        conn,
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    conn.read_to_string(&mut response).unwrap();
+    let response = post_chat(port).unwrap_or_default();
     assert!(
         response.contains(&format!("chatcmpl-{worker}")),
         "{response}"

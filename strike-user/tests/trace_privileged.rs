@@ -6,7 +6,6 @@
 
 use std::{
     io::{BufReader, Read, Write},
-    net::TcpStream,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -14,7 +13,7 @@ use std::{
 use serde_json::Value;
 
 mod privileged;
-use privileged::{line, root_or_skip, Kill};
+use privileged::{line, post_chat, root_or_skip, Kill};
 
 /// Kills a process that is not our child (the forked worker) when dropped.
 struct KillPid(u32);
@@ -65,18 +64,9 @@ fn follows_a_worker_forked_after_attach() {
     server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let worker: u32 = line(&mut server_out).parse().unwrap();
     let _worker = KillPid(worker);
-    let body = r#"{"model":"prefork-model","messages":[{"role":"user","content":"hello"}]}"#;
     let deadline = Instant::now() + Duration::from_secs(10);
     let response = loop {
-        let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            conn,
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        if conn.read_to_string(&mut response).is_ok() && response.contains("chatcmpl-") {
+        if let Some(response) = post_chat(port) {
             break response;
         }
         assert!(Instant::now() < deadline, "the worker did not answer");

@@ -183,7 +183,7 @@ pub(crate) fn u64_to_f64(v: u64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(

@@ -3,7 +3,11 @@
 // Each test binary includes this module and uses part of it.
 #![allow(dead_code)]
 
-use std::{io::BufRead, process::Child};
+use std::{
+    io::{BufRead, Read as _, Write as _},
+    net::TcpStream,
+    process::Child,
+};
 
 /// A child process killed when dropped.
 pub struct Kill(pub Child);
@@ -39,4 +43,20 @@ pub fn line(r: &mut impl BufRead) -> String {
     let mut s = String::new();
     r.read_line(&mut s).unwrap();
     s.trim().to_string()
+}
+
+/// One chat completion to the prefork server on `port` (`Connection: close`); the whole
+/// response, or `None` when the connection failed or no completion came back.
+pub fn post_chat(port: u16) -> Option<String> {
+    let body = r#"{"model":"prefork-model","messages":[{"role":"user","content":"hello"}]}"#;
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    response.contains("chatcmpl-").then_some(response)
 }

@@ -1,7 +1,6 @@
 use super::*;
 use crate::{
     cost::CostConfig,
-    gpu::GpuProcess,
     record::{tests::sample as sample_record, RequestRecord},
 };
 
@@ -20,26 +19,7 @@ fn config() -> CostConfig {
 }
 
 fn gpu(index: u32, ts_ns: u64, energy_j: u64, pids: &[u32]) -> DeviceSample {
-    DeviceSample {
-        ts_ns,
-        index,
-        uuid: format!("GPU-{index}"),
-        name: "NVIDIA H100 80GB HBM3".to_owned(),
-        util_gpu_pct: None,
-        mem_used_bytes: None,
-        mem_total_bytes: None,
-        power_mw: None,
-        energy_mj: Some(energy_j * 1000),
-        sm_clock_mhz: None,
-        processes: pids
-            .iter()
-            .map(|&pid| GpuProcess {
-                pid,
-                used_mem_bytes: None,
-                sm_util_pct: None,
-            })
-            .collect(),
-    }
+    crate::gpu::tests::sample(index, ts_ns, Some(energy_j * 1000), None, pids)
 }
 
 /// A request of `pid` from `start` to `end` (ns), first token at `first` (a stream).
