@@ -69,5 +69,41 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pipeline);
+/// The cost stage's overhead: the golden cost capture replayed without and with its GPU
+/// samples (two devices, 100 ms apart) and prices; compare the two as a ratio.
+fn cost(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cost");
+    let capture = dir.join("capture.strikecap");
+    let gpu = strike::gpu::replay::read(&dir.join("gpu.jsonl")).unwrap();
+    let config: strike::config::RunConfig =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("cost.yaml")).unwrap()).unwrap();
+    let mut group = c.benchmark_group("cost");
+    group.bench_function("replay/without-gpu", |b| {
+        b.iter(|| {
+            strike::cli::replay::replay_with(
+                &capture,
+                strike::cli::replay::ReplayOptions {
+                    gpu: None,
+                    cost: config.cost.clone(),
+                },
+            )
+            .unwrap()
+        });
+    });
+    group.bench_function("replay/with-gpu", |b| {
+        b.iter(|| {
+            strike::cli::replay::replay_with(
+                &capture,
+                strike::cli::replay::ReplayOptions {
+                    gpu: Some(gpu.clone()),
+                    cost: config.cost.clone(),
+                },
+            )
+            .unwrap()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline, cost);
 criterion_main!(benches);
