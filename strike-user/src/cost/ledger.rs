@@ -71,7 +71,8 @@ pub struct Ledger {
     expects_gpu: bool,
     intervals: Intervals,
     open: VecDeque<DeviceInterval>,
-    pending: Vec<Pending>,
+    /// In arrival order.
+    pending: VecDeque<Pending>,
     /// Process tree facts: child → parent (both traced or seen on a GPU).
     parents: HashMap<u32, u32>,
     /// Container of a process, when it runs in one: a container is one serving group.
@@ -88,7 +89,7 @@ impl Ledger {
             expects_gpu,
             intervals: Intervals::default(),
             open: VecDeque::new(),
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             parents: HashMap::new(),
             containers: HashMap::new(),
             settled_until: HashMap::new(),
@@ -164,7 +165,14 @@ impl Ledger {
             out.push(record);
             return;
         }
-        self.pending.push(Pending {
+        // Bounded: past the bound the oldest waiting record leaves with what it has
+        // accrued (counted as forced); its later shares go to the others or to idle.
+        if self.pending.len() >= MAX_PENDING {
+            if let Some(oldest) = self.pending.pop_front() {
+                self.leave(oldest, false, out);
+            }
+        }
+        self.pending.push_back(Pending {
             record,
             arrived_ns: now_ns,
             gpu_s: 0.0,
@@ -223,27 +231,32 @@ impl Ledger {
         let settled_floor = (self.settled_until.len() == devices && devices > 0)
             .then(|| self.settled_until.values().copied().min())
             .flatten();
-        let mut kept = Vec::with_capacity(self.pending.len());
+        let mut kept = VecDeque::with_capacity(self.pending.len());
         for p in std::mem::take(&mut self.pending) {
             let end = p.record.end_ns.unwrap_or(p.record.start_ns);
             let settled = settled_floor.is_some_and(|s| s >= end);
-            if !ready(&p, settled) {
-                kept.push(p);
-                continue;
+            if ready(&p, settled) {
+                self.leave(p, settled, out);
+            } else {
+                kept.push_back(p);
             }
-            if !settled {
-                self.totals.records_forced += 1;
-            }
-            let mut record = p.record;
-            if devices > 0 {
-                self.totals.records_costed += 1;
-                record.gpu_seconds = Some(p.gpu_s);
-                record.gpu_energy_j = Some(p.energy_j);
-                record.cost_usd = Some(p.cost_usd);
-            }
-            out.push(record);
         }
         self.pending = kept;
+    }
+
+    /// A record leaves the ledger with its accrued cost (none when no GPU was ever seen).
+    fn leave(&mut self, p: Pending, settled: bool, out: &mut Vec<RequestRecord>) {
+        if !settled {
+            self.totals.records_forced += 1;
+        }
+        let mut record = p.record;
+        if self.intervals.devices() > 0 {
+            self.totals.records_costed += 1;
+            record.gpu_seconds = Some(p.gpu_s);
+            record.gpu_energy_j = Some(p.energy_j);
+            record.cost_usd = Some(p.cost_usd);
+        }
+        out.push(record);
     }
 
     fn settle_interval(&mut self, iv: &DeviceInterval) {
@@ -284,6 +297,9 @@ impl Ledger {
         *until = (*until).max(iv.t1_ns);
     }
 }
+
+/// Records waiting for their cost at most.
+const MAX_PENDING: usize = 65_536;
 
 /// How long records wait for a first GPU sample before leaving without a cost.
 const NO_SAMPLE_GRACE_NS: u64 = 5_000_000_000;

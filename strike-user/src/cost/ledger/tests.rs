@@ -251,6 +251,21 @@ fn max_hold_forces_settlement() {
 }
 
 #[test]
+fn waiting_records_are_bounded() {
+    let mut ledger = Ledger::new(config(), true);
+    let mut out = Vec::new();
+    ledger.sample(gpu(0, 0, 0, &[]));
+    ledger.sample(gpu(0, S, 100, &[]));
+    for i in 0..=MAX_PENDING {
+        ledger.record(request(&format!("r{i}"), 1, 0, 1, 2 * S, 1, 1), 0, &mut out);
+    }
+    assert_eq!(ledger.pending(), MAX_PENDING);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].request_id, "r0", "the oldest leaves first");
+    assert_eq!(ledger.totals().records_forced, 1);
+}
+
+#[test]
 fn a_gpu_source_without_samples_does_not_hold_records() {
     let mut ledger = Ledger::new(config(), true);
     let mut out = Vec::new();
