@@ -18,7 +18,7 @@ use std::{
 use serde_json::Value;
 
 mod privileged;
-use privileged::{line, post_chat, root_or_skip, skip, Kill};
+use privileged::{line, post_chat, root_or_skip, skip, status_line, Kill};
 
 /// A cgroup created for the test, removed (after its processes are gone) when dropped.
 struct Cgroup(PathBuf);
@@ -113,11 +113,7 @@ fn picks_up_a_container_started_later_and_releases_it() {
             .unwrap(),
     );
     let mut err = BufReader::new(strike.0.stderr.take().unwrap());
-    // (A line about GPU telemetry may come first.)
-    let mut first = line(&mut err);
-    if first.starts_with("strike: no GPU telemetry") || first.starts_with("strike: GPU telemetry") {
-        first = line(&mut err);
-    }
+    let first = status_line(&mut err);
     assert!(
         first.starts_with("strike: running: 0 process(es)"),
         "{first}"

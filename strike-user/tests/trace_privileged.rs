@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 
 mod privileged;
-use privileged::{line, post_chat, root_or_skip, Kill};
+use privileged::{line, post_chat, root_or_skip, status_line, Kill};
 
 /// Kills a process that is not our child (the forked worker) when dropped.
 struct KillPid(u32);
@@ -54,7 +54,7 @@ fn follows_a_worker_forked_after_attach() {
             .unwrap(),
     );
     let mut err = BufReader::new(strike.0.stderr.take().unwrap());
-    let attached = line(&mut err);
+    let attached = status_line(&mut err);
     assert!(
         attached.starts_with("strike: attached to 1 process(es)"),
         "{attached}"

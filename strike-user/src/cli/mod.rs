@@ -7,6 +7,12 @@ pub mod trace;
 
 use clap::{Parser, Subcommand};
 
+use crate::{
+    cost::CostConfig,
+    gpu::nvml::NvmlSource,
+    pipeline::{GpuSampling, LiveConfig},
+};
+
 /// Strike: what each request to your self-hosted LLM costs, seen from the kernel.
 #[derive(Parser, Debug)]
 #[command(name = "strike", version, about, long_about = None)]
@@ -61,6 +67,77 @@ impl From<TargetArgs> for crate::pipeline::TargetSelector {
             follow_children: !a.no_follow,
         }
     }
+}
+
+/// Whether to sample GPUs (`--gpu`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GpuMode {
+    /// NVML when present; say why not otherwise and go on.
+    #[default]
+    Auto,
+    /// NVML is required.
+    On,
+    /// No GPU sampling.
+    Off,
+}
+
+impl GpuMode {
+    /// `gpu.enabled`'s spelling: `null`, `true`, `false`.
+    pub fn from_enabled(enabled: Option<bool>) -> Self {
+        match enabled {
+            None => Self::Auto,
+            Some(true) => Self::On,
+            Some(false) => Self::Off,
+        }
+    }
+}
+
+/// The `cost` section of a `strike run` config file (prices for `strike trace` and
+/// `strike replay`).
+pub fn cost_from_file(path: &std::path::Path) -> Result<CostConfig, UsageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("reading {}: {e}", path.display())))?;
+    let config: crate::config::RunConfig = serde_yaml_ng::from_str(&text)
+        .map_err(|e| UsageError(format!("config file {}: {e}", path.display())))?;
+    config.cost.validate().map_err(UsageError)?;
+    Ok(config.cost)
+}
+
+/// Sets up the cost stage of a live session: prices, the tenant header, and GPU sampling
+/// as `mode` asks (NVML; a clear message and no GPU cost where it is absent, unless `On`).
+pub fn live_cost(
+    live: &mut LiveConfig,
+    cost: CostConfig,
+    mode: GpuMode,
+    interval_ms: u64,
+) -> anyhow::Result<()> {
+    live.processor.tracker.tenant_header = cost.tenant_header.clone().map(replay::leak);
+    live.processor.cost = cost;
+    live.gpu = match mode {
+        GpuMode::Off => None,
+        GpuMode::Auto | GpuMode::On => match NvmlSource::new() {
+            Ok(source) => {
+                eprintln!(
+                    "strike: GPU telemetry: {} device(s) through NVML (driver {}), every {interval_ms} ms",
+                    source.devices(),
+                    source.driver_version().unwrap_or_else(|| "?".to_owned()),
+                );
+                Some(GpuSampling {
+                    source: Box::new(source),
+                    period: std::time::Duration::from_millis(interval_ms),
+                })
+            }
+            Err(e) if mode == GpuMode::On => {
+                return Err(UsageError(format!("GPU sampling is required but {e}")).into())
+            }
+            Err(e) => {
+                eprintln!("strike: no GPU telemetry ({e}); requests are traced without GPU cost");
+                None
+            }
+        },
+    };
+    live.processor.expects_gpu = live.gpu.is_some();
+    Ok(())
 }
 
 /// An error the user can act on: printed as one line, no backtrace.

@@ -103,14 +103,7 @@ pub(crate) fn leak(name: String) -> &'static str {
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let cost = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let config: crate::config::RunConfig = serde_yaml_ng::from_str(&text)
-                .map_err(|e| UsageError(format!("config file {}: {e}", path.display())))?;
-            config.cost.validate().map_err(UsageError)?;
-            config.cost
-        }
+        Some(path) => super::cost_from_file(path)?,
         None => CostConfig::default(),
     };
     let gpu = args

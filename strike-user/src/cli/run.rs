@@ -16,14 +16,13 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{replay::leak, trace::stop_on_signal, TargetArgs, UsageError};
+use super::{live_cost, trace::stop_on_signal, GpuMode, TargetArgs, UsageError};
 use crate::{
     capture::{self, Capture},
     config::{ConfigLoader, RecordsOutput, RunConfig, CONFIG_FILE_VAR},
     export::Exporter,
-    gpu::{nvml::NvmlSource, GpuSource},
     output::{Format, RecordWriter},
-    pipeline::{run_live, GpuSampling, LiveConfig},
+    pipeline::{run_live, LiveConfig},
     record::RequestRecord,
     server::{self, AppState, RecentRecords},
     telemetry::Summary,
@@ -232,13 +231,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut live = LiveConfig::new(selector, capture_config.max_capture_bytes);
     live.duration = duration;
     live.live_stats = Some(Arc::clone(&stats));
-    live.processor.tracker.tenant_header = config.cost.tenant_header.clone().map(leak);
-    live.processor.cost = config.cost.clone();
-    live.gpu = gpu_source(&config)?.map(|source| GpuSampling {
-        source,
-        period: Duration::from_millis(config.gpu.sample_interval_ms),
-    });
-    live.processor.expects_gpu = live.gpu.is_some();
+    live_cost(
+        &mut live,
+        config.cost.clone(),
+        GpuMode::from_enabled(config.gpu.enabled),
+        config.gpu.sample_interval_ms,
+    )?;
     let sink = record_sink(
         Arc::clone(&exporter),
         Arc::clone(&recent),
@@ -292,32 +290,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     let _ = io::stderr().flush();
     Ok(())
-}
-
-/// The GPU source `gpu.enabled` asks for: NVML, required (`true`), off (`false`) or when
-/// present (`null`, which says why not and goes on).
-fn gpu_source(config: &RunConfig) -> anyhow::Result<Option<Box<dyn GpuSource>>> {
-    if config.gpu.enabled == Some(false) {
-        return Ok(None);
-    }
-    match NvmlSource::new() {
-        Ok(source) => {
-            eprintln!(
-                "strike: GPU telemetry: {} device(s) through NVML (driver {}), every {} ms",
-                source.devices(),
-                source.driver_version().unwrap_or_else(|| "?".to_owned()),
-                config.gpu.sample_interval_ms
-            );
-            Ok(Some(Box::new(source)))
-        }
-        Err(e) if config.gpu.enabled == Some(true) => {
-            Err(UsageError(format!("gpu.enabled is true but {e}")).into())
-        }
-        Err(e) => {
-            eprintln!("strike: no GPU telemetry ({e}); requests are traced without GPU cost");
-            Ok(None)
-        }
-    }
 }
 
 /// Binds the endpoint now (a bad address fails before capture starts) and serves it until

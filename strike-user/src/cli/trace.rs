@@ -14,9 +14,10 @@ use std::{
 use anyhow::Context as _;
 use strike_common::{DEFAULT_MAX_CAPTURE, MAX_CAPTURE_LIMIT};
 
-use super::{TargetArgs, UsageError};
+use super::{live_cost, GpuMode, TargetArgs, UsageError};
 use crate::{
     capture::{self, Capture, CaptureConfig},
+    cost::CostConfig,
     output::{Format, RecordWriter},
     pipeline::{run_live, LiveConfig, TargetSelector},
 };
@@ -40,6 +41,16 @@ pub struct TraceArgs {
     /// Write the closing summary as JSON to this file.
     #[arg(long, value_name = "PATH")]
     pub summary_file: Option<PathBuf>,
+    /// Sample GPUs with NVML and give each request its cost: auto (when NVML is present),
+    /// on (required) or off.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub gpu: GpuMode,
+    /// Milliseconds between GPU samples.
+    #[arg(long, value_name = "MS", default_value_t = 250)]
+    pub gpu_interval_ms: u64,
+    /// A `strike run` config file whose `cost` section prices the requests.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Record every capture event to this file, for `strike replay`. It holds raw payloads,
     /// prompts and credentials included: it is created readable by its owner only.
     #[arg(long, value_name = "PATH")]
@@ -55,6 +66,9 @@ pub struct TraceConfig {
     pub capture: CaptureConfig,
     pub summary_file: Option<PathBuf>,
     pub record: Option<PathBuf>,
+    pub gpu: GpuMode,
+    pub gpu_interval_ms: u64,
+    pub cost: CostConfig,
 }
 
 impl TryFrom<TraceArgs> for TraceConfig {
@@ -94,6 +108,12 @@ impl TryFrom<TraceArgs> for TraceConfig {
             },
             summary_file: a.summary_file,
             record: a.record,
+            gpu: a.gpu,
+            gpu_interval_ms: a.gpu_interval_ms,
+            cost: match &a.config {
+                Some(path) => super::cost_from_file(path)?,
+                None => CostConfig::default(),
+            },
         })
     }
 }
@@ -127,6 +147,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     let mut live = LiveConfig::new(config.selector, config.capture.max_capture_bytes);
     live.duration = config.duration;
     live.record_file = record_file;
+    live_cost(&mut live, config.cost, config.gpu, config.gpu_interval_ms)?;
     let format = config.format;
     let sink_stop = stop.clone();
     let mut writer = RecordWriter::new(io::stdout(), format);
@@ -219,6 +240,9 @@ mod tests {
             ring_mib: 16,
             summary_file: None,
             record: None,
+            gpu: GpuMode::Off,
+            gpu_interval_ms: 250,
+            config: None,
         }
     }
 

@@ -45,6 +45,17 @@ pub fn line(r: &mut impl BufRead) -> String {
     s.trim().to_string()
 }
 
+/// The first line of `strike`'s stderr that is not about GPU telemetry (whose presence
+/// depends on the machine).
+pub fn status_line(r: &mut impl BufRead) -> String {
+    loop {
+        let l = line(r);
+        if !(l.starts_with("strike: no GPU telemetry") || l.starts_with("strike: GPU telemetry")) {
+            return l;
+        }
+    }
+}
+
 /// One chat completion to the prefork server on `port` (`Connection: close`); the whole
 /// response, or `None` when the connection failed or no completion came back.
 pub fn post_chat(port: u16) -> Option<String> {
