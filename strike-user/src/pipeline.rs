@@ -409,8 +409,10 @@ struct Targets {
     pods: HashMap<u32, String>,
     /// GPU compute processes already described to the cost stage.
     gpu_pids: BTreeSet<u32>,
-    /// (child, parent) of targets added whose parent is a target too, for the cost stage.
+    /// Facts for the cost stage about targets added since last drained: (child, parent)
+    /// when the parent is a target too, and (pid, container id).
     links: Vec<(u32, u32)>,
+    container_links: Vec<(u32, String)>,
     /// The listening TCP port of each known target that has exactly one.
     listen_port: HashMap<u32, u16>,
 }
@@ -434,6 +436,7 @@ impl Targets {
         }
         let cgroups = self.proc.cgroups(pid);
         if let Some(id) = container_id(&cgroups) {
+            self.container_links.push((pid, id.clone()));
             self.containers.insert(pid, id);
         }
         if let Some(uid) = pod_uid(&cgroups) {
@@ -497,12 +500,18 @@ impl Targets {
         }
     }
 
-    /// Tells the cost stage the serving groups of targets and of GPU processes not seen
-    /// before: their containers (the tree links come from `add` and fork events).
-    fn describe_groups(&mut self, samples: &[DeviceSample], processor: &mut Processor) {
-        for (&pid, id) in &self.containers {
-            processor.container_fact(pid, id.clone());
+    /// Hands the cost stage what `add` learnt: tree links and containers of new targets.
+    fn drain_links(&mut self, processor: &mut Processor) {
+        for (child, parent) in self.links.drain(..) {
+            processor.process_fact(child, parent);
         }
+        for (pid, id) in self.container_links.drain(..) {
+            processor.container_fact(pid, id);
+        }
+    }
+
+    /// Tells the cost stage the containers of GPU processes not seen before.
+    fn describe_gpu_processes(&mut self, samples: &[DeviceSample], processor: &mut Processor) {
         for p in samples.iter().flat_map(|s| &s.processes) {
             if self.gpu_pids.len() < 4096 && self.gpu_pids.insert(p.pid) {
                 if let Some(id) = container_id(&self.proc.cgroups(p.pid)) {
@@ -531,9 +540,7 @@ impl Targets {
                 }
                 Err(e) => tracing::warn!("cannot trace new process {pid}: {e}"),
             }
-            for (child, parent) in self.links.drain(..) {
-                processor.process_fact(child, parent);
-            }
+            self.drain_links(processor);
         }
     }
 
@@ -598,6 +605,7 @@ pub async fn run_live(
         pods: HashMap::new(),
         gpu_pids: BTreeSet::new(),
         links: Vec::new(),
+        container_links: Vec::new(),
         listen_port: HashMap::new(),
     };
     let ring = capture
@@ -623,9 +631,7 @@ pub async fn run_live(
             processor.handle(ev, &mut records);
         }
     }
-    for (child, parent) in targets.links.drain(..) {
-        processor.process_fact(child, parent);
-    }
+    targets.drain_links(&mut processor);
     ready(&initial);
 
     // GPU samples come from a thread of their own (NVML calls block for milliseconds).
@@ -683,6 +689,7 @@ pub async fn run_live(
                         for synthetic in apply_change(&mut targets, &mut capture, change, &mut processor.stats) {
                             processor.handle(synthetic, &mut records);
                         }
+                        targets.drain_links(&mut processor);
                     }
                 }
             }
@@ -692,7 +699,7 @@ pub async fn run_live(
             }
             _ = publish_tick.tick() => publish_stats(&processor, &capture, &targets, dropped_records),
             Some(samples) = gpu_rx.recv() => {
-                targets.describe_groups(&samples, &mut processor);
+                targets.describe_gpu_processes(&samples, &mut processor);
                 processor.gpu_samples(samples);
             }
         }

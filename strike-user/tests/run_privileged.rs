@@ -18,7 +18,7 @@ use std::{
 use serde_json::Value;
 
 mod privileged;
-use privileged::{line, post_chat, root_or_skip, skip, status_line, Kill};
+use privileged::{line, post_chat, root_or_skip, skip, status_line, stop_strike, Kill};
 
 /// A cgroup created for the test, removed (after its processes are gone) when dropped.
 struct Cgroup(PathBuf);
@@ -76,7 +76,6 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
-#[expect(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 fn picks_up_a_container_started_later_and_releases_it() {
     if !root_or_skip() {
         return;
@@ -175,25 +174,8 @@ fn picks_up_a_container_started_later_and_releases_it() {
         },
     );
 
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(i32::try_from(strike.0.id()).unwrap(), libc::SIGTERM) };
-    let mut out = String::new();
-    strike
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = strike.0.wait().unwrap();
-    let mut rest = String::new();
-    err.read_to_string(&mut rest).unwrap();
-    assert!(status.success(), "strike exited with {status}: {rest}");
-    let records: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(records.len(), 1, "{out}\n{rest}");
+    let (records, rest) = stop_strike(strike, err, libc::SIGTERM);
+    assert_eq!(records.len(), 1, "{records:?}\n{rest}");
     assert_eq!(records[0]["container_id"], id.as_str());
     assert!(rest.contains("1 records (0 partial)"), "{rest}");
 }

@@ -5,15 +5,13 @@
 //! Skips (with the reason printed) when not root, except under `CI=true`.
 
 use std::{
-    io::{BufReader, Read, Write},
+    io::{BufReader, Write},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-
 mod privileged;
-use privileged::{line, post_chat, root_or_skip, status_line, Kill};
+use privileged::{line, post_chat, root_or_skip, status_line, stop_strike, Kill};
 
 /// Kills a process that is not our child (the forked worker) when dropped.
 struct KillPid(u32);
@@ -74,26 +72,12 @@ fn follows_a_worker_forked_after_attach() {
     assert!(response.contains(&format!("chatcmpl-{worker}")));
 
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(i32::try_from(strike.0.id()).unwrap(), libc::SIGINT) };
-    let mut out = String::new();
-    strike
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = strike.0.wait().unwrap();
-    let mut rest = String::new();
-    err.read_to_string(&mut rest).unwrap();
-    assert!(status.success(), "strike exited with {status}: {rest}");
-
-    let records: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(records.len(), 1, "one request, one record: {out}\n{rest}");
+    let (records, rest) = stop_strike(strike, err, libc::SIGINT);
+    assert_eq!(
+        records.len(),
+        1,
+        "one request, one record: {records:?}\n{rest}"
+    );
     let r = &records[0];
     assert_eq!(r["pid"], worker, "{r}");
     assert_eq!(r["response_id"], format!("chatcmpl-{worker}"));

@@ -4,10 +4,12 @@
 #![allow(dead_code)]
 
 use std::{
-    io::{BufRead, Read as _, Write as _},
+    io::{BufRead, BufReader, Read as _, Write as _},
     net::TcpStream,
-    process::Child,
+    process::{Child, ChildStderr},
 };
+
+use serde_json::Value;
 
 /// A child process killed when dropped.
 pub struct Kill(pub Child);
@@ -70,4 +72,32 @@ pub fn post_chat(port: u16) -> Option<String> {
     let mut response = String::new();
     conn.read_to_string(&mut response).ok()?;
     response.contains("chatcmpl-").then_some(response)
+}
+
+/// Sends `signal` to a running `strike`, waits for it, asserts a clean exit, and returns its
+/// stdout's JSON records and the rest of its stderr.
+pub fn stop_strike(
+    mut strike: Kill,
+    mut err: BufReader<ChildStderr>,
+    signal: i32,
+) -> (Vec<Value>, String) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(i32::try_from(strike.0.id()).unwrap(), signal) };
+    let mut out = String::new();
+    strike
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = strike.0.wait().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "strike exited with {status}: {rest}");
+    let records = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (records, rest)
 }
