@@ -7,8 +7,7 @@
 //! Skips (with the reason printed) when not root, except under `CI=true`.
 
 use std::{
-    io::{BufReader, Write},
-    process::{Command, Stdio},
+    io::Write,
     sync::{
         atomic::{AtomicBool, AtomicU32, Ordering},
         Arc, Mutex,
@@ -24,7 +23,7 @@ use strike::{
 };
 
 mod privileged;
-use privileged::{line, post_chat, skip, Kill};
+use privileged::{line, post_chat, prefork_command, skip, start_prefork};
 
 /// One H100 drawing 300 W, running whatever process `worker` names.
 struct FakeGpu {
@@ -64,17 +63,7 @@ fn live_requests_get_their_gpu_share() {
     if let Err(e) = preflight() {
         return skip(&e.to_string());
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/prefork.py");
-    let mut server = Kill(
-        Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3"),
-    );
-    let mut server_out = BufReader::new(server.0.stdout.take().unwrap());
-    let port: u16 = line(&mut server_out).parse().unwrap();
+    let (mut server, mut server_out, port) = start_prefork(prefork_command());
     let parent = server.0.id();
 
     let capture_config = CaptureConfig::default();

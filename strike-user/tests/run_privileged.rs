@@ -18,7 +18,9 @@ use std::{
 use serde_json::Value;
 
 mod privileged;
-use privileged::{line, post_chat, root_or_skip, skip, status_line, stop_strike, Kill};
+use privileged::{
+    line, post_chat, root_or_skip, skip, start_prefork, status_line, stop_strike, Kill, PREFORK,
+};
 
 /// A cgroup created for the test, removed (after its processes are gone) when dropped.
 struct Cgroup(PathBuf);
@@ -119,22 +121,13 @@ fn picks_up_a_container_started_later_and_releases_it() {
     );
 
     // The server starts in the container's cgroup, then forks its worker there.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/prefork.py");
     let procs = cgroup.0.join("cgroup.procs");
-    let mut server = Kill(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > {} && exec python3 {script}",
-                procs.display()
-            ))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut server_out = BufReader::new(server.0.stdout.take().unwrap());
-    let port: u16 = line(&mut server_out).parse().unwrap();
+    let mut in_cgroup = Command::new("sh");
+    in_cgroup.arg("-c").arg(format!(
+        "echo $$ > {} && exec python3 {PREFORK}",
+        procs.display()
+    ));
+    let (mut server, mut server_out, port) = start_prefork(in_cgroup);
     let parent = u64::from(server.0.id());
     wait_until(
         "the new process to be picked up",

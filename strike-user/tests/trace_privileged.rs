@@ -11,7 +11,9 @@ use std::{
 };
 
 mod privileged;
-use privileged::{line, post_chat, root_or_skip, status_line, stop_strike, Kill};
+use privileged::{
+    line, post_chat, prefork_command, root_or_skip, start_prefork, status_line, stop_strike, Kill,
+};
 
 /// Kills a process that is not our child (the forked worker) when dropped.
 struct KillPid(u32);
@@ -30,17 +32,7 @@ fn follows_a_worker_forked_after_attach() {
     if !root_or_skip() {
         return;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/prefork.py");
-    let mut server = Kill(
-        Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3"),
-    );
-    let mut server_out = BufReader::new(server.0.stdout.take().unwrap());
-    let port: u16 = line(&mut server_out).parse().unwrap();
+    let (mut server, mut server_out, port) = start_prefork(prefork_command());
     let parent = server.0.id();
 
     let mut strike = Kill(

@@ -6,7 +6,7 @@
 use std::{
     io::{BufRead, BufReader, Read as _, Write as _},
     net::TcpStream,
-    process::{Child, ChildStderr},
+    process::{Child, ChildStderr, ChildStdout, Command, Stdio},
 };
 
 use serde_json::Value;
@@ -100,4 +100,28 @@ pub fn stop_strike(
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     (records, rest)
+}
+
+/// `tests/servers/prefork.py`: binds, prints its port, forks a worker on a line of stdin.
+pub const PREFORK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/prefork.py");
+
+/// Starts the prefork server through `cmd` (`python3 PREFORK`, or a wrapper that execs it)
+/// with piped stdin and stdout; returns it, its stdout and the port it printed.
+pub fn start_prefork(mut cmd: Command) -> (Kill, BufReader<ChildStdout>, u16) {
+    let mut server = Kill(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the prefork server"),
+    );
+    let mut out = BufReader::new(server.0.stdout.take().unwrap());
+    let port = line(&mut out).parse().unwrap();
+    (server, out, port)
+}
+
+/// `python3 PREFORK`.
+pub fn prefork_command() -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(PREFORK);
+    cmd
 }
