@@ -183,6 +183,9 @@ pub struct Processor {
     finished: Vec<RequestRecord>,
     /// The latest kernel time seen (events, ticks).
     now_ns: u64,
+    /// Every capture event stamped before this kernel time has been handled (the live
+    /// reader's drain mark; each event's own time in a replay).
+    captured_until_ns: u64,
     recorder: Option<RecordingWriter<io::BufWriter<std::fs::File>>>,
     pub stats: PipelineStats,
 }
@@ -203,6 +206,7 @@ impl Processor {
             stream_events: Vec::new(),
             finished: Vec::new(),
             now_ns: 0,
+            captured_until_ns: 0,
             recorder: None,
             stats: PipelineStats::default(),
         }
@@ -261,6 +265,14 @@ impl Processor {
         }
     }
 
+    /// Every capture event stamped before `ts_ns` has been handed to [`Processor::handle`]:
+    /// the cost stage may settle GPU intervals up to there. Until this is said, a request
+    /// whose bytes still wait in the ring buffer is invisible, and an interval it overlaps
+    /// would be settled as idle without it.
+    pub fn captured_until(&mut self, ts_ns: u64) {
+        self.captured_until_ns = self.captured_until_ns.max(ts_ns);
+    }
+
     /// GPU samples, in time order per device.
     pub fn gpu_samples(&mut self, samples: Vec<DeviceSample>) {
         for sample in samples {
@@ -285,11 +297,12 @@ impl Processor {
         self.drain(records);
         self.tracker.evict_idle(now_ns, &mut self.finished);
         self.send_to_ledger(records);
-        self.ledger.settle(
-            self.tracker.oldest_inflight_start_ns(),
-            self.now_ns,
-            records,
-        );
+        let known_before = self
+            .tracker
+            .oldest_inflight_start_ns()
+            .unwrap_or(u64::MAX)
+            .min(self.captured_until_ns);
+        self.ledger.settle(known_before, self.now_ns, records);
         self.flush_recording();
     }
 
@@ -613,7 +626,7 @@ pub async fn run_live(
         .ok_or_else(|| anyhow::anyhow!("ring buffer already taken"))?;
 
     // Queues between the stages.
-    let (event_tx, mut event_rx) = mpsc::channel::<Vec<CaptureEvent>>(config.event_queue.max(1));
+    let (event_tx, mut event_rx) = mpsc::channel::<RingBatch>(config.event_queue.max(1));
     let (record_tx, mut record_rx) = mpsc::channel::<RequestRecord>(config.record_queue.max(1));
     let output = std::thread::Builder::new()
         .name("strike-output".into())
@@ -684,13 +697,16 @@ pub async fn run_live(
         tokio::select! {
             batch = event_rx.recv() => {
                 let Some(batch) = batch else { break };
-                for ev in batch {
+                for ev in batch.events {
                     if let Some(change) = processor.handle(ev, &mut records) {
                         for synthetic in apply_change(&mut targets, &mut capture, change, &mut processor.stats) {
                             processor.handle(synthetic, &mut records);
                         }
                         targets.drain_links(&mut processor);
                     }
+                }
+                if let Some(ts) = batch.drained_before_ns {
+                    processor.captured_until(ts);
                 }
             }
             _ = tick.tick() => processor.tick(monotonic_ns(), &mut records),
@@ -718,7 +734,7 @@ pub async fn run_live(
         processor.gpu_samples(samples);
     }
     while let Ok(batch) = event_rx.try_recv() {
-        for ev in batch {
+        for ev in batch.events {
             let _ = processor.handle(ev, &mut records);
         }
     }
@@ -864,11 +880,24 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// Most events handed over in one batch.
 const BATCH: usize = 1024;
 
+/// How long before its commit to the ring an event may be stamped. The eBPF programs stamp
+/// an event and commit it in one run of a few microseconds; this margin also covers a vCPU
+/// descheduled in the middle of one.
+const COMMIT_MARGIN_NS: u64 = 20_000_000;
+
+/// Events read from the ring buffer, in ring order.
+struct RingBatch {
+    events: Vec<CaptureEvent>,
+    /// On the last batch of a drain that emptied the ring: every event stamped before this
+    /// kernel time is in this batch or an earlier one (or was counted as dropped).
+    drained_before_ns: Option<u64>,
+}
+
 /// Reader task: drains the ring buffer whenever it is readable and hands batches to the
 /// processor. A full queue drops the batch (counted); the stream stage sees the gap.
 async fn read_ring(
     ring: RingBuf<MapData>,
-    tx: mpsc::Sender<Vec<CaptureEvent>>,
+    tx: mpsc::Sender<RingBatch>,
     stop: Arc<AtomicBool>,
     stats: Arc<ReaderShared>,
 ) {
@@ -901,12 +930,11 @@ async fn read_ring(
     }
 }
 
-fn drain_ring(
-    ring: &mut RingBuf<MapData>,
-    tx: &mpsc::Sender<Vec<CaptureEvent>>,
-    stats: &ReaderShared,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
+/// Reads the ring until it is empty; the last batch carries the drain mark (see
+/// [`Processor::captured_until`]), so it is sent even when empty.
+fn drain_ring(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<RingBatch>, stats: &ReaderShared) {
+    let drained_before = monotonic_ns().saturating_sub(COMMIT_MARGIN_NS);
+    let mut batch = Vec::new();
     while let Some(item) = ring.next() {
         stats.events_read.fetch_add(1, Ordering::Relaxed);
         match CaptureEvent::decode(&item) {
@@ -917,25 +945,156 @@ fn drain_ring(
             }
         }
         if batch.len() >= BATCH {
-            send_batch(
-                tx,
-                std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
-                stats,
-            );
+            send_batch(tx, std::mem::take(&mut batch), None, stats);
         }
     }
-    if !batch.is_empty() {
-        send_batch(tx, batch, stats);
+    send_batch(tx, batch, Some(drained_before), stats);
+}
+
+/// A full queue drops the batch, counted; a later drain mark still covers its events.
+fn send_batch(
+    tx: &mpsc::Sender<RingBatch>,
+    events: Vec<CaptureEvent>,
+    drained_before_ns: Option<u64>,
+    stats: &ReaderShared,
+) {
+    let n = events.len() as u64;
+    let batch = RingBatch {
+        events,
+        drained_before_ns,
+    };
+    if tx.try_send(batch).is_err() {
+        stats.events_dropped.fetch_add(n, Ordering::Relaxed);
     }
 }
 
-fn send_batch(
-    tx: &mpsc::Sender<Vec<CaptureEvent>>,
-    batch: Vec<CaptureEvent>,
-    stats: &ReaderShared,
-) {
-    let n = batch.len() as u64;
-    if tx.try_send(batch).is_err() {
-        stats.events_dropped.fetch_add(n, Ordering::Relaxed);
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{capture::event::DataRecord, conn::Direction, gpu::GpuProcess};
+
+    const MS: u64 = 1_000_000;
+    const T0: u64 = 1_000 * MS;
+    const KEY: ConnKey = ConnKey {
+        tgid: 42,
+        conn_id: 1,
+    };
+
+    fn processor() -> Processor {
+        Processor::new(ProcessorConfig {
+            stream: StreamConfig::default(),
+            tracker: TrackerConfig::default(),
+            max_capture_bytes: 1 << 20,
+            cost: CostConfig {
+                gpu_price_per_hour: [("H100".to_owned(), 3.6)].into(),
+                ..CostConfig::default()
+            },
+            expects_gpu: true,
+        })
+    }
+
+    fn sample(ts_ns: u64) -> DeviceSample {
+        DeviceSample {
+            ts_ns,
+            index: 0,
+            uuid: "GPU-0".into(),
+            name: "NVIDIA H100 80GB HBM3".into(),
+            util_gpu_pct: None,
+            mem_used_bytes: None,
+            mem_total_bytes: None,
+            power_mw: Some(300_000),
+            energy_mj: None,
+            sm_clock_mhz: None,
+            processes: vec![GpuProcess {
+                pid: KEY.tgid,
+                used_mem_bytes: None,
+                sm_util_pct: None,
+            }],
+        }
+    }
+
+    fn data(ts_ns: u64, dir: Direction, seq: u64, bytes: &'static [u8]) -> CaptureEvent {
+        CaptureEvent::Data(DataRecord {
+            key: KEY,
+            fd: 7,
+            tid: KEY.tgid,
+            ts_ns,
+            dir,
+            seq,
+            call_len: u32::try_from(bytes.len()).unwrap(),
+            truncated: false,
+            bytes: Bytes::from_static(bytes),
+        })
+    }
+
+    /// One chat completion served on one connection between `T0 + 20 ms` and `T0 + 30 ms`.
+    fn request_events() -> Vec<CaptureEvent> {
+        const REQ: &[u8] =
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n{}";
+        const RES: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 89\r\n\r\n{\"id\":\"c\",\"model\":\"m\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}";
+        vec![
+            CaptureEvent::Open(OpenRecord {
+                key: KEY,
+                fd: 7,
+                ts_ns: T0 + 20 * MS,
+                role: Role::Server,
+                peer: None,
+                comm: "srv".into(),
+                preexisting: false,
+            }),
+            data(T0 + 20 * MS, Direction::Ingress, 0, REQ),
+            data(T0 + 30 * MS, Direction::Egress, 0, RES),
+            CaptureEvent::Close(CloseRecord {
+                key: KEY,
+                fd: 7,
+                ts_ns: T0 + 31 * MS,
+                final_seq: Some([REQ.len() as u64, RES.len() as u64]),
+            }),
+        ]
+    }
+
+    /// The ordering that under-charged the first request of a live session: the GPU interval
+    /// that holds a request closes, and the session ticks, while the request's bytes are still
+    /// in the ring buffer. The interval must wait for the capture to be read past its end.
+    #[test]
+    fn an_interval_waits_for_the_capture_that_overlaps_it() {
+        let mut p = processor();
+        let mut records = Vec::new();
+        p.gpu_samples(vec![sample(T0), sample(T0 + 50 * MS)]);
+        // The reader last emptied the ring at T0 + 10 ms; the request is not in flight yet.
+        p.captured_until(T0 + 10 * MS);
+        p.tick(T0 + 60 * MS, &mut records);
+        assert_eq!(p.ledger.totals().intervals, 0, "settled before its capture");
+        for ev in request_events() {
+            p.handle(ev, &mut records);
+        }
+        p.captured_until(T0 + 70 * MS);
+        p.tick(T0 + 80 * MS, &mut records);
+        let [record] = &records[..] else {
+            panic!("one record: {records:?}")
+        };
+        let totals = p.ledger.totals();
+        assert_eq!((totals.intervals, totals.idle_intervals), (1, 0));
+        let cost = record.cost_usd.expect("a cost");
+        assert!(cost > 0.0, "{record:?}");
+        assert!((cost - totals.measured_usd).abs() < 1e-15, "{totals:?}");
+        assert!((record.gpu_seconds.unwrap() - 0.05).abs() < 1e-12);
+    }
+
+    /// With nothing in flight and the capture read past it, an interval is idle.
+    #[test]
+    fn an_interval_with_no_request_settles_idle_once_the_capture_is_read() {
+        let mut p = processor();
+        let mut records = Vec::new();
+        p.gpu_samples(vec![sample(T0), sample(T0 + 50 * MS)]);
+        p.tick(T0 + 60 * MS, &mut records);
+        assert_eq!(p.ledger.totals().intervals, 0, "nothing read yet");
+        p.captured_until(T0 + 55 * MS);
+        p.tick(T0 + 60 * MS, &mut records);
+        let totals = p.ledger.totals();
+        assert_eq!((totals.intervals, totals.idle_intervals), (1, 1));
+        assert!(records.is_empty());
     }
 }

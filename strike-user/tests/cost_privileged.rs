@@ -12,7 +12,7 @@ use std::{
         atomic::{AtomicBool, AtomicU32, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use strike::{
@@ -23,7 +23,7 @@ use strike::{
 };
 
 mod privileged;
-use privileged::{line, post_chat, prefork_command, skip, start_prefork};
+use privileged::{line, post_chat, prefork_command, skip, start_prefork, wait_until, PATIENCE};
 
 /// One H100 drawing 300 W, running whatever process `worker` names.
 struct FakeGpu {
@@ -89,10 +89,11 @@ fn live_requests_get_their_gpu_share() {
         }),
         period: Duration::from_millis(50),
     });
-    live.duration = Some(Duration::from_secs(4));
     let records = Arc::new(Mutex::new(Vec::new()));
     let sink_records = Arc::clone(&records);
     let stop = Arc::new(AtomicBool::new(false));
+    let session_stop = Arc::clone(&stop);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let session = std::thread::spawn(move || {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -102,28 +103,31 @@ fn live_requests_get_their_gpu_share() {
             .block_on(strike::pipeline::run_live(
                 capture,
                 live,
-                stop,
-                |_| {},
+                session_stop,
+                move |_| ready_tx.send(()).unwrap(),
                 move |r| sink_records.lock().unwrap().push(r),
             ))
     });
-    std::thread::sleep(Duration::from_millis(300));
+    ready_rx
+        .recv_timeout(PATIENCE)
+        .expect("the session registered its targets");
 
-    // The worker forks now (after attach) and serves three requests, 200 ms apart.
+    // The worker forks now (after attach) and serves three requests. The GPU idles before,
+    // between and after them: they are at least four sample periods apart.
     server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let worker_pid: u32 = line(&mut server_out).parse().unwrap();
     worker.store(worker_pid, Ordering::Relaxed);
-    let mut answered = 0;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while answered < 3 && Instant::now() < deadline {
+    for n in 1..=3 {
         std::thread::sleep(Duration::from_millis(200));
-        if post_chat(port).is_some() {
-            answered += 1;
-        }
+        wait_until(&format!("an answer to request {n}"), || {
+            post_chat(port).is_some()
+        });
     }
-    assert_eq!(answered, 3, "the worker answered");
+    std::thread::sleep(Duration::from_millis(200));
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(i32::try_from(worker_pid).unwrap(), libc::SIGKILL) };
+    // Stopping drains what the kernel captured and settles every cost.
+    stop.store(true, Ordering::Relaxed);
 
     let summary = session.join().unwrap().unwrap();
     let records = records.lock().unwrap();

@@ -12,14 +12,15 @@ use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
 mod privileged;
 use privileged::{
-    line, post_chat, root_or_skip, skip, start_prefork, status_line, stop_strike, Kill, PREFORK,
+    line, post_chat, root_or_skip, skip, start_prefork, status_line, stop_strike, wait_until, Kill,
+    PREFORK,
 };
 
 /// A cgroup created for the test, removed (after its processes are gone) when dropped.
@@ -67,14 +68,6 @@ fn targets(status: &Value) -> Vec<u64> {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -129,11 +122,9 @@ fn picks_up_a_container_started_later_and_releases_it() {
     ));
     let (mut server, mut server_out, port) = start_prefork(in_cgroup);
     let parent = u64::from(server.0.id());
-    wait_until(
-        "the new process to be picked up",
-        Duration::from_secs(10),
-        || targets(&http_get(listen, "/v1/status")).contains(&parent),
-    );
+    wait_until("the new process to be picked up", || {
+        targets(&http_get(listen, "/v1/status")).contains(&parent)
+    });
 
     server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let worker: u64 = line(&mut server_out).parse().unwrap();
@@ -146,7 +137,7 @@ fn picks_up_a_container_started_later_and_releases_it() {
     // The record, by the server's response id.
     let response_id = format!("chatcmpl-{worker}");
     let mut record = Value::Null;
-    wait_until("the record", Duration::from_secs(10), || {
+    wait_until("the record", || {
         record = http_get(listen, &format!("/v1/requests/{response_id}"));
         record.is_object() && record["response_id"] == response_id.as_str()
     });
@@ -158,14 +149,10 @@ fn picks_up_a_container_started_later_and_releases_it() {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(i32::try_from(worker).unwrap(), libc::SIGKILL) };
     drop(server);
-    wait_until(
-        "the exited processes to be released",
-        Duration::from_secs(10),
-        || {
-            let status = http_get(listen, "/v1/status");
-            targets(&status).is_empty() && status["session"]["pipeline"]["targets_released"] == 2
-        },
-    );
+    wait_until("the release of the exited processes", || {
+        let status = http_get(listen, "/v1/status");
+        targets(&status).is_empty() && status["session"]["pipeline"]["targets_released"] == 2
+    });
 
     let (records, rest) = stop_strike(strike, err, libc::SIGTERM);
     assert_eq!(records.len(), 1, "{records:?}\n{rest}");

@@ -290,6 +290,20 @@ impl Strike {
         }
     }
 
+    /// Waits until strike has written at least `n` records to stdout, or `timeout` passed;
+    /// returns how many it has written (the caller's checks say what is missing).
+    pub fn wait_for_records(&self, n: usize, timeout: Duration) -> usize {
+        let started = Instant::now();
+        loop {
+            let written = std::fs::read_to_string(&self.stdout_path)
+                .map_or(0, |t| t.lines().filter(|l| l.ends_with('}')).count());
+            if written >= n || started.elapsed() > timeout {
+                return written;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends SIGINT, waits up to `timeout` for strike to drain and exit, and reads its output.
     pub fn finish(self, timeout: Duration) -> Result<StrikeOutput> {
         self.finish_with(libc::SIGINT, timeout)

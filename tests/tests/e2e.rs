@@ -41,7 +41,13 @@ fn trace_and_check(
         t0.elapsed().as_secs_f64(),
         load::retries(&sent)
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // Every request the server read gets a record (a resent one too: the server read it and
+    // never answered); wait for them rather than for a fixed time.
+    let expected = sent.len() + load::retries(&sent) as usize;
+    let written = strike.wait_for_records(expected, Duration::from_mins(1));
+    if written < expected {
+        println!("{name}: only {written} of {expected} records before SIGINT");
+    }
     let out = strike.finish(Duration::from_secs(30))?;
     service.stop()?;
     println!(

@@ -252,7 +252,7 @@ fn spans_and_metrics_reach_a_real_collector_through_an_outage() -> Result<()> {
     // 1. Collector up.
     let before = run_load(&plan(1, 10))?;
     let want: Vec<&str> = answered(&before).map(|(_, id)| id).collect();
-    let seen = wait_for(&sink1, Duration::from_secs(20), |lines| {
+    let seen = wait_for(&sink1, Duration::from_mins(1), |lines| {
         let spans = spans_by_response_id(lines);
         want.iter().all(|id| spans.contains_key(*id))
     });
@@ -283,26 +283,48 @@ fn spans_and_metrics_reach_a_real_collector_through_an_outage() -> Result<()> {
     rotel.kill()?;
     let outage_started = Instant::now();
     let during = run_load(&plan(2, 5))?;
-    // Let the batch processor try, retry with backoff and give up on the outage's spans.
-    std::thread::sleep(Duration::from_secs(6));
-    let (_, status_body) = http_get(listen, "/v1/status")?;
-    let live: Value = serde_json::from_str(&status_body).context("/v1/status is not JSON")?;
-    let failed_live = live["export"]["spans_failed"].as_u64().unwrap_or(0);
+    // The batch processor tries, retries with backoff and gives up on the outage's spans:
+    // wait until /v1/status counts them failed.
+    let failed_live = {
+        let started = Instant::now();
+        loop {
+            let (_, status_body) = http_get(listen, "/v1/status")?;
+            let live: Value =
+                serde_json::from_str(&status_body).context("/v1/status is not JSON")?;
+            let failed = live["export"]["spans_failed"].as_u64().unwrap_or(0);
+            if failed > 0 || started.elapsed() > Duration::from_mins(1) {
+                break failed;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
 
     // 3. Collector back, on the same port, with a fresh sink.
     let mut rotel = Rotel::start(agent, grpc, http, &sink2)?;
     let outage = outage_started.elapsed();
     let after = run_load(&plan(3, 5))?;
-    std::thread::sleep(Duration::from_secs(1));
+    let expected: usize = [&before, &during, &after]
+        .iter()
+        .map(|s| s.len() + retries(s) as usize)
+        .sum();
+    let _ = strike.wait_for_records(expected, Duration::from_mins(1));
     let out = strike.finish_with(libc::SIGTERM, Duration::from_mins(1))?;
     service.stop()?;
-    // rotel batches for ~200 ms before its processor writes.
+    // rotel batches for ~200 ms before its processor writes: wait for the last phase's spans
+    // and for Strike's final metrics (flushed at shutdown), which count every record.
     let want_after: Vec<&str> = answered(&after).map(|(_, id)| id).collect();
-    let _ = wait_for(&sink2, Duration::from_secs(10), |lines| {
+    let records = out.summary["pipeline"]["records"].as_f64();
+    let _ = wait_for(&sink2, Duration::from_mins(1), |lines| {
         let spans = spans_by_response_id(lines);
         want_after.iter().all(|id| spans.contains_key(*id))
+            && latest_total(lines, "strike.requests", None) == records
+            && latest_total(
+                lines,
+                "strike.export.spans",
+                Some(("strike.outcome", "failed")),
+            )
+            .is_some_and(|f| f >= 1.0)
     });
-    std::thread::sleep(Duration::from_millis(500));
     rotel.stop()?;
     ensure!(
         out.status.success(),

@@ -2,12 +2,14 @@
 //!
 //! - `setup`: installs everything a build and the end-to-end tests need, idempotently;
 //! - `demo`: runs `strike trace` against a real llama-server with a few requests;
-//! - `test`: setup, then fmt, clippy, the unit tests, and the privileged end-to-end tests.
+//! - `test`: setup, then fmt, clippy, the unit tests, and the privileged end-to-end tests;
+//!   `test --repeat N` runs the privileged suites N times and counts passes.
 
 mod bench;
 mod ctx;
 mod demo;
 mod http;
+mod repeat;
 mod setup;
 mod test;
 
@@ -45,7 +47,18 @@ enum Cmd {
     },
     /// Setup, then fmt, clippy, `cargo test --workspace`, a release build and the privileged
     /// end-to-end tests; stops at the first failing stage.
-    Test,
+    Test {
+        /// Instead: run every privileged suite (strike-user's `*privileged*` tests, the e2e
+        /// and export suites) N times in a row and print how often each passed. Needs root.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: Option<u32>,
+        /// With --repeat: only the suites whose name contains this (`cost`, `e2e`).
+        #[arg(long, requires = "repeat")]
+        only: Option<String>,
+        /// With --repeat: keep every core busy meanwhile (bounded; stopped when the runs end).
+        #[arg(long, requires = "repeat")]
+        cpu_hog: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,7 +66,19 @@ fn main() -> ExitCode {
     let result = ctx::Ctx::new().and_then(|ctx| match cli.command {
         Cmd::Setup => setup::run(&ctx),
         Cmd::Demo => demo::run(&ctx),
-        Cmd::Test => test::run(&ctx),
+        Cmd::Test { repeat: None, .. } => test::run(&ctx),
+        Cmd::Test {
+            repeat: Some(times),
+            only,
+            cpu_hog,
+        } => repeat::run(
+            &ctx,
+            &repeat::Repeat {
+                times,
+                only,
+                cpu_hog,
+            },
+        ),
         Cmd::Bench { rounds, seconds } => bench::run(&ctx, rounds, seconds),
     });
     match result {

@@ -39,7 +39,7 @@ impl Stages {
 }
 
 /// Why the privileged tests cannot run here, if they cannot.
-fn e2e_blockers() -> Vec<&'static str> {
+pub(crate) fn e2e_blockers() -> Vec<&'static str> {
     let mut why = Vec::new();
     if !ctx::is_root() {
         why.push("not root (loading eBPF programs needs root)");
@@ -51,7 +51,7 @@ fn e2e_blockers() -> Vec<&'static str> {
 }
 
 /// Adds the paths of the test servers that setup prepared (see `strike_tests::env`).
-fn with_peers<'c>(ctx: &Ctx, cmd: &'c mut Command) -> &'c mut Command {
+pub(crate) fn with_peers<'c>(ctx: &Ctx, cmd: &'c mut Command) -> &'c mut Command {
     cmd.env("STRIKE_LLAMA_SERVER", ctx.llama_server())
         .env("STRIKE_TINY_MODEL", ctx.model())
         .env("STRIKE_PYTHON", ctx.python());

@@ -84,9 +84,13 @@ pub fn replay_with(
         let due: Vec<_> = std::iter::from_fn(|| samples.next_if(|s| s.ts_ns <= ts)).collect();
         processor.gpu_samples(due);
         let _ = processor.handle(event, &mut records);
+        // A recording holds every event in ring order: all before this one are handled.
+        processor.captured_until(ts);
         // Upkeep at the recording's own clock, as the live session ticks.
         processor.tick(ts, &mut records);
     }
+    // The recording is over: nothing more will be captured.
+    processor.captured_until(u64::MAX);
     for sample in samples {
         let ts = sample.ts_ns;
         processor.gpu_samples(vec![sample]);

@@ -181,15 +181,12 @@ impl Ledger {
         });
     }
 
-    /// Settles what can be settled. `inflight_floor_ns`: the first byte of the oldest
-    /// request still in flight (`None`: none is).
-    pub fn settle(
-        &mut self,
-        inflight_floor_ns: Option<u64>,
-        now_ns: u64,
-        out: &mut Vec<RequestRecord>,
-    ) {
-        let floor = inflight_floor_ns.unwrap_or(u64::MAX);
+    /// Settles what can be settled. `known_before_ns`: every request that started before
+    /// it has reached the ledger or is still in flight — the first byte of the oldest
+    /// request in flight, or how far the capture has been read if that is earlier (a request
+    /// whose bytes still wait in the ring buffer is neither), `u64::MAX` when all is known.
+    pub fn settle(&mut self, known_before_ns: u64, now_ns: u64, out: &mut Vec<RequestRecord>) {
+        let floor = known_before_ns;
         let hold_ns = duration_ns(self.config.max_hold_s);
         let force_before = now_ns.saturating_sub(hold_ns);
         let mut i = 0;

@@ -7,6 +7,7 @@ use std::{
     io::{BufRead, BufReader, Read as _, Write as _},
     net::TcpStream,
     process::{Child, ChildStderr, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use serde_json::Value;
@@ -38,6 +39,22 @@ pub fn root_or_skip() -> bool {
     }
     skip("not root");
     false
+}
+
+/// How long a privileged test waits for something that happens within milliseconds on an
+/// idle machine: long enough for a slow or busy one, since every wait ends on its condition.
+pub const PATIENCE: Duration = Duration::from_mins(1);
+
+/// Polls `done` until it holds; fails naming `what` did not happen within [`PATIENCE`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// One line, trimmed.

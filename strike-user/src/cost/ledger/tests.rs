@@ -79,7 +79,7 @@ fn run(
     for r in records {
         ledger.record(r, 0, &mut out);
     }
-    ledger.settle(None, 0, &mut out);
+    ledger.settle(u64::MAX, 0, &mut out);
     ledger.finish(&mut out);
     out
 }
@@ -209,7 +209,7 @@ fn records_wait_for_overlapping_requests_and_samples() {
         &mut out,
     );
     // B is still in flight since 0.5 s: [0, 1) cannot be settled, A waits.
-    ledger.settle(Some(500 * MS), S, &mut out);
+    ledger.settle(500 * MS, S, &mut out);
     assert!(out.is_empty());
     assert_eq!(ledger.pending(), 1);
     // B ends; the GPU time line has not reached its end (1.5 s) yet: A leaves, B waits.
@@ -218,11 +218,11 @@ fn records_wait_for_overlapping_requests_and_samples() {
         S,
         &mut out,
     );
-    ledger.settle(None, S, &mut out);
+    ledger.settle(u64::MAX, S, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].request_id, "a");
     ledger.sample(gpu(0, 2 * S, 200, &[]));
-    ledger.settle(None, 2 * S, &mut out);
+    ledger.settle(u64::MAX, 2 * S, &mut out);
     assert_eq!(out.len(), 2);
     assert_eq!(ledger.totals().records_forced, 0);
 }
@@ -243,7 +243,7 @@ fn max_hold_forces_settlement() {
         &mut out,
     );
     // A request in flight since 0.5 s never ends; 3 s later A is settled anyway.
-    ledger.settle(Some(500 * MS), 3 * S, &mut out);
+    ledger.settle(500 * MS, 3 * S, &mut out);
     assert_eq!(out.len(), 1);
     assert!(out[0].cost_usd.is_some_and(|c| c > 0.0));
     let t = ledger.totals();
@@ -270,9 +270,9 @@ fn a_gpu_source_without_samples_does_not_hold_records() {
     let mut ledger = Ledger::new(config(), true);
     let mut out = Vec::new();
     ledger.record(request("a", 1, 0, 1, 2, 10, 10), S, &mut out);
-    ledger.settle(None, 2 * S, &mut out);
+    ledger.settle(u64::MAX, 2 * S, &mut out);
     assert!(out.is_empty(), "waits a little for the first sample");
-    ledger.settle(None, 7 * S, &mut out);
+    ledger.settle(u64::MAX, 7 * S, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].cost_usd, None, "no sample, no cost");
 }
