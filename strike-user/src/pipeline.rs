@@ -697,17 +697,7 @@ pub async fn run_live(
         tokio::select! {
             batch = event_rx.recv() => {
                 let Some(batch) = batch else { break };
-                for ev in batch.events {
-                    if let Some(change) = processor.handle(ev, &mut records) {
-                        for synthetic in apply_change(&mut targets, &mut capture, change, &mut processor.stats) {
-                            processor.handle(synthetic, &mut records);
-                        }
-                        targets.drain_links(&mut processor);
-                    }
-                }
-                if let Some(ts) = batch.drained_before_ns {
-                    processor.captured_until(ts);
-                }
+                process_batch(batch, &mut processor, &mut targets, &mut capture, &mut records);
             }
             _ = tick.tick() => processor.tick(monotonic_ns(), &mut records),
             _ = rescan.tick(), if targets.selector.is_dynamic() => {
@@ -733,10 +723,16 @@ pub async fn run_live(
     while let Ok(samples) = gpu_rx.try_recv() {
         processor.gpu_samples(samples);
     }
+    // The same handling as while running: a fork read only now still makes its child a
+    // target, with the facts its records need.
     while let Ok(batch) = event_rx.try_recv() {
-        for ev in batch.events {
-            let _ = processor.handle(ev, &mut records);
-        }
+        process_batch(
+            batch,
+            &mut processor,
+            &mut targets,
+            &mut capture,
+            &mut records,
+        );
     }
     processor.finish(&mut records);
     send_records(&mut records, &targets, &mut dropped_records);
@@ -827,6 +823,27 @@ fn session_summary(
     summary.targets = targets.known.iter().copied().collect();
     summary.duration_s = started.elapsed().as_secs_f64();
     summary
+}
+
+/// Hands a batch to the processor, applying what its process events change in the target set.
+fn process_batch(
+    batch: RingBatch,
+    processor: &mut Processor,
+    targets: &mut Targets,
+    capture: &mut Capture,
+    records: &mut Vec<RequestRecord>,
+) {
+    for ev in batch.events {
+        if let Some(change) = processor.handle(ev, records) {
+            for synthetic in apply_change(targets, capture, change, &mut processor.stats) {
+                processor.handle(synthetic, records);
+            }
+            targets.drain_links(processor);
+        }
+    }
+    if let Some(ts) = batch.drained_before_ns {
+        processor.captured_until(ts);
+    }
 }
 
 fn apply_change(
