@@ -29,9 +29,9 @@ use tokio::{
 
 use crate::{
     capture::{
-        event::{CaptureEvent, CloseRecord, OpenRecord},
+        event::{CaptureEvent, CloseRecord, OpenRecord, ProcessFact},
         procfs::{container_id, pod_uid, Proc, TCP_LISTEN},
-        recording::{RecordingHeader, RecordingWriter},
+        recording::{RecordingHeader, RecordingWriter, RECORDING_VERSION},
         Capture, CaptureError,
     },
     conn::{ConnKey, Role, StreamEvent},
@@ -186,6 +186,9 @@ pub struct Processor {
     /// Every capture event stamped before this kernel time has been handled (the live
     /// reader's drain mark; each event's own time in a replay).
     captured_until_ns: u64,
+    /// What the session learnt about each process (from [`CaptureEvent::Process`]), until
+    /// its exit: what records are completed with.
+    facts: HashMap<u32, ProcessFact>,
     recorder: Option<RecordingWriter<io::BufWriter<std::fs::File>>>,
     pub stats: PipelineStats,
 }
@@ -207,6 +210,7 @@ impl Processor {
             finished: Vec::new(),
             now_ns: 0,
             captured_until_ns: 0,
+            facts: HashMap::new(),
             recorder: None,
             stats: PipelineStats::default(),
         }
@@ -242,13 +246,55 @@ impl Processor {
                     .process_exited(pid, ts_ns, &mut self.stream_events);
                 Some(ProcessChange::Exited { pid })
             }
+            CaptureEvent::Process(fact) => {
+                self.learn(fact);
+                None
+            }
             other => {
                 self.reassembler.handle(other, &mut self.stream_events);
                 None
             }
         };
         self.drain(records);
+        if let Some(ProcessChange::Exited { pid }) = change {
+            // After its connections' records (just drained) were completed with them.
+            self.facts.remove(&pid);
+        }
         change
+    }
+
+    /// Keeps what the session learnt about a process (the latest fact wins), and tells the
+    /// cost stage its place in the serving groups.
+    fn learn(&mut self, fact: ProcessFact) {
+        if let Some(ppid) = fact.ppid {
+            self.ledger.process(fact.pid, ppid);
+        }
+        if let Some(id) = &fact.container_id {
+            self.ledger.container(fact.pid, id.clone());
+        }
+        if self.facts.len() >= MAX_PROCESS_FACTS && !self.facts.contains_key(&fact.pid) {
+            self.stats.process_facts_dropped += 1;
+            return;
+        }
+        self.facts.insert(fact.pid, fact);
+    }
+
+    /// Completes a record with what is known of its process: the one place, after the
+    /// tracker built it and before its cost, where a record gains facts from outside its
+    /// connection.
+    fn complete(&self, record: &mut RequestRecord) {
+        let Some(fact) = self.facts.get(&record.pid) else {
+            return;
+        };
+        if record.container_id.is_none() {
+            record.container_id.clone_from(&fact.container_id);
+        }
+        if record.k8s_pod_uid.is_none() {
+            record.k8s_pod_uid.clone_from(&fact.pod_uid);
+        }
+        if record.server_port.is_none() {
+            record.server_port = fact.listen_port;
+        }
     }
 
     fn drain(&mut self, records: &mut Vec<RequestRecord>) {
@@ -260,7 +306,8 @@ impl Processor {
 
     /// Finished records go through the cost stage (at once when no GPU is configured).
     fn send_to_ledger(&mut self, records: &mut Vec<RequestRecord>) {
-        for record in self.finished.drain(..) {
+        for mut record in std::mem::take(&mut self.finished) {
+            self.complete(&mut record);
             self.ledger.record(record, self.now_ns, records);
         }
     }
@@ -283,11 +330,6 @@ impl Processor {
     /// `pid`'s parent is `ppid` (for the cost stage's serving trees).
     pub fn process_fact(&mut self, pid: u32, ppid: u32) {
         self.ledger.process(pid, ppid);
-    }
-
-    /// `pid` runs in container `id` (for the cost stage's serving groups).
-    pub fn container_fact(&mut self, pid: u32, id: String) {
-        self.ledger.container(pid, id);
     }
 
     /// Periodic upkeep at kernel monotonic time `now_ns`.
@@ -339,6 +381,10 @@ impl Processor {
         }
     }
 }
+
+/// Processes whose facts are kept at most (targets and GPU processes; an entry leaves at
+/// the process's exit).
+const MAX_PROCESS_FACTS: usize = 65_536;
 
 /// Kernel `CLOCK_MONOTONIC` now, the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
@@ -411,28 +457,20 @@ impl LiveConfig {
 }
 
 /// Tracks the live target set: adds selected and forked processes, prunes threads, releases
-/// exited processes, and registers the sockets they already had open.
+/// exited processes, and registers the sockets they already had open. What it reads from
+/// `/proc` reaches the processor as events ([`ProcessFact`], synthetic opens and closes), so
+/// recordings hold it too.
 struct Targets {
     proc: Proc,
     selector: TargetSelector,
     known: BTreeSet<u32>,
-    /// Container id of each known target that runs in one.
-    containers: HashMap<u32, String>,
-    /// Kubernetes pod UID of each known target that runs in a pod.
-    pods: HashMap<u32, String>,
-    /// GPU compute processes already described to the cost stage.
+    /// GPU compute processes already described to the processor.
     gpu_pids: BTreeSet<u32>,
-    /// Facts for the cost stage about targets added since last drained: (child, parent)
-    /// when the parent is a target too, and (pid, container id).
-    links: Vec<(u32, u32)>,
-    container_links: Vec<(u32, String)>,
-    /// The listening TCP port of each known target that has exactly one.
-    listen_port: HashMap<u32, u16>,
 }
 
 impl Targets {
-    /// Adds `pid` as a target and tracks its open TCP connections; returns synthetic open
-    /// events for them.
+    /// Adds `pid` as a target and tracks its open TCP connections; returns the fact of the
+    /// process and synthetic open events for its connections, in that order.
     fn add(
         &mut self,
         capture: &mut Capture,
@@ -444,18 +482,8 @@ impl Targets {
             return Ok(Vec::new());
         }
         stats.targets_added += 1;
-        if let Some(ppid) = self.proc.ppid(pid).filter(|p| self.known.contains(p)) {
-            self.links.push((pid, ppid));
-        }
+        let now = monotonic_ns();
         let cgroups = self.proc.cgroups(pid);
-        if let Some(id) = container_id(&cgroups) {
-            self.container_links.push((pid, id.clone()));
-            self.containers.insert(pid, id);
-        }
-        if let Some(uid) = pod_uid(&cgroups) {
-            self.pods.insert(pid, uid);
-        }
-        let comm = self.proc.comm(pid).unwrap_or_default();
         let sockets = self.proc.open_sockets(pid);
         let listening: BTreeSet<u16> = sockets
             .iter()
@@ -465,11 +493,18 @@ impl Targets {
                     .map(|t| t.local.port())
             })
             .collect();
-        if let [port] = listening.iter().copied().collect::<Vec<_>>()[..] {
-            self.listen_port.insert(pid, port);
-        }
-        let now = monotonic_ns();
-        let mut opens = Vec::new();
+        let mut events = vec![CaptureEvent::Process(ProcessFact {
+            pid,
+            ts_ns: now,
+            ppid: self.proc.ppid(pid).filter(|p| self.known.contains(p)),
+            container_id: container_id(&cgroups),
+            pod_uid: pod_uid(&cgroups),
+            listen_port: match listening.iter().collect::<Vec<_>>()[..] {
+                [&port] => Some(port),
+                _ => None,
+            },
+        })];
+        let comm = self.proc.comm(pid).unwrap_or_default();
         for s in sockets {
             // Only established TCP connections: listening sockets carry no bytes, and unix
             // sockets found open are usually IPC; new ones are still tracked at accept.
@@ -484,7 +519,7 @@ impl Targets {
             match capture.track_socket(pid, s.fd, role) {
                 Ok(conn_id) => {
                     stats.preexisting_sockets += 1;
-                    opens.push(CaptureEvent::Open(OpenRecord {
+                    events.push(CaptureEvent::Open(OpenRecord {
                         key: ConnKey { tgid: pid, conn_id },
                         fd: s.fd,
                         ts_ns: now,
@@ -497,41 +532,29 @@ impl Targets {
                 Err(e) => tracing::debug!("not tracking fd {} of {pid}: {e}", s.fd),
             }
         }
-        Ok(opens)
+        Ok(events)
     }
 
-    /// Adds what the target set knows about the record's process.
-    fn enrich(&self, record: &mut RequestRecord) {
-        if record.container_id.is_none() {
-            record.container_id = self.containers.get(&record.pid).cloned();
-        }
-        if record.server_port.is_none() {
-            record.server_port = self.listen_port.get(&record.pid).copied();
-        }
-        if record.k8s_pod_uid.is_none() {
-            record.k8s_pod_uid = self.pods.get(&record.pid).cloned();
-        }
-    }
-
-    /// Hands the cost stage what `add` learnt: tree links and containers of new targets.
-    fn drain_links(&mut self, processor: &mut Processor) {
-        for (child, parent) in self.links.drain(..) {
-            processor.process_fact(child, parent);
-        }
-        for (pid, id) in self.container_links.drain(..) {
-            processor.container_fact(pid, id);
-        }
-    }
-
-    /// Tells the cost stage the containers of GPU processes not seen before.
-    fn describe_gpu_processes(&mut self, samples: &[DeviceSample], processor: &mut Processor) {
+    /// Facts (their containers) about GPU compute processes not seen before that are not
+    /// targets, whose own facts say as much.
+    fn describe_gpu_processes(&mut self, samples: &[DeviceSample]) -> Vec<CaptureEvent> {
+        let mut facts = Vec::new();
         for p in samples.iter().flat_map(|s| &s.processes) {
-            if self.gpu_pids.len() < 4096 && self.gpu_pids.insert(p.pid) {
+            if self.known.contains(&p.pid) || self.gpu_pids.len() >= 4096 {
+                continue;
+            }
+            if self.gpu_pids.insert(p.pid) {
                 if let Some(id) = container_id(&self.proc.cgroups(p.pid)) {
-                    processor.container_fact(p.pid, id);
+                    facts.push(CaptureEvent::Process(ProcessFact {
+                        pid: p.pid,
+                        ts_ns: monotonic_ns(),
+                        container_id: Some(id),
+                        ..ProcessFact::default()
+                    }));
                 }
             }
         }
+        facts
     }
 
     /// Picks up processes that newly match a port or name selection.
@@ -546,14 +569,13 @@ impl Targets {
                 continue;
             }
             match self.add(capture, pid, &mut processor.stats) {
-                Ok(opens) => {
-                    for ev in opens {
+                Ok(events) => {
+                    for ev in events {
                         processor.handle(ev, records);
                     }
                 }
                 Err(e) => tracing::warn!("cannot trace new process {pid}: {e}"),
             }
-            self.drain_links(processor);
         }
     }
 
@@ -564,9 +586,6 @@ impl Targets {
         stats: &mut PipelineStats,
     ) -> Vec<CaptureEvent> {
         capture.remove_target(pid);
-        self.containers.remove(&pid);
-        self.pods.remove(&pid);
-        self.listen_port.remove(&pid);
         if self.known.remove(&pid) {
             stats.targets_released += 1;
         }
@@ -601,11 +620,13 @@ pub async fn run_live(
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let max_capture = config.processor.max_capture_bytes;
+    // The records' dates and the recording's come from one reading of the clocks.
+    let clock_offset = config.processor.tracker.clock_offset_ns;
     let mut processor = Processor::new(config.processor);
     if let Some(file) = config.record_file {
         let header = RecordingHeader {
-            version: 1,
-            clock_offset_ns: clock_offset_ns(),
+            version: RECORDING_VERSION,
+            clock_offset_ns: clock_offset,
             max_capture_bytes: max_capture,
         };
         processor.record_to(file, &header)?;
@@ -614,12 +635,7 @@ pub async fn run_live(
         proc: Proc::default(),
         selector: config.selector,
         known: BTreeSet::new(),
-        containers: HashMap::new(),
-        pods: HashMap::new(),
         gpu_pids: BTreeSet::new(),
-        links: Vec::new(),
-        container_links: Vec::new(),
-        listen_port: HashMap::new(),
     };
     let ring = capture
         .take_ring()
@@ -644,7 +660,6 @@ pub async fn run_live(
             processor.handle(ev, &mut records);
         }
     }
-    targets.drain_links(&mut processor);
     ready(&initial);
 
     // GPU samples come from a thread of their own (NVML calls block for milliseconds).
@@ -673,15 +688,14 @@ pub async fn run_live(
     let mut rescan = tokio::time::interval(Duration::from_secs(1));
     let deadline = config.duration.map(|d| started + d);
     let mut dropped_records = 0u64;
-    let send_records = |records: &mut Vec<RequestRecord>, targets: &Targets, dropped: &mut u64| {
-        for mut r in records.drain(..) {
-            targets.enrich(&mut r);
+    let send_records = |records: &mut Vec<RequestRecord>, dropped: &mut u64| {
+        for r in records.drain(..) {
             if record_tx.try_send(r).is_err() {
                 *dropped += 1;
             }
         }
     };
-    send_records(&mut records, &targets, &mut dropped_records);
+    send_records(&mut records, &mut dropped_records);
     let mut publish_tick = tokio::time::interval(Duration::from_secs(1));
     let publish_stats = |processor: &Processor, capture: &Capture, targets: &Targets, dropped| {
         publish(config.live_stats.as_ref(), || {
@@ -705,11 +719,13 @@ pub async fn run_live(
             }
             _ = publish_tick.tick() => publish_stats(&processor, &capture, &targets, dropped_records),
             Some(samples) = gpu_rx.recv() => {
-                targets.describe_gpu_processes(&samples, &mut processor);
+                for fact in targets.describe_gpu_processes(&samples) {
+                    processor.handle(fact, &mut records);
+                }
                 processor.gpu_samples(samples);
             }
         }
-        send_records(&mut records, &targets, &mut dropped_records);
+        send_records(&mut records, &mut dropped_records);
     }
 
     // Stop reading, process what was already read, then close out in-flight requests.
@@ -735,7 +751,7 @@ pub async fn run_live(
         );
     }
     processor.finish(&mut records);
-    send_records(&mut records, &targets, &mut dropped_records);
+    send_records(&mut records, &mut dropped_records);
     drop(record_tx);
     let _ = output.join();
 
@@ -838,7 +854,6 @@ fn process_batch(
             for synthetic in apply_change(targets, capture, change, &mut processor.stats) {
                 processor.handle(synthetic, records);
             }
-            targets.drain_links(processor);
         }
     }
     if let Some(ts) = batch.drained_before_ns {

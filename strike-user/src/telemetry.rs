@@ -35,6 +35,8 @@ pub struct PipelineStats {
     pub gpu_samples_dropped: u64,
     /// GPU sampling calls that failed.
     pub gpu_sample_errors: u64,
+    /// Facts about processes not kept because too many processes were known.
+    pub process_facts_dropped: u64,
 }
 
 /// Everything a session counted.

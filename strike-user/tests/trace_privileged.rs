@@ -11,8 +11,8 @@ use std::{
 
 mod privileged;
 use privileged::{
-    line, post_chat, prefork_command, root_or_skip, start_prefork, status_line, stop_strike,
-    wait_until, Kill,
+    line, post_chat, post_chat_to, prefork_command, root_or_skip, start_prefork, status_line,
+    stop_strike, wait_until, Kill,
 };
 
 /// Kills a process that is not our child (the forked worker) when dropped.
@@ -84,4 +84,78 @@ fn follows_a_worker_forked_after_attach() {
         rest.contains("2 target process(es)"),
         "the worker is counted as a target: {rest}"
     );
+}
+
+/// A recording replays to exactly the records of the live session that wrote it: every field
+/// but Strike's own `request_id`, `start` to the nanosecond, and what the session read from
+/// `/proc` (`server_port` from the worker's listening socket when the client sent no `Host`).
+#[test]
+fn replay_of_a_recording_gives_the_live_records() {
+    if !root_or_skip() {
+        return;
+    }
+    let (mut server, mut server_out, port) = start_prefork(prefork_command());
+    let recording = std::env::temp_dir().join(format!(
+        "strike-replay-equals-live-{}.strikecap",
+        std::process::id()
+    ));
+    let mut strike = Kill(
+        Command::new(env!("CARGO_BIN_EXE_strike"))
+            .args(["trace", "--pid", &server.0.id().to_string()])
+            .args(["--format", "json", "--record"])
+            .arg(&recording)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(strike.0.stderr.take().unwrap());
+    let attached = status_line(&mut err);
+    assert!(attached.starts_with("strike: attached"), "{attached}");
+
+    server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let worker: u32 = line(&mut server_out).parse().unwrap();
+    let _worker = KillPid(worker);
+    for host in [None, Some("models.internal:8443"), None] {
+        wait_until("an answer from the worker", || {
+            post_chat_to(port, host).is_some()
+        });
+    }
+    let (live, rest) = stop_strike(strike, err, libc::SIGINT);
+    assert_eq!(live.len(), 3, "{live:?}\n{rest}");
+
+    let replay = Command::new(env!("CARGO_BIN_EXE_strike"))
+        .args(["replay", "--format", "json"])
+        .arg(&recording)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&recording);
+    assert!(replay.status.success(), "{replay:?}");
+    let replayed: Vec<serde_json::Value> = String::from_utf8(replay.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    // The session's own facts are in the records, live and replayed.
+    let ports: Vec<_> = live.iter().map(|r| r["server_port"].as_u64()).collect();
+    assert_eq!(
+        ports,
+        [Some(u64::from(port)), Some(8443), Some(u64::from(port))]
+    );
+    let without_id = |records: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.as_object_mut().unwrap().remove("request_id");
+                r
+            })
+            .collect()
+    };
+    let (live, replayed) = (without_id(&live), without_id(&replayed));
+    for (l, r) in live.iter().zip(&replayed) {
+        println!("live:     {l}\nreplayed: {r}");
+    }
+    assert_eq!(live, replayed, "replay differs from the live session");
 }

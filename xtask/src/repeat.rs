@@ -41,7 +41,9 @@ impl Suite {
     /// `cargo test` of this suite, or with `build_only` its `--no-run` build.
     fn command(&self, ctx: &Ctx, build_only: bool) -> Command {
         let mut cmd = ctx.cargo();
-        cmd.args(["test", "-p", self.package, "--test", &self.name]);
+        // As in CI: a privileged test that cannot run fails instead of skipping.
+        cmd.args(["test", "-p", self.package, "--test", &self.name])
+            .env("CI", "true");
         if self.e2e {
             cmd.arg("--release").env("STRIKE_BIN", ctx.strike_bin());
             with_peers(ctx, &mut cmd);

@@ -18,8 +18,35 @@ pub enum CaptureEvent {
     Data(DataRecord),
     Open(OpenRecord),
     Close(CloseRecord),
-    Fork { parent: u32, child: u32, ts_ns: u64 },
-    Exit { pid: u32, ts_ns: u64 },
+    Fork {
+        parent: u32,
+        child: u32,
+        ts_ns: u64,
+    },
+    Exit {
+        pid: u32,
+        ts_ns: u64,
+    },
+    /// What the session read from `/proc` about a process (userspace only).
+    Process(ProcessFact),
+}
+
+/// What the live session learnt from `/proc` about a process when it became a target (or
+/// appeared on a GPU). Not a kernel record: userspace makes it and hands it to the processor
+/// like any other event, so recordings carry it and a replay enriches records exactly as
+/// the live session did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessFact {
+    pub pid: u32,
+    pub ts_ns: u64,
+    /// Its parent, when the parent is a target too.
+    pub ppid: Option<u32>,
+    /// Its container (64 hex digits), from its cgroup.
+    pub container_id: Option<String>,
+    /// Its Kubernetes pod UID, from its cgroup.
+    pub pod_uid: Option<String>,
+    /// Its only listening TCP port (none when it listens on none or several).
+    pub listen_port: Option<u16>,
 }
 
 /// Bytes moved by one syscall (or one chunk of a large one).
@@ -71,6 +98,8 @@ pub enum DecodeError {
     UnknownKind { kind: u8 },
     #[error("data record says {claimed} payload bytes but carries {carried}")]
     BadLength { claimed: usize, carried: usize },
+    #[error("process fact has a bad {field}")]
+    BadFact { field: &'static str },
 }
 
 impl CaptureEvent {
@@ -81,6 +110,7 @@ impl CaptureEvent {
             CaptureEvent::Open(o) => o.ts_ns,
             CaptureEvent::Close(c) => c.ts_ns,
             CaptureEvent::Fork { ts_ns, .. } | CaptureEvent::Exit { ts_ns, .. } => *ts_ns,
+            CaptureEvent::Process(f) => f.ts_ns,
         }
     }
 
@@ -162,6 +192,7 @@ impl CaptureEvent {
                     ts_ns: header.ts_ns,
                 })
             }
+            KIND_PROCESS_FACT => decode_fact(raw, &header),
             other => Err(DecodeError::UnknownKind { kind: other }),
         }
     }
@@ -240,8 +271,86 @@ impl CaptureEvent {
                 ts_ns,
             } => proc_event(kind::FORK, *parent, *child, *ts_ns),
             CaptureEvent::Exit { pid, ts_ns } => proc_event(kind::EXIT, *pid, *pid, *ts_ns),
+            CaptureEvent::Process(f) => encode_fact(f),
         }
     }
+}
+
+/// The kind of a [`ProcessFact`], which the kernel never emits (its kinds are small).
+const KIND_PROCESS_FACT: u8 = 0x80;
+const _: () = assert!(KIND_PROCESS_FACT > kind::EXIT);
+
+/// A [`ProcessFact`] after its header: ppid (u32, 0 = none), listen port (u16, 0 = none),
+/// the lengths of the container id and the pod UID (u8 each), then their bytes.
+const FACT_FIXED_LEN: usize = size_of::<EventHeader>() + 8;
+/// Longest container id or pod UID a fact carries (both are shorter in practice).
+const FACT_MAX_ID: usize = 64;
+
+/// An id's bytes, at most [`FACT_MAX_ID`].
+fn fact_id(s: Option<&str>) -> &[u8] {
+    s.map_or(&[], |s| &s.as_bytes()[..s.len().min(FACT_MAX_ID)])
+}
+
+fn encode_fact(f: &ProcessFact) -> Vec<u8> {
+    let key = ConnKey {
+        tgid: f.pid,
+        conn_id: 0,
+    };
+    let h = header(KIND_PROCESS_FACT, key, 0, f.ts_ns);
+    let (container, pod) = (
+        fact_id(f.container_id.as_deref()),
+        fact_id(f.pod_uid.as_deref()),
+    );
+    let mut out = Vec::with_capacity(FACT_FIXED_LEN + container.len() + pod.len());
+    out.extend_from_slice(as_bytes(&h));
+    out.extend_from_slice(&f.ppid.unwrap_or(0).to_ne_bytes());
+    out.extend_from_slice(&f.listen_port.unwrap_or(0).to_ne_bytes());
+    #[expect(clippy::cast_possible_truncation, reason = "at most FACT_MAX_ID")]
+    out.extend_from_slice(&[container.len() as u8, pod.len() as u8]);
+    out.extend_from_slice(container);
+    out.extend_from_slice(pod);
+    out
+}
+
+/// Recordings are input like any other: ids must be short and of the characters cgroup
+/// ids use.
+fn decode_fact(raw: &[u8], header: &EventHeader) -> Result<CaptureEvent, DecodeError> {
+    let fixed = raw.get(..FACT_FIXED_LEN).ok_or(DecodeError::Short {
+        len: raw.len(),
+        need: FACT_FIXED_LEN,
+    })?;
+    let at = size_of::<EventHeader>();
+    let ppid = u32_at(fixed, at);
+    let port = u16::from_ne_bytes([fixed[at + 4], fixed[at + 5]]);
+    let (container_len, pod_len) = (usize::from(fixed[at + 6]), usize::from(fixed[at + 7]));
+    let rest = &raw[FACT_FIXED_LEN..];
+    if rest.len() != container_len + pod_len {
+        return Err(DecodeError::BadLength {
+            claimed: container_len + pod_len,
+            carried: rest.len(),
+        });
+    }
+    let id = |bytes: &[u8], field| -> Result<Option<String>, DecodeError> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        if bytes.len() > FACT_MAX_ID
+            || !bytes
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || *b == b'-' || *b == b'_')
+        {
+            return Err(DecodeError::BadFact { field });
+        }
+        Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+    };
+    Ok(CaptureEvent::Process(ProcessFact {
+        pid: header.tgid,
+        ts_ns: header.ts_ns,
+        ppid: (ppid != 0).then_some(ppid),
+        container_id: id(&rest[..container_len], "container id")?,
+        pod_uid: id(&rest[container_len..], "pod UID")?,
+        listen_port: (port != 0).then_some(port),
+    }))
 }
 
 /// Marks a `CloseEvent` synthesised by userspace, whose final offsets are unknown.
@@ -380,6 +489,19 @@ mod tests {
                 ts_ns: 7,
             },
             CaptureEvent::Exit { pid: 44, ts_ns: 8 },
+            CaptureEvent::Process(ProcessFact {
+                pid: 44,
+                ts_ns: 9,
+                ppid: Some(42),
+                container_id: Some("ab".repeat(32)),
+                pod_uid: Some("0f3c1a2b-5d6e-4f70-8a9b-0c1d2e3f4a5b".into()),
+                listen_port: Some(8000),
+            }),
+            CaptureEvent::Process(ProcessFact {
+                pid: 45,
+                ts_ns: 10,
+                ..ProcessFact::default()
+            }),
         ];
         for ev in events {
             assert_eq!(CaptureEvent::decode(&ev.encode()).unwrap(), ev);
@@ -417,6 +539,33 @@ mod tests {
                 carried: 3
             })
         ));
+    }
+
+    #[test]
+    fn rejects_facts_that_no_cgroup_holds() {
+        let fact = |container: &str| {
+            CaptureEvent::Process(ProcessFact {
+                pid: 1,
+                container_id: Some(container.into()),
+                ..ProcessFact::default()
+            })
+            .encode()
+        };
+        assert_eq!(
+            CaptureEvent::decode(&fact("ab\u{1b}[2J")),
+            Err(DecodeError::BadFact {
+                field: "container id"
+            })
+        );
+        let mut long = fact("abc");
+        long.push(b'd');
+        assert!(matches!(
+            CaptureEvent::decode(&long),
+            Err(DecodeError::BadLength { .. })
+        ));
+        for n in 0..long.len() - 1 {
+            assert!(CaptureEvent::decode(&long[..n]).is_err());
+        }
     }
 
     #[test]

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::event::{CaptureEvent, DecodeError};
 
 const MAGIC: &[u8; 11] = b"STRIKECAP1\n";
+/// The header version written: 2 added process facts ([`super::event::ProcessFact`]) to
+/// the frames. Readers take every version up to it.
+pub const RECORDING_VERSION: u32 = 2;
 /// Largest frame a reader accepts: a data event's header plus one chunk, with room to spare.
 const MAX_FRAME: usize = 1 << 20;
 
@@ -30,6 +33,8 @@ pub enum RecordingError {
     BadMagic,
     #[error("recording header is not valid")]
     BadHeader(#[source] serde_json::Error),
+    #[error("recording version {0} is newer than this strike reads ({RECORDING_VERSION})")]
+    Version(u32),
     #[error("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit")]
     FrameTooLarge { len: usize },
     #[error("frame {index} does not decode")]
@@ -89,7 +94,11 @@ impl<R: BufRead> RecordingReader<R> {
             return Err(RecordingError::BadMagic);
         }
         let json = read_frame(&mut input)?.ok_or(RecordingError::BadMagic)?;
-        let header = serde_json::from_slice(&json).map_err(RecordingError::BadHeader)?;
+        let header: RecordingHeader =
+            serde_json::from_slice(&json).map_err(RecordingError::BadHeader)?;
+        if header.version > RECORDING_VERSION {
+            return Err(RecordingError::Version(header.version));
+        }
         Ok(RecordingReader {
             input,
             header,

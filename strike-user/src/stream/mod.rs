@@ -114,15 +114,15 @@ impl Reassembler {
         self.conns.len()
     }
 
-    /// Feeds one capture event. Process events (fork/exit) are not stream events and are
-    /// ignored here; the pipeline handles them.
+    /// Feeds one capture event. Process events (fork, exit, facts) are not stream events and
+    /// are ignored here; the pipeline handles them.
     pub fn handle(&mut self, event: CaptureEvent, out: &mut Vec<StreamEvent>) {
         self.now_ns = self.now_ns.max(event.ts_ns());
         match event {
             CaptureEvent::Open(open) => self.open(open, true, out),
             CaptureEvent::Data(data) => self.data(data, out),
             CaptureEvent::Close(close) => self.close(&close, out),
-            CaptureEvent::Fork { .. } | CaptureEvent::Exit { .. } => {}
+            CaptureEvent::Fork { .. } | CaptureEvent::Exit { .. } | CaptureEvent::Process(_) => {}
         }
     }
 

@@ -78,11 +78,17 @@ pub fn status_line(r: &mut impl BufRead) -> String {
 /// One chat completion to the prefork server on `port` (`Connection: close`); the whole
 /// response, or `None` when the connection failed or no completion came back.
 pub fn post_chat(port: u16) -> Option<String> {
+    post_chat_to(port, Some(&format!("127.0.0.1:{port}")))
+}
+
+/// [`post_chat`] with this `Host` header, or none.
+pub fn post_chat_to(port: u16, host: Option<&str>) -> Option<String> {
     let body = r#"{"model":"prefork-model","messages":[{"role":"user","content":"hello"}]}"#;
+    let host = host.map(|h| format!("host: {h}\r\n")).unwrap_or_default();
     let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
     write!(
         conn,
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "POST /v1/chat/completions HTTP/1.1\r\n{host}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
