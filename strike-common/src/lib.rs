@@ -3,7 +3,7 @@
 //! Everything here crosses the kernel/user boundary as raw bytes, so every type is
 //! `#[repr(C)]`, `Copy`, has explicit padding, no `bool`, and its size is asserted at
 //! compile time. Each ring-buffer record starts with an [`EventHeader`]: the decoder in
-//! `strike-user/src/capture/event.rs` relies on that to dispatch on [`EventHeader::kind`].
+//! `strike-user/src/event.rs` relies on that to dispatch on [`EventHeader::kind`].
 #![no_std]
 
 /// Ring buffer carrying every event to userspace.

@@ -6,10 +6,11 @@ use std::{fs::File, io::BufReader, path::Path};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use strike::{
-    capture::{event::CaptureEvent, recording::RecordingReader},
+    capture::recording::RecordingReader,
     cost::CostConfig,
+    event::CaptureEvent,
     llm::TrackerConfig,
-    pipeline::{Processor, ProcessorConfig},
+    session::{Processor, ProcessorConfig},
     stream::StreamConfig,
 };
 

@@ -17,7 +17,7 @@ use crate::{
     capture::CaptureConfig,
     cost::CostConfig,
     export::{ExportConfig, ExportError, Protocol},
-    pipeline::TargetSelector,
+    session::TargetSelector,
 };
 
 /// Default address of Strike's own HTTP endpoint (`/metrics`, `/v1/requests/{id}`):

@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::{
-    capture::KernelCounters, cost::ledger::CostTotals, export::ExportStats, llm::TrackerStats,
-    stream::StreamStats,
+    capture::KernelCounters, cost::ledger::CostTotals, llm::TrackerStats, stream::StreamStats,
 };
 
 /// Counters of the live pipeline itself (between the stages).
@@ -37,6 +36,35 @@ pub struct PipelineStats {
     pub gpu_sample_errors: u64,
     /// Facts about processes not kept because too many processes were known.
     pub process_facts_dropped: u64,
+    /// Tasks or threads of the session that failed (the ring reader, the GPU sampler, the
+    /// record output: a panicking exporter loses the records it had not taken).
+    pub task_failures: u64,
+}
+
+/// Counters of the export stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ExportStats {
+    /// Records handed to the exporter (`export::Exporter::export`).
+    pub records: u64,
+    /// Records that are not `GenAI` operations (`Api::Other`): neither span nor metrics.
+    pub not_genai: u64,
+    /// Records whose `start` is not RFC 3339: metrics only, no span.
+    pub bad_start: u64,
+    /// Records given after shutdown: ignored.
+    pub after_shutdown: u64,
+    /// Spans the sampler dropped (the client's `traceparent` says not sampled, or
+    /// `OTEL_TRACES_SAMPLER`).
+    pub spans_sampled_out: u64,
+    /// Spans ended into the batch processor.
+    pub spans_submitted: u64,
+    /// Spans in batches the OTLP exporter delivered.
+    pub spans_exported: u64,
+    /// Spans in batches the OTLP exporter failed to deliver (collector down, timeout).
+    pub spans_failed: u64,
+    /// Spans dropped because `queue_size` spans were already waiting for export.
+    pub spans_dropped: u64,
+    /// Metric exports that failed.
+    pub metric_exports_failed: u64,
 }
 
 /// Everything a session counted.
@@ -96,6 +124,37 @@ impl Summary {
             "  maps        socket map full: {}, pending map full: {}, target map full: {}, read faults: {}, decode errors: {}",
             k.socks_map_full, k.pending_map_full, k.targets_map_full, k.read_faults, p.decode_errors
         );
+        let t = &self.tracker;
+        let parse_errors = t.protocol.request_parse_errors
+            + t.protocol.response_parse_errors
+            + t.json_errors
+            + t.sse_errors
+            + t.ndjson_errors;
+        if parse_errors
+            + t.protocol.heads_too_large
+            + t.bodies_over_limit
+            + t.protocol.pipeline_overflows
+            > 0
+        {
+            let _ = writeln!(
+                out,
+                "  parsing     {} request / {} response parse errors, {} JSON, {} SSE, {} NDJSON; {} heads too large, {} bodies over the limit, {} pipelining overflows; {} connections evicted",
+                t.protocol.request_parse_errors, t.protocol.response_parse_errors, t.json_errors, t.sse_errors, t.ndjson_errors, t.protocol.heads_too_large, t.bodies_over_limit, t.protocol.pipeline_overflows, t.connections_evicted
+            );
+        }
+        if p.gpu_samples_dropped
+            + p.gpu_sample_errors
+            + p.recording_errors
+            + p.process_facts_dropped
+            + p.task_failures
+            > 0
+        {
+            let _ = writeln!(
+                out,
+                "  session     GPU samples: {} batches dropped, {} failed calls; recording write errors: {}; process facts dropped: {}; failed tasks: {}",
+                p.gpu_samples_dropped, p.gpu_sample_errors, p.recording_errors, p.process_facts_dropped, p.task_failures
+            );
+        }
         if let Some(c) = &self.cost {
             let _ = writeln!(
                 out,

@@ -12,11 +12,9 @@ use std::{
 };
 
 use strike::{
-    capture::{
-        event::{CaptureEvent, DataRecord},
-        preflight, Capture, CaptureConfig,
-    },
+    capture::{preflight, Capture, CaptureConfig},
     conn::{Direction, Role},
+    event::{CaptureEvent, DataRecord},
 };
 
 fn capture_or_skip(config: &CaptureConfig) -> Option<Capture> {

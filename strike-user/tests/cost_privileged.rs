@@ -19,7 +19,7 @@ use strike::{
     capture::{preflight, Capture, CaptureConfig},
     cost::CostConfig,
     gpu::{DeviceSample, GpuError, GpuProcess, GpuSource},
-    pipeline::{GpuSampling, LiveConfig, TargetSelector},
+    session::{GpuSampling, LiveConfig, TargetSelector},
 };
 
 mod privileged;
@@ -100,7 +100,7 @@ fn live_requests_get_their_gpu_share() {
             .enable_all()
             .build()
             .unwrap()
-            .block_on(strike::pipeline::run_live(
+            .block_on(strike::session::run_live(
                 capture,
                 live,
                 session_stop,

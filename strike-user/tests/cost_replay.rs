@@ -13,9 +13,10 @@ use std::{fs, io, path::Path};
 
 use serde_json::{json, Value};
 use strike::{
-    capture::{event::CaptureEvent, recording::RecordingReader},
+    capture::recording::RecordingReader,
     cli::replay::{replay_with, ReplayOptions},
     config::RunConfig,
+    event::CaptureEvent,
     gpu::replay::{parse, ReplayLine},
 };
 

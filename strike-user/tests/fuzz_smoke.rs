@@ -1,4 +1,4 @@
-//! Runs every fuzz target body (`strike::protocol::fuzz`) over deterministic pseudo-random
+//! Runs every fuzz target body (`strike::fuzz`) over deterministic pseudo-random
 //! inputs and mutations of the golden scenarios, so CI exercises them without nightly.
 
 #![expect(
@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 
 use strike::conn::StreamEvent;
-use strike::protocol::fuzz;
+use strike::fuzz;
 
 /// xorshift64*: deterministic and dependency-free.
 struct Rng(u64);

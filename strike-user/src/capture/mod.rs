@@ -1,8 +1,8 @@
 //! Capture stage: loads the kernel programs, attaches them to the socket syscall and
 //! scheduler tracepoints, and owns the maps that select what is captured (target processes,
-//! their sockets). The ring buffer is handed to the pipeline's reader task.
+//! their sockets). The ring buffer is handed to the session's reader task; its records decode
+//! into `crate::event`.
 
-pub mod event;
 pub mod procfs;
 pub mod recording;
 

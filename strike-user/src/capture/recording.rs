@@ -9,7 +9,7 @@ use std::io::{self, BufRead, Write};
 
 use serde::{Deserialize, Serialize};
 
-use super::event::{CaptureEvent, DecodeError};
+use crate::event::{CaptureEvent, DecodeError};
 
 const MAGIC: &[u8; 11] = b"STRIKECAP1\n";
 /// The header version written: 2 added process facts ([`super::event::ProcessFact`]) to

@@ -5,12 +5,14 @@ pub mod replay;
 pub mod run;
 pub mod trace;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
 
 use crate::{
     cost::CostConfig,
     gpu::nvml::NvmlSource,
-    pipeline::{GpuSampling, LiveConfig},
+    session::{GpuSampling, LiveConfig},
 };
 
 /// Strike: what each request to your self-hosted LLM costs, seen from the kernel.
@@ -56,7 +58,7 @@ pub struct TargetArgs {
     pub no_follow: bool,
 }
 
-impl From<TargetArgs> for crate::pipeline::TargetSelector {
+impl From<TargetArgs> for crate::session::TargetSelector {
     fn from(a: TargetArgs) -> Self {
         Self {
             pids: a.pids,
@@ -111,7 +113,7 @@ pub fn live_cost(
     mode: GpuMode,
     interval_ms: u64,
 ) -> anyhow::Result<()> {
-    live.processor.tracker.tenant_header = cost.tenant_header.clone().map(replay::leak);
+    live.processor.tracker.tenant_header = cost.tenant_header.as_deref().map(Arc::from);
     live.processor.cost = cost;
     live.gpu = match mode {
         GpuMode::Off => None,

@@ -1,6 +1,6 @@
 //! `strike replay`: runs a capture recording through the same pipeline as a live session.
 
-use std::{fs::File, io, path::PathBuf};
+use std::{fs::File, io, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 
@@ -11,8 +11,8 @@ use crate::{
     gpu::replay::ReplayLine,
     llm::TrackerConfig,
     output::{Format, RecordWriter},
-    pipeline::{Processor, ProcessorConfig},
     record::RequestRecord,
+    session::{Processor, ProcessorConfig},
     stream::StreamConfig,
     telemetry::Summary,
 };
@@ -56,7 +56,7 @@ pub fn replay_with(
     let reader = RecordingReader::new(io::BufReader::new(file))
         .with_context(|| format!("reading {}", path.display()))?;
     let header = reader.header().clone();
-    let tenant_header = options.cost.tenant_header.clone().map(leak);
+    let tenant_header = options.cost.tenant_header.as_deref().map(Arc::from);
     let mut processor = Processor::new(ProcessorConfig {
         stream: StreamConfig::default(),
         tracker: TrackerConfig {
@@ -98,11 +98,6 @@ pub fn replay_with(
     }
     processor.finish(&mut records);
     Ok((records, processor.summary()))
-}
-
-/// A configured header name lives as long as the process.
-pub(crate) fn leak(name: String) -> &'static str {
-    Box::leak(name.into_boxed_str())
 }
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {

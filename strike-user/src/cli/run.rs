@@ -22,9 +22,9 @@ use crate::{
     config::{ConfigLoader, RecordsOutput, RunConfig, CONFIG_FILE_VAR},
     export::Exporter,
     output::{Format, RecordWriter},
-    pipeline::{run_live, LiveConfig},
     record::RequestRecord,
     server::{self, AppState, RecentRecords},
+    session::{run_live, LiveConfig},
     telemetry::Summary,
 };
 

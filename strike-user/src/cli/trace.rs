@@ -19,7 +19,7 @@ use crate::{
     capture::{self, Capture, CaptureConfig},
     cost::CostConfig,
     output::{Format, RecordWriter},
-    pipeline::{run_live, LiveConfig, TargetSelector},
+    session::{run_live, LiveConfig, TargetSelector},
 };
 
 #[derive(clap::Args, Debug)]

@@ -26,7 +26,8 @@ use serde::Serialize;
 
 use super::CostConfig;
 use crate::{
-    gpu::{u64_to_f64, DeviceInterval, DeviceSample, Intervals},
+    gpu::{DeviceInterval, DeviceSample, Intervals},
+    num::u64_to_f64,
     record::RequestRecord,
 };
 

@@ -181,7 +181,7 @@ impl CostConfig {
                 |t| (t.input_per_mtok, t.output_per_mtok, t.cached_input_per_mtok),
             );
         let cached = cached.unwrap_or(0).min(input);
-        let tokens = |n: u64| crate::gpu::u64_to_f64(n) / 1e6;
+        let tokens = |n: u64| crate::num::u64_to_f64(n) / 1e6;
         Some(
             tokens(input - cached) * in_p
                 + tokens(cached) * cached_p.unwrap_or(in_p)
@@ -196,23 +196,6 @@ fn words(s: &str) -> Vec<String> {
         .filter(|w| !w.is_empty())
         .map(str::to_ascii_lowercase)
         .collect()
-}
-
-/// A short, stable hash of an API key, usable as an attribution key: the first 16 hex
-/// digits of SHA-256 over `strike-api-key:` + the key. Never the key itself.
-pub fn api_key_hash(key: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::new()
-        .chain_update(b"strike-api-key:")
-        .chain_update(key.as_bytes())
-        .finalize();
-    digest[..8]
-        .iter()
-        .fold(String::with_capacity(16), |mut out, b| {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{b:02x}");
-            out
-        })
 }
 
 #[cfg(test)]
@@ -300,14 +283,5 @@ mod tests {
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn api_key_hash_is_stable_short_and_not_the_key() {
-        let h = api_key_hash("sk-secret-123");
-        assert_eq!(h.len(), 16);
-        assert_eq!(h, api_key_hash("sk-secret-123"));
-        assert_ne!(h, api_key_hash("sk-secret-124"));
-        assert!(!h.contains("secret"));
     }
 }

@@ -7,11 +7,11 @@ use opentelemetry::{
     KeyValue,
 };
 
-use super::ExportStats;
 use super::{
     semconv as sc,
     spans::{count_source_name, operation_name, SpanOptions},
 };
+use crate::telemetry::ExportStats;
 use crate::{
     cost::ledger::CostTotals,
     record::{Api, RequestRecord},
@@ -190,7 +190,7 @@ impl Instruments {
             let tokens = record.input_tokens.unwrap_or(0) + record.output_tokens.unwrap_or(0);
             if tokens > 0 {
                 self.tokens_per_joule
-                    .record(crate::gpu::u64_to_f64(tokens) / j, &attrs);
+                    .record(crate::num::u64_to_f64(tokens) / j, &attrs);
             }
         }
     }
@@ -349,6 +349,77 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
         "{record}",
         "Records dropped because the output stage was behind.",
         |s, _| one(s.pipeline.records_dropped),
+    ),
+    (
+        sc::METRIC_STRIKE_PARSE_ERRORS,
+        "{error}",
+        "Captured bytes that did not parse, by what failed: an HTTP request or response head, a JSON body, an SSE or NDJSON stream.",
+        |s, _| {
+            let t = &s.tracker;
+            by(
+                sc::STRIKE_REASON,
+                &[
+                    ("request", t.protocol.request_parse_errors),
+                    ("response", t.protocol.response_parse_errors),
+                    ("json", t.json_errors),
+                    ("sse", t.sse_errors),
+                    ("ndjson", t.ndjson_errors),
+                ],
+            )
+        },
+    ),
+    (
+        sc::METRIC_STRIKE_PARSE_LIMITS,
+        "{event}",
+        "Parser bounds reached, by bound: a message head over its limit, a body over the bytes kept for parsing, too many pipelined requests, a response with no request.",
+        |s, _| {
+            let t = &s.tracker;
+            by(
+                sc::STRIKE_REASON,
+                &[
+                    ("head_too_large", t.protocol.heads_too_large),
+                    ("body_over_limit", t.bodies_over_limit),
+                    ("pipeline_overflow", t.protocol.pipeline_overflows),
+                    ("unmatched_response", t.protocol.unmatched_responses),
+                ],
+            )
+        },
+    ),
+    (
+        sc::METRIC_STRIKE_TRACKER_EVICTIONS,
+        "{connection}",
+        "Connections evicted from request tracking (idle, or over the limit).",
+        |s, _| one(s.tracker.connections_evicted),
+    ),
+    (
+        sc::METRIC_STRIKE_GPU_SAMPLES_LOST,
+        "{batch}",
+        "GPU sample batches lost, by reason: the processor's queue was full, or the sampling call failed.",
+        |s, _| {
+            by(
+                sc::STRIKE_REASON,
+                &[
+                    ("queue_full", s.pipeline.gpu_samples_dropped),
+                    ("error", s.pipeline.gpu_sample_errors),
+                ],
+            )
+        },
+    ),
+    (
+        sc::METRIC_STRIKE_SESSION_FAILURES,
+        "{event}",
+        "Failures inside the session, by kind: recording writes, process facts not kept (too many processes), tasks or threads that failed.",
+        |s, _| {
+            let p = &s.pipeline;
+            by(
+                sc::STRIKE_REASON,
+                &[
+                    ("recording_write", p.recording_errors),
+                    ("process_facts_dropped", p.process_facts_dropped),
+                    ("task", p.task_failures),
+                ],
+            )
+        },
     ),
     (
         sc::METRIC_STRIKE_EXPORT_SPANS,

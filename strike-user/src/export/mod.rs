@@ -46,7 +46,10 @@ use opentelemetry_sdk::{
     Resource,
 };
 
-use crate::{record::RequestRecord, telemetry::Summary};
+use crate::{
+    record::RequestRecord,
+    telemetry::{ExportStats, Summary},
+};
 pub use spans::{parse_traceparent, span_times, SpanTimes};
 use spans::{SpanOptions, SpanOutcome};
 
@@ -249,32 +252,6 @@ pub enum ExportError {
         #[source]
         source: OTelSdkError,
     },
-}
-
-/// Counters of the export stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct ExportStats {
-    /// Records handed to [`Exporter::export`].
-    pub records: u64,
-    /// Records that are not `GenAI` operations (`Api::Other`): neither span nor metrics.
-    pub not_genai: u64,
-    /// Records whose `start` is not RFC 3339: metrics only, no span.
-    pub bad_start: u64,
-    /// Records given after shutdown: ignored.
-    pub after_shutdown: u64,
-    /// Spans the sampler dropped (the client's `traceparent` says not sampled, or
-    /// `OTEL_TRACES_SAMPLER`).
-    pub spans_sampled_out: u64,
-    /// Spans ended into the batch processor.
-    pub spans_submitted: u64,
-    /// Spans in batches the OTLP exporter delivered.
-    pub spans_exported: u64,
-    /// Spans in batches the OTLP exporter failed to deliver (collector down, timeout).
-    pub spans_failed: u64,
-    /// Spans dropped because `queue_size` spans were already waiting for export.
-    pub spans_dropped: u64,
-    /// Metric exports that failed.
-    pub metric_exports_failed: u64,
 }
 
 #[derive(Debug, Default)]

@@ -203,6 +203,11 @@ pub const METRIC_STRIKE_RECORDS_DROPPED: &str = "strike.records.dropped";
 pub const METRIC_STRIKE_EXPORT_SPANS: &str = "strike.export.spans";
 pub const METRIC_STRIKE_EXPORT_METRIC_FAILURES: &str = "strike.export.metric_failures";
 pub const METRIC_STRIKE_TARGETS: &str = "strike.targets";
+pub const METRIC_STRIKE_PARSE_ERRORS: &str = "strike.parse.errors";
+pub const METRIC_STRIKE_PARSE_LIMITS: &str = "strike.parse.limits";
+pub const METRIC_STRIKE_TRACKER_EVICTIONS: &str = "strike.tracker.evictions";
+pub const METRIC_STRIKE_GPU_SAMPLES_LOST: &str = "strike.gpu.samples.lost";
+pub const METRIC_STRIKE_SESSION_FAILURES: &str = "strike.session.failures";
 
 /// Attributes of the self-telemetry instruments.
 pub const STRIKE_REASON: &str = "strike.reason";

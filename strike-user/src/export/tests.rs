@@ -864,19 +864,21 @@ async fn grpc_exporter_lives_and_dies_inside_async_code() {
     drop(exporter);
 }
 
-/// Against a real collector: `rotel` (`PyPI` `rotel==0.0.1a15`, needs Debian's `libpython3.11`)
-/// with `shared/tools/rotel_jsonl_processor.py` writing what it receives as JSON lines.
-///
-/// ```text
-/// python3 -m venv /tmp/rotel-venv && /tmp/rotel-venv/bin/pip install rotel==0.0.1a15
-/// apt-get install -y libpython3.11
-/// STRIKE_ROTEL_AGENT=/tmp/rotel-venv/lib/python3.11/site-packages/rotel/rotel-agent \
-///   cargo test -p strike-user --lib export::tests::rotel -- --ignored
-/// ```
+/// Against a real collector, over both transports: `rotel` (`PyPI` `rotel`, which
+/// `cargo xtask setup` installs and `cargo xtask test` names in `STRIKE_ROTEL_AGENT`) with
+/// the repository's `tests/tools/rotel_jsonl_processor.py` writing what it receives as JSON
+/// lines. Without `STRIKE_ROTEL_AGENT` it skips, except under `CI=true`.
 #[test]
-#[ignore = "needs rotel-agent: see the doc comment"]
 fn rotel_receives_spans_and_metrics_over_grpc_and_http() {
-    let (_rotel, grpc, http, sink) = start_rotel();
+    let Ok(agent) = std::env::var("STRIKE_ROTEL_AGENT") else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "STRIKE_ROTEL_AGENT is not set (cargo xtask test sets it)"
+        );
+        eprintln!("SKIP: STRIKE_ROTEL_AGENT is not set");
+        return;
+    };
+    let (_rotel, grpc, http, sink) = start_rotel(&agent);
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     for (protocol, port, id) in [
@@ -913,18 +915,13 @@ fn rotel_receives_spans_and_metrics_over_grpc_and_http() {
 
 /// Starts `rotel-agent` on two free ports; returns it (killed on drop), the gRPC and HTTP
 /// ports and the sink file.
-fn start_rotel() -> (Kill, u16, u16, std::path::PathBuf) {
+fn start_rotel(agent: &str) -> (Kill, u16, u16, std::path::PathBuf) {
     use std::{net::TcpListener, process::Command};
 
-    let agent =
-        std::env::var("STRIKE_ROTEL_AGENT").expect("STRIKE_ROTEL_AGENT=path/to/rotel-agent");
-    let processor = std::env::var("STRIKE_ROTEL_PROCESSOR").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/tools/rotel_jsonl_processor.py"
-        )
-        .to_owned()
-    });
+    let processor = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/tools/rotel_jsonl_processor.py"
+    );
     let free_port = || {
         TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -937,18 +934,19 @@ fn start_rotel() -> (Kill, u16, u16, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let sink = dir.join("sink.jsonl");
     let _ = std::fs::remove_file(&sink);
-    let child = Command::new(&agent)
+    let child = Command::new(agent)
         .args(["start", "--exporter", "blackhole"])
         .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
         .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-        .args(["--otlp-with-trace-processor", &processor])
-        .args(["--otlp-with-metrics-processor", &processor])
+        .args(["--otlp-with-trace-processor", processor])
+        .args(["--otlp-with-metrics-processor", processor])
         .env("ROTEL_SINK", &sink)
         .current_dir(&dir)
         .spawn()
         .expect("start rotel-agent");
+    // Generous: each wait ends as soon as its condition holds.
     let wait_port = |port: u16| {
-        for _ in 0..100 {
+        for _ in 0..600 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return;
             }
@@ -971,7 +969,7 @@ impl Drop for Kill {
     }
 }
 
-/// What rotel wrote to the sink, once both exports arrived (or after 10 s).
+/// What rotel wrote to the sink, once both exports arrived (or after 60 s).
 fn read_sink(sink: &std::path::Path) -> Vec<serde_json::Value> {
     let lines = |()| -> Vec<serde_json::Value> {
         std::fs::read_to_string(sink)
@@ -981,7 +979,7 @@ fn read_sink(sink: &std::path::Path) -> Vec<serde_json::Value> {
             .collect()
     };
     let mut seen = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..600 {
         seen = lines(());
         let spans = seen.iter().filter(|v| v["type"] == "span").count();
         let durations = seen

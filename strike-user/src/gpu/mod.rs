@@ -14,6 +14,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::num::u64_to_f64;
+
 /// One sample of one device. Timestamps are kernel `CLOCK_MONOTONIC` ns, the clock of the
 /// capture, so samples and requests share one time line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,14 +174,6 @@ impl Intervals {
 
 pub(crate) fn ns_to_s(ns: u64) -> f64 {
     u64_to_f64(ns) / 1e9
-}
-
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "ns and mJ counts stay far below 2^52 in one interval"
-)]
-pub(crate) fn u64_to_f64(v: u64) -> f64 {
-    v as f64
 }
 
 #[cfg(test)]

@@ -3,15 +3,18 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo, Timings, Usage};
+use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo};
 use super::TrackerStats;
+use crate::clock::wall_clock;
 use crate::conn::ConnInfo;
+use crate::num::u64_to_f64;
 use crate::protocol::exchange::EndReason;
 use crate::protocol::http::{split_host, RequestHead, ResponseHead};
 use crate::protocol::ndjson::NdjsonDecoder;
 use crate::protocol::sse::{SseDecoder, SseEvent};
 use crate::record::{Api, RequestRecord};
 use crate::tokens::{self, TokenInputs};
+use crate::tokens::{Timings, Usage};
 
 #[derive(Debug)]
 enum BodyMode {
@@ -557,24 +560,4 @@ impl InFlight {
 )]
 fn ns_to_ms(ns: u64) -> f64 {
     ns as f64 / 1_000_000.0
-}
-
-#[expect(
-    clippy::cast_precision_loss,
-    reason = "token counts are far below 2^53"
-)]
-fn u64_to_f64(n: u64) -> f64 {
-    n as f64
-}
-
-/// RFC 3339 with nanoseconds of a monotonic timestamp.
-pub(crate) fn wall_clock(mono_ns: u64, offset_ns: i64) -> String {
-    let wall = i128::from(mono_ns).saturating_add(i128::from(offset_ns));
-    time::OffsetDateTime::from_unix_timestamp_nanos(wall)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

@@ -5,7 +5,10 @@
 mod inflight;
 pub mod openai;
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use crate::conn::{ConnInfo, ConnKey, Role, StreamEvent};
 use crate::protocol::exchange::{
@@ -28,7 +31,7 @@ pub struct TrackerConfig {
     /// Connections idle longer than this are evicted by [`RequestTracker::evict_idle`].
     pub idle_timeout_ns: u64,
     /// The request header naming the tenant (`cost.tenant_header`), when configured.
-    pub tenant_header: Option<&'static str>,
+    pub tenant_header: Option<Arc<str>>,
 }
 
 impl Default for TrackerConfig {
@@ -184,7 +187,7 @@ impl RequestTracker {
         }
         let machine = ExchangeMachine::new(
             ExchangeConfig {
-                tenant_header: self.config.tenant_header,
+                tenant_header: self.config.tenant_header.clone(),
                 ..ExchangeConfig::default()
             },
             info.role,

@@ -4,7 +4,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::record::Api;
+use crate::{
+    record::Api,
+    tokens::{Timings, Usage},
+};
 
 /// Wire dialect of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,24 +131,6 @@ pub fn parse_request(api: Api, dialect: Dialect, body: &[u8]) -> Result<RequestI
         }
     }
     Ok(info)
-}
-
-/// Token counts reported by the server.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: Option<u64>,
-    pub completion_tokens: Option<u64>,
-    pub cached_tokens: Option<u64>,
-}
-
-/// llama.cpp's `timings` object.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Timings {
-    /// Prompt tokens evaluated (not taken from the cache).
-    pub prompt_n: Option<u64>,
-    pub predicted_n: Option<u64>,
-    /// Prompt tokens taken from the cache.
-    pub cache_n: Option<u64>,
 }
 
 /// An error reported in a body or event.

@@ -11,7 +11,7 @@
 //! the request side at the next bytes that look like `METHOD SP target SP HTTP/1.`, the
 //! response side at a segment starting with `HTTP/1.`. Skipped bytes are counted.
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use bytes::{Bytes, BytesMut};
 
@@ -22,13 +22,13 @@ use super::http::{
 use crate::conn::{Direction, Role};
 
 /// Bounds of one connection's machine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ExchangeConfig {
     pub max_head_bytes: usize,
     /// Requests waiting for their response; beyond it the oldest is given up.
     pub max_pending: usize,
     /// The request header naming the tenant, when configured.
-    pub tenant_header: Option<&'static str>,
+    pub tenant_header: Option<Arc<str>>,
 }
 
 impl Default for ExchangeConfig {
@@ -235,19 +235,20 @@ impl ExchangeMachine {
             Mode::Normal
         };
         Self {
-            cfg,
             req_dir: match role {
                 Role::Server => Some(Direction::Ingress),
                 Role::Client => Some(Direction::Egress),
                 Role::Unknown => None,
             },
             sniff: [BytesMut::new(), BytesMut::new()],
-            req_dec: RequestDecoder::new(cfg.max_head_bytes).with_tenant_header(cfg.tenant_header),
+            req_dec: RequestDecoder::new(cfg.max_head_bytes)
+                .with_tenant_header(cfg.tenant_header.clone()),
             req_buf: BytesMut::new(),
             req_mode: start_mode,
             req_cur: None,
             req_start_ns: None,
             res_dec: ResponseDecoder::new(cfg.max_head_bytes),
+            cfg,
             res_buf: BytesMut::new(),
             res_mode: start_mode,
             res_cur: None,

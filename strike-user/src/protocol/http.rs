@@ -7,6 +7,8 @@
 //! message and resynchronises. Bodies are never buffered here: each `Body` frame is the
 //! bytes available now.
 
+use std::sync::Arc;
+
 use bytes::{Buf, Bytes, BytesMut};
 
 /// Default bound on the size of a request or response head.
@@ -85,7 +87,7 @@ pub struct RequestHead {
     pub traceparent: Option<String>,
     /// The configured tenant header's value (at most 128 bytes).
     pub tenant: Option<String>,
-    /// A hash of the API key (`cost::api_key_hash`); the key itself is never kept.
+    /// A hash of the API key ([`api_key_hash`]); the key itself is never kept.
     pub api_key_hash: Option<String>,
     pub body: BodyKind,
     /// Bytes of the head, request line and final CRLF included.
@@ -377,14 +379,14 @@ fn framing(
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map_or(value, |(_, key)| key.trim());
             if !key.is_empty() {
-                f.api_key_hash = Some(crate::cost::api_key_hash(key));
+                f.api_key_hash = Some(api_key_hash(key));
             }
         } else if (h.name.eq_ignore_ascii_case("x-api-key")
             || h.name.eq_ignore_ascii_case("api-key"))
             && f.api_key_hash.is_none()
             && !value.is_empty()
         {
-            f.api_key_hash = Some(crate::cost::api_key_hash(value));
+            f.api_key_hash = Some(api_key_hash(value));
         }
         if tenant_header.is_some_and(|t| h.name.eq_ignore_ascii_case(t)) {
             f.tenant = short_value(value, 128);
@@ -434,7 +436,7 @@ fn decode_body_frame(
 pub struct RequestDecoder {
     max_head: usize,
     /// The request header naming the tenant, when configured.
-    tenant_header: Option<&'static str>,
+    tenant_header: Option<Arc<str>>,
     state: MsgState,
 }
 
@@ -455,7 +457,7 @@ impl RequestDecoder {
 
     /// Also keeps the value of this header (the tenant) in each request head.
     #[must_use]
-    pub fn with_tenant_header(mut self, name: Option<&'static str>) -> Self {
+    pub fn with_tenant_header(mut self, name: Option<Arc<str>>) -> Self {
         self.tenant_header = name;
         self
     }
@@ -500,7 +502,7 @@ impl RequestDecoder {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(buf) {
             Ok(httparse::Status::Complete(head_len)) => {
-                let f = framing(req.headers, self.tenant_header)?;
+                let f = framing(req.headers, self.tenant_header.as_deref())?;
                 let body = if f.transfer_encoding {
                     if !f.chunked {
                         return Err(HttpError::BadTransferEncoding);
@@ -734,9 +736,35 @@ pub fn sniff_status_line(buf: &[u8]) -> Sniff {
     }
 }
 
+/// A short, stable hash of an API key, usable as an attribution key: the first 16 hex
+/// digits of SHA-256 over `strike-api-key:` + the key. Never the key itself.
+pub fn api_key_hash(key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"strike-api-key:")
+        .chain_update(key.as_bytes())
+        .finalize();
+    digest[..8]
+        .iter()
+        .fold(String::with_capacity(16), |mut out, b| {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_key_hash_is_stable_short_and_not_the_key() {
+        let h = api_key_hash("sk-secret-123");
+        assert_eq!(h.len(), 16);
+        assert_eq!(h, api_key_hash("sk-secret-123"));
+        assert_ne!(h, api_key_hash("sk-secret-124"));
+        assert!(!h.contains("secret"));
+    }
 
     fn req_frames(input: &[&[u8]]) -> Result<Vec<RequestFrame>, HttpError> {
         let mut dec = RequestDecoder::default();

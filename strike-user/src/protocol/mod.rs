@@ -5,6 +5,3 @@ pub mod exchange;
 pub mod http;
 pub mod ndjson;
 pub mod sse;
-
-#[doc(hidden)]
-pub mod fuzz;

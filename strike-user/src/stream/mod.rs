@@ -13,8 +13,8 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::{
-    capture::event::{CaptureEvent, CloseRecord, DataRecord, OpenRecord},
     conn::{ConnInfo, ConnKey, Direction, Role, StreamEvent},
+    event::{CaptureEvent, CloseRecord, DataRecord, OpenRecord},
 };
 
 /// Limits of the stream stage.

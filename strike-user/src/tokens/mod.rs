@@ -6,8 +6,25 @@
 //! for a non-streaming response its text bytes / 4; input = prompt text bytes / 4 plus
 //! prompt token ids. Embeddings produce no output tokens.
 
-use crate::llm::openai::{Timings, Usage};
 use crate::record::{Api, CountSource, TokenSource};
+
+/// Token counts reported by the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+}
+
+/// llama.cpp's `timings` object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Prompt tokens evaluated (not taken from the cache).
+    pub prompt_n: Option<u64>,
+    pub predicted_n: Option<u64>,
+    /// Prompt tokens taken from the cache.
+    pub cache_n: Option<u64>,
+}
 
 /// Everything the decision looks at.
 #[derive(Debug, Clone, Copy, Default)]

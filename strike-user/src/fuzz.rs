@@ -1,12 +1,15 @@
-//! Bodies of the fuzz targets (`fuzz/`), kept here so a normal test can run them too.
+//! Bodies of the fuzz targets (`fuzz/`), one per parser, kept here so a normal test
+//! (`tests/fuzz_smoke.rs`) runs them too. Above the parsers, so they depend on none of it.
 
 use bytes::{Bytes, BytesMut};
 
-use super::http::{RequestDecoder, ResponseDecoder};
-use super::ndjson::NdjsonDecoder;
-use super::sse::SseDecoder;
 use crate::conn::{ConnInfo, ConnKey, Direction, Role, StreamEvent};
 use crate::llm::{RequestTracker, TrackerConfig};
+use crate::protocol::{
+    http::{RequestDecoder, ResponseDecoder},
+    ndjson::NdjsonDecoder,
+    sse::SseDecoder,
+};
 
 /// Splits `data` into pieces: the first byte of the input picks piece sizes.
 fn pieces(data: &[u8]) -> impl Iterator<Item = &[u8]> {

@@ -1,0 +1,348 @@
+//! The live session: capture → stream → protocol/llm → records, as actors joined by
+//! bounded channels. [`Processor`] is the synchronous heart, shared by live tracing and
+//! replay; [`run_live`] wires it to the kernel:
+//!
+//! ```text
+//! ring buffer ──reader task──▶ [events queue, bounded] ──processor task──▶ [records queue, bounded] ──▶ output thread
+//!   (reader.rs)                    (drop + count)          │  targets, /proc (targets.rs)  (drop + count)
+//! NVML ──sampler thread──▶ [samples queue, 64] ────────────┘
+//!   (gpu_sampler.rs)               (drop + count)
+//! ```
+//! Nothing on the data path blocks or panics: a full queue drops and counts, and the stream
+//! stage turns any lost byte into a gap that the records report as `partial`.
+
+mod gpu_sampler;
+mod processor;
+mod reader;
+mod targets;
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+
+pub use processor::{ProcessChange, Processor, ProcessorConfig};
+pub use targets::TargetSelector;
+
+use self::{
+    gpu_sampler::{spawn_gpu_sampler, GpuCounters},
+    reader::{read_ring, ReaderShared, RingBatch},
+    targets::{apply_change, Targets},
+};
+use crate::{
+    capture::{
+        recording::{RecordingHeader, RECORDING_VERSION},
+        Capture,
+    },
+    clock::{clock_offset_ns, monotonic_ns},
+    cost::CostConfig,
+    gpu::{DeviceSample, GpuSource},
+    llm::TrackerConfig,
+    record::RequestRecord,
+    stream::StreamConfig,
+    telemetry::Summary,
+};
+
+/// Settings of a live session.
+pub struct LiveConfig {
+    pub selector: TargetSelector,
+    pub processor: ProcessorConfig,
+    /// Capacity of the events queue, in batches.
+    pub event_queue: usize,
+    /// Capacity of the records queue.
+    pub record_queue: usize,
+    pub duration: Option<Duration>,
+    pub record_file: Option<std::fs::File>,
+    /// Published every second while running: the session's counters so far.
+    pub live_stats: Option<Arc<Mutex<Summary>>>,
+    /// GPU sampling, when a source is configured (`processor.expects_gpu` should be set).
+    pub gpu: Option<GpuSampling>,
+}
+
+/// A GPU source and how often to read it.
+pub struct GpuSampling {
+    pub source: Box<dyn GpuSource>,
+    pub period: Duration,
+}
+
+impl LiveConfig {
+    /// A live session with the default stage settings and queue bounds, its kernel
+    /// timestamps dated with the clocks' offset now.
+    pub fn new(selector: TargetSelector, max_capture_bytes: u32) -> Self {
+        Self {
+            selector,
+            processor: ProcessorConfig {
+                stream: StreamConfig::default(),
+                tracker: TrackerConfig {
+                    clock_offset_ns: clock_offset_ns(),
+                    ..TrackerConfig::default()
+                },
+                max_capture_bytes,
+                cost: CostConfig::default(),
+                expects_gpu: false,
+            },
+            event_queue: 4096,
+            record_queue: 65_536,
+            duration: None,
+            record_file: None,
+            live_stats: None,
+            gpu: None,
+        }
+    }
+}
+
+/// Runs a live session until `stop` is set or the duration ends. Records go to `sink`
+/// (called on a dedicated thread, so a slow consumer never stalls capture).
+pub async fn run_live(
+    mut capture: Capture,
+    config: LiveConfig,
+    stop: Arc<AtomicBool>,
+    ready: impl FnOnce(&BTreeSet<u32>),
+    sink: impl FnMut(RequestRecord) + Send + 'static,
+) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let max_capture = config.processor.max_capture_bytes;
+    // The records' dates and the recording's come from one reading of the clocks.
+    let clock_offset = config.processor.tracker.clock_offset_ns;
+    let mut processor = Processor::new(config.processor);
+    if let Some(file) = config.record_file {
+        let header = RecordingHeader {
+            version: RECORDING_VERSION,
+            clock_offset_ns: clock_offset,
+            max_capture_bytes: max_capture,
+        };
+        processor.record_to(file, &header)?;
+    }
+    let ring = capture
+        .take_ring()
+        .ok_or_else(|| anyhow::anyhow!("ring buffer already taken"))?;
+
+    // Queues between the stages.
+    let (event_tx, mut event_rx) = mpsc::channel::<RingBatch>(config.event_queue.max(1));
+    let (record_tx, record_rx) = mpsc::channel::<RequestRecord>(config.record_queue.max(1));
+    let (gpu_tx, mut gpu_rx) = mpsc::channel::<Vec<DeviceSample>>(GPU_QUEUE);
+    let output = spawn_output(record_rx, sink)?;
+    let mut session = Session {
+        processor,
+        targets: Targets::new(config.selector),
+        capture,
+        records: Vec::new(),
+        record_tx: Some(record_tx),
+        records_dropped: 0,
+        reader: Arc::new(ReaderShared::default()),
+        gpu: Arc::new(GpuCounters::default()),
+        task_failures: 0,
+        started,
+    };
+
+    // Register the initial targets and their open sockets before any event is read.
+    let initial = session.add_initial_targets()?;
+    ready(&initial);
+
+    let gpu_stop = Arc::new(AtomicBool::new(false));
+    let gpu_thread = match config.gpu {
+        Some(sampling) => Some(spawn_gpu_sampler(
+            sampling,
+            gpu_tx,
+            Arc::clone(&gpu_stop),
+            Arc::clone(&session.gpu),
+        )?),
+        None => None,
+    };
+    let reader_stop = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn(read_ring(
+        ring,
+        event_tx,
+        Arc::clone(&reader_stop),
+        Arc::clone(&session.reader),
+    ));
+
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut rescan = tokio::time::interval(Duration::from_secs(1));
+    let mut publish_tick = tokio::time::interval(Duration::from_secs(1));
+    let deadline = config.duration.map(|d| started + d);
+    let live_stats = config.live_stats.as_ref();
+    loop {
+        if stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        tokio::select! {
+            batch = event_rx.recv() => {
+                let Some(batch) = batch else { break };
+                session.batch(batch);
+            }
+            _ = tick.tick() => session.tick(),
+            _ = rescan.tick(), if session.targets.selector.is_dynamic() => session.rescan(),
+            _ = publish_tick.tick() => publish(live_stats, || session.summary()),
+            Some(samples) = gpu_rx.recv() => session.gpu_samples(samples),
+        }
+        session.flush_records();
+    }
+
+    // Stop reading, process what was already read (the same handling as while running: a
+    // fork read only now still makes its child a target), then close out in-flight requests.
+    reader_stop.store(true, Ordering::Relaxed);
+    gpu_stop.store(true, Ordering::Relaxed);
+    if let Err(e) = reader.await {
+        session.task_failed("the ring reader", &e);
+    }
+    if let Some(thread) = gpu_thread {
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => session.task_failed("the GPU sampler", &"it panicked"),
+            Err(e) => session.task_failed("the GPU sampler", &e),
+        }
+    }
+    while let Ok(samples) = gpu_rx.try_recv() {
+        session.processor.gpu_samples(samples);
+    }
+    while let Ok(batch) = event_rx.try_recv() {
+        session.batch(batch);
+    }
+    session.processor.finish(&mut session.records);
+    session.flush_records();
+    session.close_output();
+    if output.join().is_err() {
+        // A panicking consumer (an exporter, a writer): the records it had not taken are lost.
+        session.task_failed("the record output", &"it panicked");
+    }
+    let summary = session.summary();
+    publish(live_stats, || summary.clone());
+    Ok(summary)
+}
+
+/// The output thread: hands every record to `sink`, so a slow consumer never stalls capture.
+fn spawn_output(
+    mut records: mpsc::Receiver<RequestRecord>,
+    mut sink: impl FnMut(RequestRecord) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("strike-output".into())
+        .spawn(move || {
+            while let Some(record) = records.blocking_recv() {
+                sink(record);
+            }
+        })
+}
+
+/// Sample batches waiting for the processor at most.
+const GPU_QUEUE: usize = 64;
+
+/// The processor task's state: the processor, the target set and the capture it drives, and
+/// the records on their way to the output thread.
+struct Session {
+    processor: Processor,
+    targets: Targets,
+    capture: Capture,
+    /// Out of the processor, not yet handed to the output thread.
+    records: Vec<RequestRecord>,
+    /// `None` once closed at the end of the session.
+    record_tx: Option<mpsc::Sender<RequestRecord>>,
+    records_dropped: u64,
+    reader: Arc<ReaderShared>,
+    gpu: Arc<GpuCounters>,
+    task_failures: u64,
+    started: Instant,
+}
+
+impl Session {
+    fn add_initial_targets(&mut self) -> anyhow::Result<BTreeSet<u32>> {
+        let initial = self.targets.selector.resolve(&self.targets.proc);
+        for &pid in &initial {
+            let events = self
+                .targets
+                .add(&mut self.capture, pid, &mut self.processor.stats)?;
+            for ev in events {
+                self.processor.handle(ev, &mut self.records);
+            }
+        }
+        self.flush_records();
+        Ok(initial)
+    }
+
+    /// A batch of the ring, with what its process events change in the target set.
+    fn batch(&mut self, batch: RingBatch) {
+        for ev in batch.events {
+            if let Some(change) = self.processor.handle(ev, &mut self.records) {
+                let stats = &mut self.processor.stats;
+                for synthetic in apply_change(&mut self.targets, &mut self.capture, change, stats) {
+                    self.processor.handle(synthetic, &mut self.records);
+                }
+            }
+        }
+        if let Some(ts) = batch.drained_before_ns {
+            self.processor.captured_until(ts);
+        }
+    }
+
+    fn tick(&mut self) {
+        self.processor.tick(monotonic_ns(), &mut self.records);
+    }
+
+    fn rescan(&mut self) {
+        self.targets
+            .rescan(&mut self.capture, &mut self.processor, &mut self.records);
+    }
+
+    fn gpu_samples(&mut self, samples: Vec<DeviceSample>) {
+        for fact in self.targets.describe_gpu_processes(&samples) {
+            self.processor.handle(fact, &mut self.records);
+        }
+        self.processor.gpu_samples(samples);
+    }
+
+    /// Hands finished records to the output thread; a full queue drops them, counted.
+    fn flush_records(&mut self) {
+        for r in self.records.drain(..) {
+            let sent = match &self.record_tx {
+                Some(tx) => tx.try_send(r).is_ok(),
+                None => false,
+            };
+            if !sent {
+                self.records_dropped += 1;
+            }
+        }
+    }
+
+    /// Closes the records queue, so the output thread ends once it has written them.
+    fn close_output(&mut self) {
+        self.record_tx = None;
+    }
+
+    /// A task or thread of the session failed: logged and counted, never silent.
+    fn task_failed(&mut self, what: &str, why: &dyn std::fmt::Display) {
+        self.task_failures += 1;
+        tracing::error!("{what} failed: {why}");
+    }
+
+    /// Every stage's counters, as of now.
+    fn summary(&self) -> Summary {
+        let reader = self.reader.snapshot();
+        let mut summary = self.processor.summary();
+        let p = &mut summary.pipeline;
+        p.events_read = reader.events_read;
+        p.decode_errors = reader.decode_errors;
+        p.events_dropped = reader.events_dropped;
+        p.records_dropped = self.records_dropped;
+        p.gpu_samples_dropped = self.gpu.dropped.load(Ordering::Relaxed);
+        p.gpu_sample_errors = self.gpu.errors.load(Ordering::Relaxed);
+        p.task_failures = self.task_failures;
+        summary.kernel = self.capture.counters();
+        summary.targets = self.targets.known.iter().copied().collect();
+        summary.duration_s = self.started.elapsed().as_secs_f64();
+        summary
+    }
+}
+
+/// Replaces the published counters, when someone reads them.
+fn publish(live: Option<&Arc<Mutex<Summary>>>, summary: impl FnOnce() -> Summary) {
+    if let Some(live) = live {
+        *live.lock().unwrap_or_else(PoisonError::into_inner) = summary();
+    }
+}
