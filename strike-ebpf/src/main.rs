@@ -18,17 +18,16 @@ use core::ptr;
 use aya_ebpf::{
     cty::c_void,
     helpers::{
-        generated::bpf_loop,
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_loop,
     },
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use strike_common::{
-    counter, direction, flag, kind, role, CloseEvent, DataEvent, EventHeader, OpenEvent, ProcEvent, SockKey,
-    SockState, TargetState, DATA_CHUNK, DATA_EVENT_HEADER_LEN, DEFAULT_MAX_CAPTURE,
+    counter, direction, flag, kind, role, CloseEvent, DataEvent, EventHeader, OpenEvent, ProcEvent,
+    SockKey, SockState, TargetState, DATA_CHUNK, DATA_EVENT_HEADER_LEN, DEFAULT_MAX_CAPTURE,
     MAX_CAPTURE_LIMIT, MAX_CHUNKS, MAX_IOV_SEGMENTS,
 };
 
@@ -123,14 +122,18 @@ fn count(index: u32, value: u64) {
 #[inline(always)]
 fn is_target(tgid: u32) -> bool {
     // SAFETY: the value is only tested for presence.
-    unsafe { TARGETS.get(&tgid) }.is_some()
+    unsafe { TARGETS.get(tgid) }.is_some()
 }
 
 #[inline(always)]
 fn read_max_capture() -> u64 {
     // SAFETY: a global set by the loader before the program runs.
     let cap = unsafe { ptr::read_volatile(&MAX_CAPTURE_BYTES) };
-    u64::from(if cap > MAX_CAPTURE_LIMIT { MAX_CAPTURE_LIMIT } else { cap })
+    u64::from(if cap > MAX_CAPTURE_LIMIT {
+        MAX_CAPTURE_LIMIT
+    } else {
+        cap
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -147,7 +150,7 @@ fn enter_data(ctx: &TracePointContext, op: u8, dir: u8, msg: bool) -> Result<u32
     // SAFETY: offsets from the tracepoint format (see ARG0..ARG2).
     let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
     // SAFETY: presence test only.
-    if unsafe { SOCKS.get(&SockKey { tgid, fd }) }.is_none() {
+    if unsafe { SOCKS.get(SockKey { tgid, fd }) }.is_none() {
         return Ok(0);
     }
     let ptr = unsafe { ctx.read_at::<u64>(ARG1) }.map_err(|_| 1u32)?;
@@ -155,14 +158,20 @@ fn enter_data(ctx: &TracePointContext, op: u8, dir: u8, msg: bool) -> Result<u32
         // struct user_msghdr: msg_iov at 16, msg_iovlen at 24.
         // SAFETY: reads user memory through the checked helper.
         let iov = unsafe { bpf_probe_read_user((ptr + 16) as *const u64) }.map_err(|_| 1u32)?;
-        let iovlen =
-            unsafe { bpf_probe_read_user((ptr + 24) as *const u64) }.map_err(|_| 1u32)?;
+        let iovlen = unsafe { bpf_probe_read_user((ptr + 24) as *const u64) }.map_err(|_| 1u32)?;
         (iov, iovlen)
     } else {
         (ptr, unsafe { ctx.read_at::<u64>(ARG2) }.map_err(|_| 1u32)?)
     };
-    let pending = Pending { ptr, count: count_arg, fd, op, dir, pad: [0; 2] };
-    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
+    let pending = Pending {
+        ptr,
+        count: count_arg,
+        fd,
+        op,
+        dir,
+        pad: [0; 2],
+    };
+    if PENDING.insert(pid_tgid, pending, 0).is_err() {
         count(counter::PENDING_FULL, 1);
     }
     Ok(0)
@@ -173,14 +182,17 @@ fn enter_data(ctx: &TracePointContext, op: u8, dir: u8, msg: bool) -> Result<u32
 fn exit_data(ctx: &TracePointContext) -> Result<u32, u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
+    let Some(pending) = (unsafe { PENDING.get(pid_tgid) }).copied() else {
         return Ok(0);
     };
-    let _ = PENDING.remove(&pid_tgid);
+    let _ = PENDING.remove(pid_tgid);
     let tgid = (pid_tgid >> 32) as u32;
     let ret = unsafe { ctx.read_at::<i64>(RET) }.map_err(|_| 1u32)?;
-    let key = SockKey { tgid, fd: pending.fd };
-    let Some(sock) = SOCKS.get_ptr_mut(&key) else {
+    let key = SockKey {
+        tgid,
+        fd: pending.fd,
+    };
+    let Some(sock) = SOCKS.get_ptr_mut(key) else {
         return Ok(0);
     };
     let dir = pending.dir as usize & 1;
@@ -303,16 +315,32 @@ unsafe extern "C" fn copy_step(_index: u32, _ctx: *mut c_void) -> i64 {
         len = DATA_CHUNK as u64;
     }
     let last = c.done + len >= c.cap;
-    let flags = if last && c.cap < c.ret { flag::TRUNCATED } else { 0 };
+    let flags = if last && c.cap < c.ret {
+        flag::TRUNCATED
+    } else {
+        0
+    };
     let pending = c.pending;
-    emit_data(c.pid_tgid, &pending, c.conn_id, c.seq + c.done, c.ret, c.base + c.seg_off, len, flags);
+    emit_data(
+        c.pid_tgid,
+        &pending,
+        c.conn_id,
+        c.seq + c.done,
+        c.ret,
+        c.base + c.seg_off,
+        len,
+        flags,
+    );
     c.seg_off += len;
     c.done += len;
     0
 }
 
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "flat arguments keep the verifier's view simple")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "flat arguments keep the verifier's view simple"
+)]
 fn emit_data(
     pid_tgid: u64,
     p: &Pending,
@@ -355,7 +383,10 @@ fn emit_data(
     ev.len = n as u32;
     // SAFETY: the first DATA_EVENT_HEADER_LEN + n bytes of the scratch event are initialised.
     let bytes = unsafe {
-        core::slice::from_raw_parts((ev as *const DataEvent).cast::<u8>(), DATA_EVENT_HEADER_LEN + n)
+        core::slice::from_raw_parts(
+            (ev as *const DataEvent).cast::<u8>(),
+            DATA_EVENT_HEADER_LEN + n,
+        )
     };
     if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_ok() {
         count(counter::EVENTS, 1);
@@ -385,14 +416,70 @@ macro_rules! data_probe {
     };
 }
 
-data_probe!(enter_read, exit_read, OP_BUF, direction::INGRESS, false, "read");
-data_probe!(enter_write, exit_write, OP_BUF, direction::EGRESS, false, "write");
-data_probe!(enter_recvfrom, exit_recvfrom, OP_BUF, direction::INGRESS, false, "recvfrom");
-data_probe!(enter_sendto, exit_sendto, OP_BUF, direction::EGRESS, false, "sendto");
-data_probe!(enter_readv, exit_readv, OP_IOV, direction::INGRESS, false, "readv");
-data_probe!(enter_writev, exit_writev, OP_IOV, direction::EGRESS, false, "writev");
-data_probe!(enter_recvmsg, exit_recvmsg, OP_IOV, direction::INGRESS, true, "recvmsg");
-data_probe!(enter_sendmsg, exit_sendmsg, OP_IOV, direction::EGRESS, true, "sendmsg");
+data_probe!(
+    enter_read,
+    exit_read,
+    OP_BUF,
+    direction::INGRESS,
+    false,
+    "read"
+);
+data_probe!(
+    enter_write,
+    exit_write,
+    OP_BUF,
+    direction::EGRESS,
+    false,
+    "write"
+);
+data_probe!(
+    enter_recvfrom,
+    exit_recvfrom,
+    OP_BUF,
+    direction::INGRESS,
+    false,
+    "recvfrom"
+);
+data_probe!(
+    enter_sendto,
+    exit_sendto,
+    OP_BUF,
+    direction::EGRESS,
+    false,
+    "sendto"
+);
+data_probe!(
+    enter_readv,
+    exit_readv,
+    OP_IOV,
+    direction::INGRESS,
+    false,
+    "readv"
+);
+data_probe!(
+    enter_writev,
+    exit_writev,
+    OP_IOV,
+    direction::EGRESS,
+    false,
+    "writev"
+);
+data_probe!(
+    enter_recvmsg,
+    exit_recvmsg,
+    OP_IOV,
+    direction::INGRESS,
+    true,
+    "recvmsg"
+);
+data_probe!(
+    enter_sendmsg,
+    exit_sendmsg,
+    OP_IOV,
+    direction::EGRESS,
+    true,
+    "sendmsg"
+);
 
 // ---------------------------------------------------------------------------------------
 // Socket lifetime
@@ -420,8 +507,15 @@ fn try_enter_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
     }
     let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
     let addr = unsafe { ctx.read_at::<u64>(ARG1) }.map_err(|_| 1u32)?;
-    let pending = Pending { ptr: addr, count: 0, fd, op, dir: 0, pad: [0; 2] };
-    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
+    let pending = Pending {
+        ptr: addr,
+        count: 0,
+        fd,
+        op,
+        dir: 0,
+        pad: [0; 2],
+    };
+    if PENDING.insert(pid_tgid, pending, 0).is_err() {
         count(counter::PENDING_FULL, 1);
     }
     Ok(0)
@@ -446,9 +540,9 @@ pub fn exit_connect(ctx: TracePointContext) -> u32 {
 fn try_exit_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let pending = unsafe { PENDING.get(&pid_tgid) }.copied();
+    let pending = unsafe { PENDING.get(pid_tgid) }.copied();
     if pending.is_some() {
-        let _ = PENDING.remove(&pid_tgid);
+        let _ = PENDING.remove(pid_tgid);
     }
     let ret = unsafe { ctx.read_at::<i64>(RET) }.map_err(|_| 1u32)?;
     let (fd, sock_role, addr) = match (op, pending) {
@@ -461,8 +555,10 @@ fn try_exit_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
         }
         _ => return Ok(0),
     };
-    let mut open = OpenEvent::default();
-    open.role = sock_role;
+    let mut open = OpenEvent {
+        role: sock_role,
+        ..OpenEvent::default()
+    };
     if addr != 0 {
         read_sockaddr(addr, &mut open);
     }
@@ -471,8 +567,13 @@ fn try_exit_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
         return Ok(0);
     }
     let conn_id = next_conn_id();
-    let state = SockState { conn_id, seq: [0; 2], role: sock_role, pad: [0; 7] };
-    if SOCKS.insert(&SockKey { tgid, fd }, &state, 0).is_err() {
+    let state = SockState {
+        conn_id,
+        seq: [0; 2],
+        role: sock_role,
+        pad: [0; 7],
+    };
+    if SOCKS.insert(SockKey { tgid, fd }, state, 0).is_err() {
         count(counter::SOCKS_FULL, 1);
         return Ok(0);
     }
@@ -506,7 +607,8 @@ fn read_sockaddr(at: u64, open: &mut OpenEvent) {
         }
         AF_INET6 => {
             let port = unsafe { bpf_probe_read_user((at + 2) as *const u16) }.unwrap_or(0);
-            let addr = unsafe { bpf_probe_read_user((at + 8) as *const [u8; 16]) }.unwrap_or([0; 16]);
+            let addr =
+                unsafe { bpf_probe_read_user((at + 8) as *const [u8; 16]) }.unwrap_or([0; 16]);
             open.family = AF_INET6 as u8;
             open.port = u16::from_be(port);
             open.addr = addr;
@@ -545,10 +647,10 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
     }
     let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
     let key = SockKey { tgid, fd };
-    let Some(state) = (unsafe { SOCKS.get(&key) }).copied() else {
+    let Some(state) = (unsafe { SOCKS.get(key) }).copied() else {
         return Ok(0);
     };
-    let _ = SOCKS.remove(&key);
+    let _ = SOCKS.remove(key);
     let close = CloseEvent {
         header: EventHeader {
             kind: kind::CLOSE,
@@ -589,7 +691,7 @@ fn try_sched_fork(ctx: &TracePointContext) -> Result<u32, u32> {
     // Threads of the target share its tgid and need no entry; we cannot tell them apart
     // here, so userspace removes the ones that turn out to be threads.
     let state = TargetState { origin: 2, pad: 0 };
-    if TARGETS.insert(&child, &state, 0).is_err() {
+    if TARGETS.insert(child, state, 0).is_err() {
         count(counter::TARGETS_FULL, 1);
         return Ok(0);
     }
@@ -619,7 +721,7 @@ pub fn sched_exit(_ctx: TracePointContext) -> u32 {
     if tgid != pid_tgid as u32 || !is_target(tgid) {
         return 0;
     }
-    let _ = TARGETS.remove(&tgid);
+    let _ = TARGETS.remove(tgid);
     let ev = ProcEvent {
         header: EventHeader {
             kind: kind::EXIT,

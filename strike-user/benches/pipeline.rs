@@ -6,7 +6,7 @@ use std::{fs::File, io::BufReader, path::Path};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use strike::{
-    capture::recording::RecordingReader,
+    capture::capture_file::CaptureFileReader,
     cost::CostConfig,
     event::CaptureEvent,
     llm::TrackerConfig,
@@ -19,7 +19,7 @@ fn load(name: &str) -> (Vec<Vec<u8>>, u64, u32) {
         .join("tests/golden/replay")
         .join(name)
         .join("capture.strikecap");
-    let reader = RecordingReader::new(BufReader::new(File::open(path).unwrap())).unwrap();
+    let reader = CaptureFileReader::new(BufReader::new(File::open(path).unwrap())).unwrap();
     let cap = reader.header().max_capture_bytes;
     let events: Vec<CaptureEvent> = reader.map(Result::unwrap).collect();
     let bytes = events

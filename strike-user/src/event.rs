@@ -15,9 +15,9 @@ use crate::conn::{ConnKey, Direction, Role};
 /// A decoded kernel record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CaptureEvent {
-    Data(DataRecord),
-    Open(OpenRecord),
-    Close(CloseRecord),
+    Data(SocketData),
+    Open(SocketOpen),
+    Close(SocketClose),
     Fork {
         parent: u32,
         child: u32,
@@ -51,7 +51,7 @@ pub struct ProcessFact {
 
 /// Bytes moved by one syscall (or one chunk of a large one).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DataRecord {
+pub struct SocketData {
     pub key: ConnKey,
     pub fd: u32,
     pub tid: u32,
@@ -68,7 +68,7 @@ pub struct DataRecord {
 
 /// A socket that started being tracked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OpenRecord {
+pub struct SocketOpen {
     pub key: ConnKey,
     pub fd: u32,
     pub ts_ns: u64,
@@ -81,7 +81,7 @@ pub struct OpenRecord {
 
 /// A tracked socket that was closed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CloseRecord {
+pub struct SocketClose {
     pub key: ConnKey,
     pub fd: u32,
     pub ts_ns: u64,
@@ -140,7 +140,7 @@ impl CaptureEvent {
                     claimed: len,
                     carried: payload.len(),
                 })?;
-                Ok(CaptureEvent::Data(DataRecord {
+                Ok(CaptureEvent::Data(SocketData {
                     key,
                     fd: header.fd,
                     tid: header.tid,
@@ -154,7 +154,7 @@ impl CaptureEvent {
             }
             kind::OPEN => {
                 let open: OpenEvent = read_struct(raw)?;
-                Ok(CaptureEvent::Open(OpenRecord {
+                Ok(CaptureEvent::Open(SocketOpen {
                     key,
                     fd: header.fd,
                     ts_ns: header.ts_ns,
@@ -170,7 +170,7 @@ impl CaptureEvent {
             }
             kind::CLOSE => {
                 let close: CloseEvent = read_struct(raw)?;
-                Ok(CaptureEvent::Close(CloseRecord {
+                Ok(CaptureEvent::Close(SocketClose {
                     key,
                     fd: header.fd,
                     ts_ns: header.ts_ns,
@@ -442,7 +442,7 @@ mod tests {
     #[test]
     fn round_trips_every_kind() {
         let events = [
-            CaptureEvent::Data(DataRecord {
+            CaptureEvent::Data(SocketData {
                 key: key(),
                 fd: 9,
                 tid: 43,
@@ -453,7 +453,7 @@ mod tests {
                 truncated: true,
                 bytes: Bytes::from_static(b"hello"),
             }),
-            CaptureEvent::Open(OpenRecord {
+            CaptureEvent::Open(SocketOpen {
                 key: key(),
                 fd: 9,
                 ts_ns: 5,
@@ -462,7 +462,7 @@ mod tests {
                 comm: "llama-server".into(),
                 preexisting: true,
             }),
-            CaptureEvent::Open(OpenRecord {
+            CaptureEvent::Open(SocketOpen {
                 key: key(),
                 fd: 9,
                 ts_ns: 5,
@@ -471,13 +471,13 @@ mod tests {
                 comm: String::new(),
                 preexisting: false,
             }),
-            CaptureEvent::Close(CloseRecord {
+            CaptureEvent::Close(SocketClose {
                 key: key(),
                 fd: 9,
                 ts_ns: 6,
                 final_seq: Some([1, 2]),
             }),
-            CaptureEvent::Close(CloseRecord {
+            CaptureEvent::Close(SocketClose {
                 key: key(),
                 fd: 9,
                 ts_ns: 6,
@@ -520,7 +520,7 @@ mod tests {
             CaptureEvent::decode(&raw),
             Err(DecodeError::UnknownKind { kind: 99 })
         );
-        let data = CaptureEvent::Data(DataRecord {
+        let data = CaptureEvent::Data(SocketData {
             key: key(),
             fd: 1,
             tid: 1,
@@ -570,7 +570,7 @@ mod tests {
 
     #[test]
     fn decodes_every_prefix_without_panicking() {
-        let raw = CaptureEvent::Open(OpenRecord {
+        let raw = CaptureEvent::Open(SocketOpen {
             key: key(),
             fd: 3,
             ts_ns: 1,

@@ -14,7 +14,7 @@ use std::{
 use strike::{
     capture::{preflight, Capture, CaptureConfig},
     conn::{Direction, Role},
-    event::{CaptureEvent, DataRecord},
+    event::{CaptureEvent, SocketData},
 };
 
 fn capture_or_skip(config: &CaptureConfig) -> Option<Capture> {
@@ -49,7 +49,7 @@ fn drain(
 }
 
 fn payload(events: &[CaptureEvent], fd: u32, dir: Direction) -> Vec<u8> {
-    let mut recs: Vec<&DataRecord> = events
+    let mut recs: Vec<&SocketData> = events
         .iter()
         .filter_map(|e| match e {
             CaptureEvent::Data(d) if d.fd == fd && d.dir == dir => Some(d),

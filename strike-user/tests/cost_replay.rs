@@ -13,7 +13,7 @@ use std::{fs, io, path::Path};
 
 use serde_json::{json, Value};
 use strike::{
-    capture::recording::RecordingReader,
+    capture::capture_file::CaptureFileReader,
     cli::replay::{replay_with, ReplayOptions},
     config::RunConfig,
     event::CaptureEvent,
@@ -24,7 +24,7 @@ const STEP_NS: u64 = 100_000_000;
 
 fn gpu_samples(capture: &Path) -> String {
     let reader =
-        RecordingReader::new(io::BufReader::new(fs::File::open(capture).unwrap())).unwrap();
+        CaptureFileReader::new(io::BufReader::new(fs::File::open(capture).unwrap())).unwrap();
     let mut data_ts = Vec::new();
     let mut pid = 0;
     for event in reader {

@@ -12,10 +12,12 @@ use crate::ctx::{
 };
 
 /// Debian bookworm packages of the verified eBPF recipe: a Rust compiler with matching library
-/// source (for `-Z build-std=core`), and LLVM 22 for bpf-linker.
-const APT_PACKAGES: [&str; 5] = [
+/// source (for `-Z build-std=core`) and its clippy (to lint the kernel programs), and LLVM 22
+/// for bpf-linker.
+const APT_PACKAGES: [&str; 6] = [
     "rustc-web",
     "rust-web-src",
+    "rust-web-clippy",
     "llvm-22-dev",
     "libpolly-22-dev",
     "clang-22",

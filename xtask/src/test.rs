@@ -38,6 +38,37 @@ impl Stages {
     }
 }
 
+/// Debian's clippy for its `rustc-web`, the compiler that builds the kernel programs.
+const DEBIAN_CLIPPY: &str = "/usr/bin/cargo-clippy";
+
+/// Clippy over `strike-ebpf` for the BPF target, with the compiler that builds it (its own
+/// workspace: the main workspace's clippy would build it for the host), when available.
+fn ebpf_clippy(ctx: &Ctx) -> Option<Command> {
+    if !Path::new(DEBIAN_CLIPPY).exists() || !Path::new("/usr/bin/rustc").exists() {
+        return None;
+    }
+    let mut cmd = ctx.cmd(DEBIAN_CLIPPY);
+    // The outer cargo's per-package settings must not leak into the inner build.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.current_dir(ctx.root.join("strike-ebpf"))
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env(
+            "CARGO",
+            std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+        )
+        .args(["clippy", "--release", "--target", "bpfel-unknown-none"])
+        .args(["-Z", "build-std=core", "--target-dir"])
+        .arg(ctx.target.join("ebpf-clippy"))
+        .args(["--", "-D", "warnings"]);
+    Some(cmd)
+}
+
 /// Why the privileged tests cannot run here, if they cannot.
 pub(crate) fn e2e_blockers() -> Vec<&'static str> {
     let mut why = Vec::new();
@@ -67,6 +98,12 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     s.run("setup", "cargo xtask setup", || crate::setup::run(ctx))?;
     s.cmd("fmt", ctx.cargo().args(["fmt", "--all", "--", "--check"]))?;
     s.cmd(
+        "fmt-ebpf",
+        ctx.cargo()
+            .args(["fmt", "--manifest-path", "strike-ebpf/Cargo.toml"])
+            .args(["--", "--check"]),
+    )?;
+    s.cmd(
         "clippy",
         ctx.cargo().args([
             "clippy",
@@ -77,6 +114,16 @@ pub fn run(ctx: &Ctx) -> Result<()> {
             "warnings",
         ]),
     )?;
+    match ebpf_clippy(ctx) {
+        Some(mut cmd) => s.cmd("clippy-ebpf", &mut cmd)?,
+        None if ctx::in_ci() => {
+            anyhow::bail!("no clippy for the BPF toolchain ({DEBIAN_CLIPPY}): setup installs it")
+        }
+        None => {
+            println!("\n==== xtask test: clippy-ebpf SKIPPED: no {DEBIAN_CLIPPY} ====");
+            s.done.push("clippy-ebpf skipped".to_owned());
+        }
+    }
     // The harness tests run the load generator against the real servers (no privileges).
     s.cmd(
         "test",

@@ -3,8 +3,8 @@
 //! their sockets). The ring buffer is handed to the session's reader task; its records decode
 //! into `crate::event`.
 
+pub mod capture_file;
 pub mod procfs;
-pub mod recording;
 
 use std::{fs, io, path::Path};
 

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 
 use super::UsageError;
 use crate::{
-    capture::recording::RecordingReader,
+    capture::capture_file::CaptureFileReader,
     cost::CostConfig,
     gpu::replay::ReplayLine,
     llm::TrackerConfig,
@@ -53,7 +53,7 @@ pub fn replay_with(
     options: ReplayOptions,
 ) -> anyhow::Result<(Vec<RequestRecord>, Summary)> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = RecordingReader::new(io::BufReader::new(file))
+    let reader = CaptureFileReader::new(io::BufReader::new(file))
         .with_context(|| format!("reading {}", path.display()))?;
     let header = reader.header().clone();
     let tenant_header = options.cost.tenant_header.as_deref().map(Arc::from);

@@ -156,7 +156,7 @@ impl Ledger {
 
     /// A finished record: out at once when no GPU is configured (with its chargeback
     /// price), else kept until its cost is settled.
-    pub fn record(&mut self, mut record: RequestRecord, now_ns: u64, out: &mut Vec<RequestRecord>) {
+    pub fn admit(&mut self, mut record: RequestRecord, now_ns: u64, out: &mut Vec<RequestRecord>) {
         record.chargeback_usd = self.config.chargeback_usd(
             record.input_tokens,
             record.cached_input_tokens,

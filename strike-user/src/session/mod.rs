@@ -37,7 +37,7 @@ use self::{
 };
 use crate::{
     capture::{
-        recording::{RecordingHeader, RECORDING_VERSION},
+        capture_file::{CaptureFileHeader, CAPTURE_FILE_VERSION},
         Capture,
     },
     clock::{clock_offset_ns, monotonic_ns},
@@ -112,12 +112,12 @@ pub async fn run_live(
     let clock_offset = config.processor.tracker.clock_offset_ns;
     let mut processor = Processor::new(config.processor);
     if let Some(file) = config.record_file {
-        let header = RecordingHeader {
-            version: RECORDING_VERSION,
+        let header = CaptureFileHeader {
+            version: CAPTURE_FILE_VERSION,
             clock_offset_ns: clock_offset,
             max_capture_bytes: max_capture,
         };
-        processor.record_to(file, &header)?;
+        processor.write_capture_file(file, &header)?;
     }
     let ring = capture
         .take_ring()

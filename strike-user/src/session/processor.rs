@@ -5,7 +5,7 @@
 use std::{collections::HashMap, io};
 
 use crate::{
-    capture::recording::{RecordingHeader, RecordingWriter},
+    capture::capture_file::{CaptureFileHeader, CaptureFileWriter},
     conn::StreamEvent,
     cost::{ledger::Ledger, CostConfig},
     event::{CaptureEvent, ProcessFact},
@@ -45,7 +45,7 @@ pub struct Processor {
     /// What the session learnt about each process (from [`CaptureEvent::Process`]), until
     /// its exit: what records are completed with.
     facts: HashMap<u32, ProcessFact>,
-    recorder: Option<RecordingWriter<io::BufWriter<std::fs::File>>>,
+    recorder: Option<CaptureFileWriter<io::BufWriter<std::fs::File>>>,
     pub stats: PipelineStats,
 }
 
@@ -73,9 +73,13 @@ impl Processor {
     }
 
     /// Records every capture event to `file` from now on.
-    pub fn record_to(&mut self, file: std::fs::File, header: &RecordingHeader) -> io::Result<()> {
+    pub fn write_capture_file(
+        &mut self,
+        file: std::fs::File,
+        header: &CaptureFileHeader,
+    ) -> io::Result<()> {
         let writer =
-            RecordingWriter::new(io::BufWriter::new(file), header).map_err(io::Error::other)?;
+            CaptureFileWriter::new(io::BufWriter::new(file), header).map_err(io::Error::other)?;
         self.recorder = Some(writer);
         Ok(())
     }
@@ -164,7 +168,7 @@ impl Processor {
     fn send_to_ledger(&mut self, records: &mut Vec<RequestRecord>) {
         for mut record in std::mem::take(&mut self.finished) {
             self.complete(&mut record);
-            self.ledger.record(record, self.now_ns, records);
+            self.ledger.admit(record, self.now_ns, records);
         }
     }
 
@@ -249,7 +253,7 @@ mod tests {
     use super::*;
     use crate::{
         conn::{ConnKey, Direction, Role},
-        event::{CloseRecord, DataRecord, OpenRecord},
+        event::{SocketClose, SocketData, SocketOpen},
         gpu::GpuProcess,
     };
 
@@ -294,7 +298,7 @@ mod tests {
     }
 
     fn data(ts_ns: u64, dir: Direction, seq: u64, bytes: &'static [u8]) -> CaptureEvent {
-        CaptureEvent::Data(DataRecord {
+        CaptureEvent::Data(SocketData {
             key: KEY,
             fd: 7,
             tid: KEY.tgid,
@@ -313,7 +317,7 @@ mod tests {
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n{}";
         const RES: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 89\r\n\r\n{\"id\":\"c\",\"model\":\"m\",\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}";
         vec![
-            CaptureEvent::Open(OpenRecord {
+            CaptureEvent::Open(SocketOpen {
                 key: KEY,
                 fd: 7,
                 ts_ns: T0 + 20 * MS,
@@ -324,7 +328,7 @@ mod tests {
             }),
             data(T0 + 20 * MS, Direction::Ingress, 0, REQ),
             data(T0 + 30 * MS, Direction::Egress, 0, RES),
-            CaptureEvent::Close(CloseRecord {
+            CaptureEvent::Close(SocketClose {
                 key: KEY,
                 fd: 7,
                 ts_ns: T0 + 31 * MS,

@@ -12,7 +12,7 @@ use crate::{
     },
     clock::monotonic_ns,
     conn::{ConnKey, Role},
-    event::{CaptureEvent, CloseRecord, OpenRecord, ProcessFact},
+    event::{CaptureEvent, ProcessFact, SocketClose, SocketOpen},
     gpu::DeviceSample,
     record::RequestRecord,
     telemetry::PipelineStats,
@@ -207,7 +207,7 @@ impl Targets {
             match capture.track_socket(pid, s.fd, role) {
                 Ok(conn_id) => {
                     stats.preexisting_sockets += 1;
-                    events.push(CaptureEvent::Open(OpenRecord {
+                    events.push(CaptureEvent::Open(SocketOpen {
                         key: ConnKey { tgid: pid, conn_id },
                         fd: s.fd,
                         ts_ns: now,
@@ -282,7 +282,7 @@ impl Targets {
             .untrack_process(pid)
             .into_iter()
             .map(|(fd, conn_id)| {
-                CaptureEvent::Close(CloseRecord {
+                CaptureEvent::Close(SocketClose {
                     key: ConnKey { tgid: pid, conn_id },
                     fd,
                     ts_ns: now,

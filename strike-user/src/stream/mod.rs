@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     conn::{ConnInfo, ConnKey, Direction, Role, StreamEvent},
-    event::{CaptureEvent, CloseRecord, DataRecord, OpenRecord},
+    event::{CaptureEvent, SocketClose, SocketData, SocketOpen},
 };
 
 /// Limits of the stream stage.
@@ -127,7 +127,7 @@ impl Reassembler {
     }
 
     /// `anchored`: the stream offsets start at 0 (false for a connection first seen mid-stream).
-    fn open(&mut self, open: OpenRecord, anchored: bool, out: &mut Vec<StreamEvent>) {
+    fn open(&mut self, open: SocketOpen, anchored: bool, out: &mut Vec<StreamEvent>) {
         if self.conns.remove(&open.key).is_some() {
             // Ids are unique per session, so this is a re-announcement; close the old one.
             out.push(StreamEvent::Close {
@@ -176,12 +176,12 @@ impl Reassembler {
         }
     }
 
-    fn data(&mut self, data: DataRecord, out: &mut Vec<StreamEvent>) {
+    fn data(&mut self, data: SocketData, out: &mut Vec<StreamEvent>) {
         let key = data.key;
         if !self.conns.contains_key(&key) {
             self.stats.connections_without_open += 1;
             self.open(
-                OpenRecord {
+                SocketOpen {
                     key,
                     fd: data.fd,
                     ts_ns: data.ts_ns,
@@ -269,7 +269,7 @@ impl Reassembler {
         drain_contiguous(&mut self.stats, key, data.dir, d, out);
     }
 
-    fn close(&mut self, close: &CloseRecord, out: &mut Vec<StreamEvent>) {
+    fn close(&mut self, close: &SocketClose, out: &mut Vec<StreamEvent>) {
         if !self.conns.contains_key(&close.key) {
             return;
         }
@@ -444,7 +444,7 @@ mod tests {
     };
 
     fn open() -> CaptureEvent {
-        CaptureEvent::Open(OpenRecord {
+        CaptureEvent::Open(SocketOpen {
             key: KEY,
             fd: 5,
             ts_ns: 1,
@@ -456,7 +456,7 @@ mod tests {
     }
 
     fn data(dir: Direction, seq: u64, ts: u64, b: &'static [u8]) -> CaptureEvent {
-        CaptureEvent::Data(DataRecord {
+        CaptureEvent::Data(SocketData {
             key: KEY,
             fd: 5,
             tid: 10,
@@ -586,7 +586,7 @@ mod tests {
         r.handle(open(), &mut out);
         r.handle(data(Direction::Egress, 0, 2, b"abc"), &mut out);
         r.handle(
-            CaptureEvent::Close(CloseRecord {
+            CaptureEvent::Close(SocketClose {
                 key: KEY,
                 fd: 5,
                 ts_ns: 9,

@@ -77,7 +77,7 @@ fn run(
         ledger.sample(s.clone());
     }
     for r in records {
-        ledger.record(r, 0, &mut out);
+        ledger.admit(r, 0, &mut out);
     }
     ledger.settle(u64::MAX, 0, &mut out);
     ledger.finish(&mut out);
@@ -203,7 +203,7 @@ fn records_wait_for_overlapping_requests_and_samples() {
     let mut out = Vec::new();
     ledger.sample(gpu(0, 0, 0, &[]));
     ledger.sample(gpu(0, S, 100, &[]));
-    ledger.record(
+    ledger.admit(
         request("a", 1, 100 * MS, 200 * MS, 900 * MS, 10, 10),
         S,
         &mut out,
@@ -213,7 +213,7 @@ fn records_wait_for_overlapping_requests_and_samples() {
     assert!(out.is_empty());
     assert_eq!(ledger.pending(), 1);
     // B ends; the GPU time line has not reached its end (1.5 s) yet: A leaves, B waits.
-    ledger.record(
+    ledger.admit(
         request("b", 1, 500 * MS, 600 * MS, 1500 * MS, 10, 10),
         S,
         &mut out,
@@ -237,7 +237,7 @@ fn max_hold_forces_settlement() {
     let mut out = Vec::new();
     ledger.sample(gpu(0, 0, 0, &[]));
     ledger.sample(gpu(0, S, 100, &[]));
-    ledger.record(
+    ledger.admit(
         request("a", 1, 100 * MS, 200 * MS, 900 * MS, 10, 10),
         S,
         &mut out,
@@ -257,7 +257,7 @@ fn waiting_records_are_bounded() {
     ledger.sample(gpu(0, 0, 0, &[]));
     ledger.sample(gpu(0, S, 100, &[]));
     for i in 0..=MAX_PENDING {
-        ledger.record(request(&format!("r{i}"), 1, 0, 1, 2 * S, 1, 1), 0, &mut out);
+        ledger.admit(request(&format!("r{i}"), 1, 0, 1, 2 * S, 1, 1), 0, &mut out);
     }
     assert_eq!(ledger.pending(), MAX_PENDING);
     assert_eq!(out.len(), 1);
@@ -269,7 +269,7 @@ fn waiting_records_are_bounded() {
 fn a_gpu_source_without_samples_does_not_hold_records() {
     let mut ledger = Ledger::new(config(), true);
     let mut out = Vec::new();
-    ledger.record(request("a", 1, 0, 1, 2, 10, 10), S, &mut out);
+    ledger.admit(request("a", 1, 0, 1, 2, 10, 10), S, &mut out);
     ledger.settle(u64::MAX, 2 * S, &mut out);
     assert!(out.is_empty(), "waits a little for the first sample");
     ledger.settle(u64::MAX, 7 * S, &mut out);
@@ -289,7 +289,7 @@ fn without_gpu_records_pass_with_chargeback_only() {
     };
     let mut ledger = Ledger::new(c, false);
     let mut out = Vec::new();
-    ledger.record(request("a", 1, 0, 1, 2, 1_000_000, 500_000), 0, &mut out);
+    ledger.admit(request("a", 1, 0, 1, 2, 1_000_000, 500_000), 0, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].cost_usd, None);
     assert!(close(out[0].chargeback_usd.unwrap(), 2.0));

@@ -1,9 +1,9 @@
-//! Capture recordings: `strike trace --record FILE` writes every decoded capture event in the
-//! kernel's own record layout, so a replay (`strike replay FILE`, the golden tests) runs the
+//! Capture files ("recordings"): `strike trace --record FILE` writes every capture event in
+//! the kernel's own ring layout, so a replay (`strike replay FILE`, the golden tests) runs the
 //! exact same bytes through reassembly and parsing as the live session did.
 //!
-//! Layout: the magic `STRIKECAP1\n`, a little-endian u32 length and a JSON [`RecordingHeader`],
-//! then frames of a little-endian u32 length followed by one record.
+//! Layout: the magic `STRIKECAP1\n`, a little-endian u32 length and a JSON [`CaptureFileHeader`],
+//! then frames of a little-endian u32 length followed by one event.
 
 use std::io::{self, BufRead, Write};
 
@@ -14,13 +14,13 @@ use crate::event::{CaptureEvent, DecodeError};
 const MAGIC: &[u8; 11] = b"STRIKECAP1\n";
 /// The header version written: 2 added process facts ([`super::event::ProcessFact`]) to
 /// the frames. Readers take every version up to it.
-pub const RECORDING_VERSION: u32 = 2;
+pub const CAPTURE_FILE_VERSION: u32 = 2;
 /// Largest frame a reader accepts: a data event's header plus one chunk, with room to spare.
 const MAX_FRAME: usize = 1 << 20;
 
 /// What a replay needs to know about the session that recorded.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RecordingHeader {
+pub struct CaptureFileHeader {
     pub version: u32,
     /// Wall-clock ns minus monotonic ns at the start of the session.
     pub clock_offset_ns: i64,
@@ -28,12 +28,12 @@ pub struct RecordingHeader {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RecordingError {
+pub enum CaptureFileError {
     #[error("not a Strike capture recording (bad magic)")]
     BadMagic,
     #[error("recording header is not valid")]
     BadHeader(#[source] serde_json::Error),
-    #[error("recording version {0} is newer than this strike reads ({RECORDING_VERSION})")]
+    #[error("recording version {0} is newer than this strike reads ({CAPTURE_FILE_VERSION})")]
     Version(u32),
     #[error("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit")]
     FrameTooLarge { len: usize },
@@ -48,71 +48,71 @@ pub enum RecordingError {
 }
 
 /// Writes a recording.
-pub struct RecordingWriter<W: Write> {
+pub struct CaptureFileWriter<W: Write> {
     out: W,
 }
 
-impl<W: Write> RecordingWriter<W> {
-    pub fn new(mut out: W, header: &RecordingHeader) -> Result<Self, RecordingError> {
-        let json = serde_json::to_vec(header).map_err(RecordingError::BadHeader)?;
+impl<W: Write> CaptureFileWriter<W> {
+    pub fn new(mut out: W, header: &CaptureFileHeader) -> Result<Self, CaptureFileError> {
+        let json = serde_json::to_vec(header).map_err(CaptureFileError::BadHeader)?;
         out.write_all(MAGIC)?;
         write_frame(&mut out, &json)?;
-        Ok(RecordingWriter { out })
+        Ok(CaptureFileWriter { out })
     }
 
-    pub fn write(&mut self, event: &CaptureEvent) -> Result<(), RecordingError> {
+    pub fn write(&mut self, event: &CaptureEvent) -> Result<(), CaptureFileError> {
         write_frame(&mut self.out, &event.encode())
     }
 
-    pub fn flush(&mut self) -> Result<(), RecordingError> {
+    pub fn flush(&mut self) -> Result<(), CaptureFileError> {
         Ok(self.out.flush()?)
     }
 }
 
-fn write_frame(out: &mut impl Write, bytes: &[u8]) -> Result<(), RecordingError> {
+fn write_frame(out: &mut impl Write, bytes: &[u8]) -> Result<(), CaptureFileError> {
     let len = u32::try_from(bytes.len())
-        .map_err(|_| RecordingError::FrameTooLarge { len: bytes.len() })?;
+        .map_err(|_| CaptureFileError::FrameTooLarge { len: bytes.len() })?;
     out.write_all(&len.to_le_bytes())?;
     out.write_all(bytes)?;
     Ok(())
 }
 
 /// Reads a recording, event by event.
-pub struct RecordingReader<R: BufRead> {
+pub struct CaptureFileReader<R: BufRead> {
     input: R,
-    header: RecordingHeader,
+    header: CaptureFileHeader,
     index: u64,
 }
 
-impl<R: BufRead> RecordingReader<R> {
-    pub fn new(mut input: R) -> Result<Self, RecordingError> {
+impl<R: BufRead> CaptureFileReader<R> {
+    pub fn new(mut input: R) -> Result<Self, CaptureFileError> {
         let mut magic = [0u8; MAGIC.len()];
         input
             .read_exact(&mut magic)
-            .map_err(|_| RecordingError::BadMagic)?;
+            .map_err(|_| CaptureFileError::BadMagic)?;
         if &magic != MAGIC {
-            return Err(RecordingError::BadMagic);
+            return Err(CaptureFileError::BadMagic);
         }
-        let json = read_frame(&mut input)?.ok_or(RecordingError::BadMagic)?;
-        let header: RecordingHeader =
-            serde_json::from_slice(&json).map_err(RecordingError::BadHeader)?;
-        if header.version > RECORDING_VERSION {
-            return Err(RecordingError::Version(header.version));
+        let json = read_frame(&mut input)?.ok_or(CaptureFileError::BadMagic)?;
+        let header: CaptureFileHeader =
+            serde_json::from_slice(&json).map_err(CaptureFileError::BadHeader)?;
+        if header.version > CAPTURE_FILE_VERSION {
+            return Err(CaptureFileError::Version(header.version));
         }
-        Ok(RecordingReader {
+        Ok(CaptureFileReader {
             input,
             header,
             index: 0,
         })
     }
 
-    pub fn header(&self) -> &RecordingHeader {
+    pub fn header(&self) -> &CaptureFileHeader {
         &self.header
     }
 }
 
-impl<R: BufRead> Iterator for RecordingReader<R> {
-    type Item = Result<CaptureEvent, RecordingError>;
+impl<R: BufRead> Iterator for CaptureFileReader<R> {
+    type Item = Result<CaptureEvent, CaptureFileError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let frame = match read_frame(&mut self.input) {
@@ -124,12 +124,12 @@ impl<R: BufRead> Iterator for RecordingReader<R> {
         self.index += 1;
         Some(
             CaptureEvent::decode(&frame)
-                .map_err(|source| RecordingError::BadFrame { index, source }),
+                .map_err(|source| CaptureFileError::BadFrame { index, source }),
         )
     }
 }
 
-fn read_frame(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, RecordingError> {
+fn read_frame(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, CaptureFileError> {
     if input.fill_buf()?.is_empty() {
         return Ok(None);
     }
@@ -137,7 +137,7 @@ fn read_frame(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, RecordingErro
     input.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(RecordingError::FrameTooLarge { len });
+        return Err(CaptureFileError::FrameTooLarge { len });
     }
     let mut buf = vec![0; len];
     input.read_exact(&mut buf)?;
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let header = RecordingHeader {
+        let header = CaptureFileHeader {
             version: 1,
             clock_offset_ns: -5,
             max_capture_bytes: 4096,
@@ -164,12 +164,12 @@ mod tests {
             CaptureEvent::Exit { pid: 2, ts_ns: 4 },
         ];
         let mut buf = Vec::new();
-        let mut w = RecordingWriter::new(&mut buf, &header).unwrap();
+        let mut w = CaptureFileWriter::new(&mut buf, &header).unwrap();
         for e in &events {
             w.write(e).unwrap();
         }
         w.flush().unwrap();
-        let r = RecordingReader::new(&buf[..]).unwrap();
+        let r = CaptureFileReader::new(&buf[..]).unwrap();
         assert_eq!(r.header(), &header);
         let back: Vec<_> = r.map(Result::unwrap).collect();
         assert_eq!(back, events);
@@ -178,14 +178,14 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert!(matches!(
-            RecordingReader::new(&b"nope"[..]),
-            Err(RecordingError::BadMagic)
+            CaptureFileReader::new(&b"nope"[..]),
+            Err(CaptureFileError::BadMagic)
         ));
         let mut bad = MAGIC.to_vec();
         bad.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
-            RecordingReader::new(&bad[..]),
-            Err(RecordingError::FrameTooLarge { .. })
+            CaptureFileReader::new(&bad[..]),
+            Err(CaptureFileError::FrameTooLarge { .. })
         ));
     }
 }
