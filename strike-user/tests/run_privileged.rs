@@ -8,10 +8,10 @@
 //! except under `CI=true`.
 
 use std::{
-    io::{BufReader, Read, Write},
+    io::{Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
@@ -19,7 +19,7 @@ use serde_json::Value;
 
 mod privileged;
 use privileged::{
-    line, post_chat, root_or_skip, skip, start_prefork, status_line, stop_strike, wait_until, Kill,
+    line, post_chat, root_or_skip, skip, start_prefork, start_strike, stop_strike, wait_until,
     PREFORK,
 };
 
@@ -90,24 +90,17 @@ fn picks_up_a_container_started_later_and_releases_it() {
         .port();
 
     // Strike first: nothing matches yet, and `strike run` waits for it.
-    let mut strike = Kill(
-        Command::new(env!("CARGO_BIN_EXE_strike"))
-            .args([
-                "run",
-                "--container",
-                &id[..12],
-                "--no-otlp",
-                "--output",
-                "json",
-            ])
-            .args(["--listen", &format!("127.0.0.1:{listen}")])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = BufReader::new(strike.0.stderr.take().unwrap());
-    let first = status_line(&mut err);
+    let listen_arg = format!("127.0.0.1:{listen}");
+    let (strike, err, first) = start_strike([
+        "run",
+        "--container",
+        &id[..12],
+        "--no-otlp",
+        "--output",
+        "json",
+        "--listen",
+        &listen_arg,
+    ]);
     assert!(
         first.starts_with("strike: running: 0 process(es)"),
         "{first}"

@@ -4,15 +4,12 @@
 //!
 //! Skips (with the reason printed) when not root, except under `CI=true`.
 
-use std::{
-    io::{BufReader, Write},
-    process::{Command, Stdio},
-};
+use std::{io::Write, process::Command};
 
 mod privileged;
 use privileged::{
-    line, post_chat, post_chat_to, prefork_command, root_or_skip, start_prefork, status_line,
-    stop_strike, wait_until, Kill,
+    line, post_chat, post_chat_to, prefork_command, root_or_skip, start_prefork, start_strike,
+    stop_strike, wait_until,
 };
 
 /// Kills a process that is not our child (the forked worker) when dropped.
@@ -35,16 +32,8 @@ fn follows_a_worker_forked_after_attach() {
     let (mut server, mut server_out, port) = start_prefork(prefork_command());
     let parent = server.0.id();
 
-    let mut strike = Kill(
-        Command::new(env!("CARGO_BIN_EXE_strike"))
-            .args(["trace", "--pid", &parent.to_string(), "--format", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = BufReader::new(strike.0.stderr.take().unwrap());
-    let attached = status_line(&mut err);
+    let (strike, err, attached) =
+        start_strike(["trace", "--pid", &parent.to_string(), "--format", "json"]);
     assert!(
         attached.starts_with("strike: attached to 1 process(es)"),
         "{attached}"
@@ -99,18 +88,17 @@ fn replay_of_a_recording_gives_the_live_records() {
         "strike-replay-equals-live-{}.strikecap",
         std::process::id()
     ));
-    let mut strike = Kill(
-        Command::new(env!("CARGO_BIN_EXE_strike"))
-            .args(["trace", "--pid", &server.0.id().to_string()])
-            .args(["--format", "json", "--record"])
-            .arg(&recording)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = BufReader::new(strike.0.stderr.take().unwrap());
-    let attached = status_line(&mut err);
+    let pid = server.0.id().to_string();
+    let recording_arg = recording.to_string_lossy().into_owned();
+    let (strike, err, attached) = start_strike([
+        "trace",
+        "--pid",
+        &pid,
+        "--format",
+        "json",
+        "--record",
+        &recording_arg,
+    ]);
     assert!(attached.starts_with("strike: attached"), "{attached}");
 
     server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();

@@ -97,6 +97,24 @@ pub fn post_chat_to(port: u16, host: Option<&str>) -> Option<String> {
     response.contains("chatcmpl-").then_some(response)
 }
 
+/// Starts the `strike` binary with `args` (stdout and stderr piped); returns it, its stderr,
+/// and its first status line.
+pub fn start_strike<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> (Kill, BufReader<ChildStderr>, String) {
+    let mut strike = Kill(
+        Command::new(env!("CARGO_BIN_EXE_strike"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start strike"),
+    );
+    let mut err = BufReader::new(strike.0.stderr.take().expect("piped stderr"));
+    let first = status_line(&mut err);
+    (strike, err, first)
+}
+
 /// Sends `signal` to a running `strike`, waits for it, asserts a clean exit, and returns its
 /// stdout's JSON records and the rest of its stderr.
 pub fn stop_strike(
