@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| strike::fuzz::fuzz_entry_openai_event(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| strike_parse::fuzz::fuzz_entry_openai_event(data));

@@ -227,7 +227,7 @@ mod tests {
     use super::*;
 
     fn record(request_id: &str, response_id: Option<&str>) -> RequestRecord {
-        let mut r = crate::record::tests::sample();
+        let mut r = crate::record::testing::sample();
         request_id.clone_into(&mut r.request_id);
         r.response_id = response_id.map(str::to_owned);
         r

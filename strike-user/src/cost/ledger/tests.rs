@@ -1,7 +1,7 @@
 use super::*;
 use crate::{
     cost::CostConfig,
-    record::{tests::sample as sample_record, RequestRecord},
+    record::{testing::sample as sample_record, RequestRecord},
 };
 
 const S: u64 = 1_000_000_000;

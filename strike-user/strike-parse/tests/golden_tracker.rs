@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use strike::llm::RequestTracker;
+use strike_parse::llm::RequestTracker;
 
 fn run(dir: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(dir.join("scenario.txt")).map_err(|e| e.to_string())?;

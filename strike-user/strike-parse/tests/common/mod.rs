@@ -19,8 +19,8 @@
 #![allow(dead_code, reason = "each test binary uses part of this module")]
 
 use bytes::Bytes;
-use strike::conn::{ConnInfo, ConnKey, Direction, Role, StreamEvent};
-use strike::llm::TrackerConfig;
+use strike_parse::conn::{ConnInfo, ConnKey, Direction, Role, StreamEvent};
+use strike_parse::llm::TrackerConfig;
 
 pub enum Step {
     Event(StreamEvent),

@@ -1,4 +1,4 @@
-//! Runs every fuzz target body (`strike::fuzz`) over deterministic pseudo-random
+//! Runs every fuzz target body (`strike_parse::fuzz`) over deterministic pseudo-random
 //! inputs and mutations of the golden scenarios, so CI exercises them without nightly.
 
 #![expect(
@@ -10,8 +10,8 @@ mod common;
 
 use std::path::Path;
 
-use strike::conn::StreamEvent;
-use strike::fuzz;
+use strike_parse::conn::StreamEvent;
+use strike_parse::fuzz;
 
 /// xorshift64*: deterministic and dependency-free.
 struct Rng(u64);
@@ -43,8 +43,8 @@ fn corpus() -> Vec<Vec<u8>> {
         for step in scenario.steps {
             if let common::Step::Event(StreamEvent::Data { dir, bytes, .. }) = step {
                 match dir {
-                    strike::conn::Direction::Ingress => ingress.extend_from_slice(&bytes),
-                    strike::conn::Direction::Egress => egress.extend_from_slice(&bytes),
+                    strike_parse::conn::Direction::Ingress => ingress.extend_from_slice(&bytes),
+                    strike_parse::conn::Direction::Egress => egress.extend_from_slice(&bytes),
                 }
             }
         }

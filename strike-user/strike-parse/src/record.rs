@@ -174,12 +174,13 @@ pub struct RequestRecord {
     pub end_ns: Option<u64>,
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+/// Records for the tests of later stages (the export, the endpoint).
+#[doc(hidden)]
+pub mod testing {
+    use super::{Api, CountSource, RequestRecord, TokenSource};
 
-    /// A complete streaming chat record, for tests of later stages.
-    pub(crate) fn sample() -> RequestRecord {
+    /// A complete streaming chat record.
+    pub fn sample() -> RequestRecord {
         RequestRecord {
             request_id: "0194c3a0-0000-7000-8000-000000000001".to_owned(),
             response_id: Some("chatcmpl-42".to_owned()),
