@@ -462,7 +462,14 @@ impl ExchangeMachine {
             let frame = self.req_dec.decode(&mut self.req_buf);
             let consumed = before.saturating_sub(self.req_buf.len()) as u64;
             match frame {
-                Ok(None) => return,
+                Ok(None) => {
+                    // Framing the decoder took while waiting for more (a chunk-size line)
+                    // is part of the message on the wire.
+                    if let Some(cur) = self.req_cur.as_mut() {
+                        cur.wire = cur.wire.saturating_add(consumed);
+                    }
+                    return;
+                }
                 Ok(Some(RequestFrame::Head(head))) => {
                     let seq = self.next_seq;
                     self.next_seq = self.next_seq.saturating_add(1);
@@ -627,7 +634,14 @@ impl ExchangeMachine {
             let frame = self.res_dec.decode(&mut self.res_buf);
             let consumed = before.saturating_sub(self.res_buf.len()) as u64;
             match frame {
-                Ok(None) => return,
+                Ok(None) => {
+                    // Framing the decoder took while waiting for more (a chunk-size line)
+                    // is part of the message on the wire.
+                    if let Some(cur) = self.res_cur.as_mut() {
+                        cur.wire = cur.wire.saturating_add(consumed);
+                    }
+                    return;
+                }
                 Ok(Some(ResponseFrame::Head(head))) => {
                     if head.is_interim() {
                         self.res_interim_wire = self.res_interim_wire.saturating_add(consumed);
@@ -898,3 +912,6 @@ impl ExchangeMachine {
         self.res_buf.clear();
     }
 }
+
+#[cfg(test)]
+mod tests;
