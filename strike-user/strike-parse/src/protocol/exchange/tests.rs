@@ -34,9 +34,12 @@ fn run(
     (out, counters)
 }
 
-/// The events with bodies folded: one `(kind, seq)` per event but bodies, and each side's
-/// body bytes in order.
-fn shape(events: &[ExchangeEvent]) -> (Vec<(&'static str, u64, u64)>, Vec<u8>, Vec<u8>) {
+/// One event but a body: its kind, its exchange, and a number (wire bytes, status).
+type Step = (&'static str, u64, u64);
+
+/// The events with bodies folded: one [`Step`] per event but bodies, and each side's body
+/// bytes in order.
+fn shape(events: &[ExchangeEvent]) -> (Vec<Step>, Vec<u8>, Vec<u8>) {
     let (mut kinds, mut req_body, mut res_body) = (Vec::new(), Vec::new(), Vec::new());
     for e in events {
         match e {
