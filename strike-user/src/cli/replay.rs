@@ -71,7 +71,7 @@ pub fn replay_with(
     let mut samples = Vec::new();
     for line in options.gpu.unwrap_or_default() {
         match line {
-            ReplayLine::Process { process } => processor.process_fact(process.pid, process.ppid),
+            ReplayLine::Process { process } => processor.process_parent(process.pid, process.ppid),
             ReplayLine::Sample(s) => samples.push(s),
         }
     }

@@ -200,7 +200,7 @@ pub async fn run_live(
         }
     }
     while let Ok(samples) = gpu_rx.try_recv() {
-        session.processor.gpu_samples(samples);
+        session.gpu_samples(samples);
     }
     while let Ok(batch) = event_rx.try_recv() {
         session.batch(batch);

@@ -166,10 +166,13 @@ impl Processor {
 
     /// Finished records go through the cost stage (at once when no GPU is configured).
     fn send_to_ledger(&mut self, records: &mut Vec<RequestRecord>) {
-        for mut record in std::mem::take(&mut self.finished) {
+        // Taken out and put back, so its buffer is kept for the next records.
+        let mut finished = std::mem::take(&mut self.finished);
+        for mut record in finished.drain(..) {
             self.complete(&mut record);
             self.ledger.admit(record, self.now_ns, records);
         }
+        self.finished = finished;
     }
 
     /// Every capture event stamped before `ts_ns` has been handed to [`Processor::handle`]:
@@ -187,8 +190,9 @@ impl Processor {
         }
     }
 
-    /// `pid`'s parent is `ppid` (for the cost stage's serving trees).
-    pub fn process_fact(&mut self, pid: u32, ppid: u32) {
+    /// `pid`'s parent is `ppid` (for the cost stage's serving trees), from outside the
+    /// capture (a GPU replay file's process lines).
+    pub fn process_parent(&mut self, pid: u32, ppid: u32) {
         self.ledger.process(pid, ppid);
     }
 

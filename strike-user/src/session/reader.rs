@@ -102,8 +102,12 @@ pub(super) async fn read_ring(
 /// [`super::Processor::captured_until`]), so it is sent even when empty.
 fn drain_ring(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<RingBatch>, stats: &ReaderShared) {
     let drained_before = monotonic_ns().saturating_sub(COMMIT_MARGIN_NS);
+    // Allocated at the first event: a drain that finds the ring empty allocates nothing.
     let mut batch = Vec::new();
     while let Some(item) = ring.next() {
+        if batch.capacity() == 0 {
+            batch.reserve(BATCH);
+        }
         stats.events_read.fetch_add(1, Ordering::Relaxed);
         match CaptureEvent::decode(&item) {
             Ok(ev) => batch.push(ev),

@@ -187,10 +187,7 @@ impl Targets {
             ppid: self.proc.ppid(pid).filter(|p| self.known.contains(p)),
             container_id: container_id(&cgroups),
             pod_uid: pod_uid(&cgroups),
-            listen_port: match listening.iter().collect::<Vec<_>>()[..] {
-                [&port] => Some(port),
-                _ => None,
-            },
+            listen_port: listening.first().copied().filter(|_| listening.len() == 1),
         })];
         let comm = self.proc.comm(pid).unwrap_or_default();
         for s in sockets {
