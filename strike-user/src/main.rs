@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Trace(args) => strike::cli::trace::run(args),
+        Command::Trace(args) => strike::cli::trace::run(&args),
         Command::Run(args) => strike::cli::run::run(&args),
         Command::Replay(args) => strike::cli::replay::run(&args),
     };

@@ -16,7 +16,7 @@ use aya::{
 use serde::Serialize;
 use strike_common::{
     counter, role, SockKey, SockState, TargetState, GLOBAL_FORK_CHILD_OFF, GLOBAL_MAX_CAPTURE,
-    MAP_COUNTERS, MAP_EVENTS, MAP_SOCKS, MAP_TARGETS, MAX_CAPTURE_LIMIT, USER_CONN_ID_BIT,
+    MAP_COUNTERS, MAP_EVENTS, MAP_SOCKS, MAP_TARGETS, USER_CONN_ID_BIT,
 };
 
 use crate::conn::Role;
@@ -56,7 +56,8 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("sched_exit", "sched", "sched_process_exit"),
 ];
 
-/// Settings of the kernel side.
+/// Settings of the kernel side, as validated by `config` (the one place that checks
+/// settings; the kernel program clamps the cap again on its side).
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
     /// Bytes captured from one syscall at most; the rest is reported as truncated.
@@ -88,8 +89,6 @@ pub enum CaptureError {
     MissingTracepoint { category: String, name: String },
     #[error("this strike binary was built without its eBPF programs (no BPF toolchain at build time); run `cargo xtask setup` and rebuild")]
     NoObject,
-    #[error("--max-capture-bytes must be between 1 and {MAX_CAPTURE_LIMIT}, got {0}")]
-    BadCap(u32),
     #[error("loading the eBPF programs failed")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("the kernel rejected program {program}")]
@@ -213,9 +212,6 @@ impl Capture {
     pub fn load(config: &CaptureConfig) -> Result<Capture, CaptureError> {
         if EBPF_OBJECT.is_empty() {
             return Err(CaptureError::NoObject);
-        }
-        if config.max_capture_bytes == 0 || config.max_capture_bytes > MAX_CAPTURE_LIMIT {
-            return Err(CaptureError::BadCap(config.max_capture_bytes));
         }
         raise_memlock();
         let fork_off = fork_child_offset()?;

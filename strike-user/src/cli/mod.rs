@@ -5,12 +5,12 @@ pub mod replay;
 pub mod run;
 pub mod trace;
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 
 use crate::{
-    cost::CostConfig,
+    config::{ConfigLoader, RunConfig},
     gpu::nvml::NvmlSource,
     session::{GpuSampling, LiveConfig},
 };
@@ -32,6 +32,94 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run a capture recording (`strike trace --record`) through the pipeline again.
     Replay(replay::ReplayArgs),
+}
+
+/// What every tracing command (`strike trace`, `strike run`) is told by flags: the flags
+/// layer of the one configuration loader, plus how long to run and where the summary goes.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Bytes captured from one syscall at most; the rest is counted as truncated
+    /// (`capture.max_capture_bytes`, default 262144).
+    #[arg(long, value_name = "BYTES")]
+    pub max_capture_bytes: Option<String>,
+    /// Kernel ring buffer size in MiB, a power of two (`capture.ring_mib`, default 16).
+    #[arg(long, value_name = "MIB")]
+    pub ring_mib: Option<String>,
+    /// Sample GPUs with NVML and give each request its cost: auto (when NVML is present),
+    /// on (required) or off (`gpu.enabled`).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub gpu: Option<GpuMode>,
+    /// Milliseconds between GPU samples (`gpu.sample_interval_ms`, default 250).
+    #[arg(long, value_name = "MS")]
+    pub gpu_interval_ms: Option<String>,
+    /// Stop by itself after this many seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+    /// Write the closing summary as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub summary_file: Option<PathBuf>,
+}
+
+impl SessionArgs {
+    /// Adds the flags given to `loader`, each under its setting's name.
+    pub fn layer(&self, mut loader: ConfigLoader) -> ConfigLoader {
+        let t = &self.targets;
+        let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(","));
+        let flags: [(&str, &'static str, Option<String>); 10] = [
+            (
+                "--pid",
+                "targets.pids",
+                join(t.pids.iter().map(u32::to_string).collect()),
+            ),
+            (
+                "--port",
+                "targets.ports",
+                join(t.ports.iter().map(u16::to_string).collect()),
+            ),
+            ("--comm", "targets.comms", join(t.comms.clone())),
+            ("--cgroup", "targets.cgroups", join(t.cgroups.clone())),
+            (
+                "--container",
+                "targets.containers",
+                join(t.containers.clone()),
+            ),
+            (
+                "--no-follow",
+                "targets.follow_children",
+                t.no_follow.then(|| "false".to_owned()),
+            ),
+            (
+                "--max-capture-bytes",
+                "capture.max_capture_bytes",
+                self.max_capture_bytes.clone(),
+            ),
+            ("--ring-mib", "capture.ring_mib", self.ring_mib.clone()),
+            ("--gpu", "gpu.enabled", self.gpu.map(GpuMode::enabled)),
+            (
+                "--gpu-interval-ms",
+                "gpu.sample_interval_ms",
+                self.gpu_interval_ms.clone(),
+            ),
+        ];
+        for (flag, path, value) in flags {
+            if let Some(value) = value {
+                loader = loader.flag(flag, path, value);
+            }
+        }
+        loader
+    }
+}
+
+/// A positive, finite number of seconds (`--duration`).
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("expected a positive number of seconds, got {text:?}"))
 }
 
 /// Which processes to trace: the same flags for `strike trace` and `strike run`.
@@ -58,19 +146,6 @@ pub struct TargetArgs {
     pub no_follow: bool,
 }
 
-impl From<TargetArgs> for crate::session::TargetSelector {
-    fn from(a: TargetArgs) -> Self {
-        Self {
-            pids: a.pids,
-            ports: a.ports,
-            comms: a.comms,
-            cgroups: a.cgroups,
-            containers: a.containers,
-            follow_children: !a.no_follow,
-        }
-    }
-}
-
 /// Whether to sample GPUs (`--gpu`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GpuMode {
@@ -84,7 +159,7 @@ pub enum GpuMode {
 }
 
 impl GpuMode {
-    /// `gpu.enabled`'s spelling: `null`, `true`, `false`.
+    /// The mode of `gpu.enabled`: `null`, `true`, `false`.
     pub fn from_enabled(enabled: Option<bool>) -> Self {
         match enabled {
             None => Self::Auto,
@@ -92,27 +167,24 @@ impl GpuMode {
             Some(false) => Self::Off,
         }
     }
-}
 
-/// The `cost` section of a `strike run` config file (prices for `strike trace` and
-/// `strike replay`).
-pub fn cost_from_file(path: &std::path::Path) -> Result<CostConfig, UsageError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UsageError(format!("reading {}: {e}", path.display())))?;
-    let config: crate::config::RunConfig = serde_yaml_ng::from_str(&text)
-        .map_err(|e| UsageError(format!("config file {}: {e}", path.display())))?;
-    config.cost.validate().map_err(UsageError)?;
-    Ok(config.cost)
+    /// `gpu.enabled`'s spelling of the mode.
+    fn enabled(self) -> String {
+        match self {
+            Self::Auto => "null",
+            Self::On => "true",
+            Self::Off => "false",
+        }
+        .to_owned()
+    }
 }
 
 /// Sets up the cost stage of a live session: prices, the tenant header, and GPU sampling
 /// as `mode` asks (NVML; a clear message and no GPU cost where it is absent, unless `On`).
-pub fn live_cost(
-    live: &mut LiveConfig,
-    cost: CostConfig,
-    mode: GpuMode,
-    interval_ms: u64,
-) -> anyhow::Result<()> {
+pub fn live_cost(live: &mut LiveConfig, config: &RunConfig) -> anyhow::Result<()> {
+    let cost = config.cost.clone();
+    let mode = GpuMode::from_enabled(config.gpu.enabled);
+    let interval_ms = config.gpu.sample_interval_ms;
     live.processor.tracker.tenant_header = cost.tenant_header.as_deref().map(Arc::from);
     live.processor.cost = cost;
     live.gpu = match mode {
@@ -126,7 +198,7 @@ pub fn live_cost(
                 );
                 Some(GpuSampling {
                     source: Box::new(source),
-                    period: std::time::Duration::from_millis(interval_ms),
+                    period: Duration::from_millis(interval_ms),
                 })
             }
             Err(e) if mode == GpuMode::On => {
@@ -146,3 +218,9 @@ pub fn live_cost(
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+impl From<crate::config::ConfigError> for UsageError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Self(e.to_string())
+    }
+}

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use super::UsageError;
 use crate::{
     capture::capture_file::CaptureFileReader,
+    config::ConfigLoader,
     cost::CostConfig,
     gpu::replay::ReplayLine,
     llm::TrackerConfig,
@@ -102,7 +103,13 @@ pub fn replay_with(
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let cost = match &args.config {
-        Some(path) => super::cost_from_file(path)?,
+        Some(path) => {
+            let loader = ConfigLoader::default().without_targets().read_file(path);
+            loader
+                .and_then(ConfigLoader::load)
+                .map_err(UsageError::from)?
+                .cost
+        }
         None => CostConfig::default(),
     };
     let gpu = args

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{live_cost, trace::stop_on_signal, GpuMode, TargetArgs, UsageError};
+use super::{live_cost, trace::stop_on_signal, SessionArgs, UsageError};
 use crate::{
     capture::{self, Capture},
     config::{ConfigLoader, RecordsOutput, RunConfig, CONFIG_FILE_VAR},
@@ -42,7 +42,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub print_config: bool,
     #[command(flatten)]
-    pub targets: TargetArgs,
+    pub session: SessionArgs,
     /// OTLP collector URL (gRPC `http://host:4317`, HTTP `http://host:4318`).
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
@@ -58,70 +58,24 @@ pub struct RunArgs {
     /// Also print each record as a JSON line on stdout: none or json.
     #[arg(long, value_name = "FORMAT")]
     pub output: Option<String>,
-    /// Bytes captured from one syscall at most.
-    #[arg(long, value_name = "BYTES")]
-    pub max_capture_bytes: Option<String>,
-    /// Kernel ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB")]
-    pub ring_mib: Option<String>,
-    /// Stop by itself after this many seconds (for tests and demos).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
-    /// Write the closing summary as JSON to this file.
-    #[arg(long, value_name = "PATH")]
-    pub summary_file: Option<PathBuf>,
 }
 
 impl RunArgs {
     /// Merges the file, the environment and the flags.
     pub fn load_config(&self) -> Result<RunConfig, UsageError> {
-        let bad = |e: crate::config::ConfigError| UsageError(e.to_string());
         let mut loader = ConfigLoader::default();
         let file = self
             .config
             .clone()
             .or_else(|| std::env::var_os(CONFIG_FILE_VAR).map(PathBuf::from));
         if let Some(path) = file {
-            loader = loader.read_file(&path).map_err(bad)?;
+            loader = loader.read_file(&path)?;
         }
         let names: Vec<String> = std::env::vars_os()
             .filter_map(|(k, _)| k.into_string().ok())
             .collect();
-        loader = loader
-            .env(names.iter().map(String::as_str), |n| std::env::var(n).ok())
-            .map_err(bad)?;
-        let t = &self.targets;
-        let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(","));
-        let lists = [
-            (
-                "--pid",
-                "targets.pids",
-                join(t.pids.iter().map(u32::to_string).collect()),
-            ),
-            (
-                "--port",
-                "targets.ports",
-                join(t.ports.iter().map(u16::to_string).collect()),
-            ),
-            ("--comm", "targets.comms", join(t.comms.clone())),
-            ("--cgroup", "targets.cgroups", join(t.cgroups.clone())),
-            (
-                "--container",
-                "targets.containers",
-                join(t.containers.clone()),
-            ),
-        ];
-        for (flag, path, values) in lists {
-            if let Some(values) = values {
-                loader = loader.flag(flag, path, values);
-            }
-        }
-        let singles: [(&str, &'static str, Option<String>); 7] = [
-            (
-                "--no-follow",
-                "targets.follow_children",
-                t.no_follow.then(|| "false".to_owned()),
-            ),
+        loader = loader.env(names.iter().map(String::as_str), |n| std::env::var(n).ok())?;
+        let singles: [(&str, &'static str, Option<String>); 5] = [
             (
                 "--otlp-endpoint",
                 "otlp.endpoint",
@@ -139,21 +93,13 @@ impl RunArgs {
             ),
             ("--listen", "server.listen", self.listen.clone()),
             ("--output", "output.records", self.output.clone()),
-            (
-                "--max-capture-bytes",
-                "capture.max_capture_bytes",
-                self.max_capture_bytes.clone(),
-            ),
         ];
         for (flag, path, value) in singles {
             if let Some(value) = value {
                 loader = loader.flag(flag, path, value);
             }
         }
-        if let Some(mib) = &self.ring_mib {
-            loader = loader.flag("--ring-mib", "capture.ring_mib", mib.clone());
-        }
-        loader.load().map_err(bad)
+        Ok(self.session.layer(loader).load()?)
     }
 }
 
@@ -168,15 +114,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         print!("{}", config.to_redacted_yaml());
         return Ok(());
     }
-    let duration = match args.duration {
-        Some(d) if !(d.is_finite() && d > 0.0) => {
-            return Err(UsageError(format!(
-                "--duration must be a positive number of seconds, got {d}"
-            ))
-            .into())
-        }
-        d => d.map(Duration::from_secs_f64),
-    };
     let selector = config.targets.clone();
     let dynamic = selector.is_dynamic();
     capture::preflight()?;
@@ -194,7 +131,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
 
     let mut export_config = config.otlp.export_config()?;
-    export_config.otlp = config.otlp.enabled;
     let listen = config
         .listen_addr()
         .map_err(|e| UsageError(format!("server.listen: {e}")))?;
@@ -229,14 +165,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let capture_config = config.capture();
     let capture = Capture::load(&capture_config)?;
     let mut live = LiveConfig::new(selector, capture_config.max_capture_bytes);
-    live.duration = duration;
+    live.duration = args.session.duration;
     live.live_stats = Some(Arc::clone(&stats));
-    live_cost(
-        &mut live,
-        config.cost.clone(),
-        GpuMode::from_enabled(config.gpu.enabled),
-        config.gpu.sample_interval_ms,
-    )?;
+    live_cost(&mut live, &config)?;
     let sink = record_sink(
         Arc::clone(&exporter),
         Arc::clone(&recent),
@@ -284,7 +215,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if let Err(e) = flushed {
         eprintln!("strike: export shutdown: {e}");
     }
-    if let Some(path) = &args.summary_file {
+    if let Some(path) = &args.session.summary_file {
         let json = serde_json::to_vec_pretty(&summary)?;
         fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }

@@ -12,43 +12,27 @@ use std::{
 };
 
 use anyhow::Context as _;
-use strike_common::{DEFAULT_MAX_CAPTURE, MAX_CAPTURE_LIMIT};
 
-use super::{live_cost, GpuMode, TargetArgs, UsageError};
+use super::{live_cost, SessionArgs, UsageError};
 use crate::{
-    capture::{self, Capture, CaptureConfig},
-    cost::CostConfig,
+    capture::{self, Capture},
+    config::{ConfigLoader, RunConfig},
     output::{Format, RecordWriter},
-    session::{run_live, LiveConfig, TargetSelector},
+    session::{run_live, LiveConfig},
 };
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "\
+A config file (--config) gives defaults that these flags override, as for `strike run`; \
+the STRIKE_* variables configure `strike run` only. See docs/CONFIG.md.")]
 pub struct TraceArgs {
     #[command(flatten)]
-    pub targets: TargetArgs,
+    pub session: SessionArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
-    /// Stop by itself after this many seconds.
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
-    /// Bytes captured from one syscall at most; the rest is reported as truncated.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_CAPTURE)]
-    pub max_capture_bytes: u32,
-    /// Kernel ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
-    pub ring_mib: u32,
-    /// Write the closing summary as JSON to this file.
-    #[arg(long, value_name = "PATH")]
-    pub summary_file: Option<PathBuf>,
-    /// Sample GPUs with NVML and give each request its cost: auto (when NVML is present),
-    /// on (required) or off.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub gpu: GpuMode,
-    /// Milliseconds between GPU samples.
-    #[arg(long, value_name = "MS", default_value_t = 250)]
-    pub gpu_interval_ms: u64,
-    /// A `strike run` config file whose `cost` section prices the requests.
+    /// A `strike run` config file: its settings apply where no flag is given (its `cost`
+    /// section prices the requests; OTLP and the endpoint are `strike run`'s alone).
     #[arg(long, short = 'c', value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Record every capture event to this file, for `strike replay`. It holds raw payloads,
@@ -57,86 +41,38 @@ pub struct TraceArgs {
     pub record: Option<PathBuf>,
 }
 
-/// Validated settings of a trace session.
-#[derive(Debug)]
-pub struct TraceConfig {
-    pub selector: TargetSelector,
-    pub format: Format,
-    pub duration: Option<Duration>,
-    pub capture: CaptureConfig,
-    pub summary_file: Option<PathBuf>,
-    pub record: Option<PathBuf>,
-    pub gpu: GpuMode,
-    pub gpu_interval_ms: u64,
-    pub cost: CostConfig,
-}
-
-impl TryFrom<TraceArgs> for TraceConfig {
-    type Error = UsageError;
-
-    fn try_from(a: TraceArgs) -> Result<Self, UsageError> {
-        let selector = TargetSelector::from(a.targets);
-        selector.validate().map_err(UsageError)?;
-        let duration = match a.duration {
-            Some(d) if !(d.is_finite() && d > 0.0) => {
-                return Err(UsageError(format!(
-                    "--duration must be a positive number of seconds, got {d}"
-                )))
-            }
-            Some(d) => Some(Duration::from_secs_f64(d)),
-            None => None,
-        };
-        if a.max_capture_bytes == 0 || a.max_capture_bytes > MAX_CAPTURE_LIMIT {
-            return Err(UsageError(format!(
-                "--max-capture-bytes must be between 1 and {MAX_CAPTURE_LIMIT}, got {}",
-                a.max_capture_bytes
-            )));
+impl TraceArgs {
+    /// The configuration: the file when given, then the flags; validated once.
+    pub fn load_config(&self) -> Result<RunConfig, UsageError> {
+        let mut loader = ConfigLoader::default();
+        if let Some(path) = &self.config {
+            loader = loader.read_file(path)?;
         }
-        if !a.ring_mib.is_power_of_two() || a.ring_mib > 1024 {
-            return Err(UsageError(format!(
-                "--ring-mib must be a power of two up to 1024, got {}",
-                a.ring_mib
-            )));
-        }
-        Ok(TraceConfig {
-            selector,
-            format: a.format,
-            duration,
-            capture: CaptureConfig {
-                max_capture_bytes: a.max_capture_bytes,
-                ring_bytes: a.ring_mib << 20,
-            },
-            summary_file: a.summary_file,
-            record: a.record,
-            gpu: a.gpu,
-            gpu_interval_ms: a.gpu_interval_ms,
-            cost: match &a.config {
-                Some(path) => super::cost_from_file(path)?,
-                None => CostConfig::default(),
-            },
-        })
+        Ok(self.session.layer(loader).load()?)
     }
 }
 
 /// Runs the session; returns whether it ended cleanly.
-pub fn run(args: TraceArgs) -> anyhow::Result<()> {
-    let config = TraceConfig::try_from(args)?;
+pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
+    let config = args.load_config()?;
     capture::preflight()?;
-    let targets_now = config.selector.resolve(&capture::procfs::Proc::default());
+    let selector = config.targets.clone();
+    let targets_now = selector.resolve(&capture::procfs::Proc::default());
     if targets_now.is_empty() {
         return Err(UsageError(format!(
             "no running process matches {}",
-            config.selector.describe()
+            selector.describe()
         ))
         .into());
     }
-    let record_file = match &config.record {
+    let record_file = match &args.record {
         Some(path) => {
             Some(create_private(path).with_context(|| format!("creating {}", path.display()))?)
         }
         None => None,
     };
-    let capture = Capture::load(&config.capture)?;
+    let capture_config = config.capture();
+    let capture = Capture::load(&capture_config)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -144,11 +80,11 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let mut live = LiveConfig::new(config.selector, config.capture.max_capture_bytes);
-    live.duration = config.duration;
+    let mut live = LiveConfig::new(selector, capture_config.max_capture_bytes);
+    live.duration = args.session.duration;
     live.record_file = record_file;
-    live_cost(&mut live, config.cost, config.gpu, config.gpu_interval_ms)?;
-    let format = config.format;
+    live_cost(&mut live, &config)?;
+    let format = args.format;
     let sink_stop = stop.clone();
     let mut writer = RecordWriter::new(io::stdout(), format);
     let mut out_closed = false;
@@ -186,7 +122,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_millis(200));
 
     eprint!("{}", summary.human());
-    if let Some(path) = &config.summary_file {
+    if let Some(path) = &args.session.summary_file {
         let json = serde_json::to_vec_pretty(&summary)?;
         fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -226,59 +162,84 @@ fn create_private(path: &std::path::Path) -> io::Result<fs::File> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use clap::Parser as _;
 
-    fn args() -> TraceArgs {
-        TraceArgs {
-            targets: TargetArgs {
-                pids: vec![1],
-                ..TargetArgs::default()
-            },
-            format: Format::Json,
-            duration: None,
-            max_capture_bytes: DEFAULT_MAX_CAPTURE,
-            ring_mib: 16,
-            summary_file: None,
-            record: None,
-            gpu: GpuMode::Off,
-            gpu_interval_ms: 250,
-            config: None,
-        }
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn trace(args: &[&str]) -> Result<RunConfig, String> {
+        let cli = Cli::try_parse_from(["strike", "trace"].iter().chain(args))
+            .map_err(|e| e.to_string())?;
+        let Command::Trace(args) = cli.command else {
+            unreachable!("parsed as trace")
+        };
+        args.load_config().map_err(|e| e.0)
     }
 
     #[test]
-    fn validates_arguments() {
-        assert!(TraceConfig::try_from(args()).is_ok());
-        let none = TraceArgs {
-            targets: TargetArgs::default(),
-            ..args()
-        };
-        assert!(TraceConfig::try_from(none)
-            .unwrap_err()
-            .0
-            .contains("say what to trace"));
-        assert!(TraceConfig::try_from(TraceArgs {
-            duration: Some(-1.0),
-            ..args()
-        })
-        .is_err());
-        assert!(TraceConfig::try_from(TraceArgs {
-            max_capture_bytes: MAX_CAPTURE_LIMIT + 1,
-            ..args()
-        })
-        .is_err());
-        assert!(TraceConfig::try_from(TraceArgs {
-            ring_mib: 3,
-            ..args()
-        })
-        .is_err());
-        let ok = TraceConfig::try_from(TraceArgs {
-            duration: Some(1.5),
-            ring_mib: 8,
-            ..args()
-        })
+    fn flags_are_the_loaders_last_layer() {
+        let c = trace(&["--pid", "1", "--ring-mib", "8", "--gpu", "off"]).unwrap();
+        assert_eq!(c.targets.pids, [1]);
+        assert_eq!(c.capture().ring_bytes, 8 << 20);
+        assert_eq!(c.gpu.enabled, Some(false));
+        assert_eq!(
+            c.capture.max_capture_bytes,
+            strike_common::DEFAULT_MAX_CAPTURE
+        );
+    }
+
+    #[test]
+    fn errors_name_the_flag_that_gave_the_value() {
+        let e = trace(&[]).unwrap_err();
+        assert!(e.contains("say what to trace"), "{e}");
+        let e = trace(&["--pid", "1", "--ring-mib", "3"]).unwrap_err();
+        assert!(
+            e.starts_with("--ring-mib=\"3\": capture.ring_mib must be a power of two"),
+            "{e}"
+        );
+        let cap = (strike_common::MAX_CAPTURE_LIMIT + 1).to_string();
+        let e = trace(&["--pid", "1", "--max-capture-bytes", &cap]).unwrap_err();
+        assert!(e.starts_with("--max-capture-bytes="), "{e}");
+        let e = trace(&["--comm", "a-name-longer-than-15"]).unwrap_err();
+        assert!(
+            e.starts_with("--comm=\"a-name-longer-than-15\": comm"),
+            "{e}"
+        );
+        let e = trace(&["--pid", "1", "--duration=-1"]).unwrap_err();
+        assert!(e.contains("--duration") && e.contains("positive"), "{e}");
+        let e = trace(&["--pid", "1", "--duration", "0"]).unwrap_err();
+        assert!(e.contains("--duration") && e.contains("positive"), "{e}");
+    }
+
+    #[test]
+    fn the_config_file_is_a_layer_beneath_the_flags() {
+        let dir = std::env::temp_dir().join(format!("strike-trace-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("strike.yaml");
+        fs::write(
+            &path,
+            "targets: {ports: [8000]}\ncapture: {ring_mib: 3}\ncost: {pue: 1.3}\n",
+        )
         .unwrap();
-        assert_eq!(ok.duration, Some(Duration::from_millis(1500)));
-        assert_eq!(ok.capture.ring_bytes, 8 << 20);
+        let file = path.to_str().unwrap();
+        let e = trace(&["-c", file]).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "config file {file}, capture.ring_mib: capture.ring_mib must be a power of two \
+                 up to 1024, got 3"
+            )
+        );
+        let c = trace(&["-c", file, "--ring-mib", "4", "--pid", "7"]).unwrap();
+        assert_eq!(
+            (
+                c.capture.ring_mib,
+                c.targets.ports.as_slice(),
+                c.targets.pids.as_slice()
+            ),
+            (4, &[8000][..], &[7][..])
+        );
+        assert!((c.cost.pue - 1.3).abs() < 1e-12);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

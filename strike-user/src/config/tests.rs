@@ -1,4 +1,5 @@
-use super::*;
+use super::{loader::SETTINGS, *};
+use crate::export::Protocol;
 
 fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
     |name| {
@@ -135,6 +136,26 @@ fn validation_rejects_what_types_allow() {
         ("targets: {ports: [1]}\noutput: {records: yaml}", "records"),
         ("targets: {ports: [1]}\ncost: {pue: 0.5}", "cost.pue"),
         (
+            "targets: {ports: [1]}\ncost: {energy_price_per_kwh: -1}",
+            "cost.energy_price_per_kwh must be a non-negative",
+        ),
+        (
+            "targets: {ports: [1]}\ncost: {prefill_weight: 0, decode_weight: 0}",
+            "cannot both be 0",
+        ),
+        (
+            "targets: {ports: [1]}\ncost: {tenant_header: 'bad header'}",
+            "not a header name",
+        ),
+        (
+            "targets: {ports: [1]}\ncost: {gpu_price_per_hour: {H100: -2}}",
+            "cost.gpu_price_per_hour.H100 must be a non-negative",
+        ),
+        (
+            "targets: {ports: [1]}\ncost: {token_prices: {input_per_mtok: 1, output_per_mtok: 1, tiers: [{min_prompt_tokens: 9, input_per_mtok: -1, output_per_mtok: 1}]}}",
+            "cost.token_prices.tiers.input_per_mtok",
+        ),
+        (
             "targets: {ports: [1]}\ngpu: {sample_interval_ms: 1}",
             "sample_interval_ms",
         ),
@@ -248,4 +269,71 @@ fn every_setting_has_a_variable_and_a_place_in_the_tree() {
         "a field has no variable"
     );
     assert!(variable_names().contains(&"STRIKE_TARGETS_CGROUPS".to_owned()));
+}
+
+#[test]
+fn a_value_that_fails_validation_is_reported_with_its_origin() {
+    // The same bad value from each layer: the message names the layer that gave it.
+    let e = try_load("targets: {ports: [1]}\ncapture: {ring_mib: 3}", &[], &[]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "config file strike.yaml, capture.ring_mib: capture.ring_mib must be a power of two up \
+         to 1024, got 3"
+    );
+    let e = try_load(FILE, &[("STRIKE_CAPTURE_RING_MIB", "3")], &[]).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("STRIKE_CAPTURE_RING_MIB=\"3\": capture.ring_mib must"),
+        "{e}"
+    );
+    let e = try_load(
+        FILE,
+        &[("STRIKE_CAPTURE_RING_MIB", "3")],
+        &[("--ring-mib", "capture.ring_mib", "5")],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().starts_with("--ring-mib=\"5\": "),
+        "the last layer is at fault: {e}"
+    );
+    // A flag that repairs a bad lower layer wins.
+    let c = load(
+        FILE,
+        &[("STRIKE_CAPTURE_RING_MIB", "3")],
+        &[("--ring-mib", "capture.ring_mib", "4")],
+    );
+    assert_eq!(c.capture.ring_mib, 4);
+    // A nested value is charged to the setting that holds it.
+    let e = try_load(
+        "targets: {ports: [1]}\ncost: {gpu_price_per_hour: {H100: -2}}",
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("config file strike.yaml, cost.gpu_price_per_hour: "),
+        "{e}"
+    );
+    let e = try_load(FILE, &[], &[("--container", "targets.containers", "abc")]).unwrap_err();
+    assert!(
+        e.to_string().starts_with("--container=\"abc\": container"),
+        "{e}"
+    );
+    // A check of the whole selection names no single origin.
+    let e = try_load("", &[], &[]).unwrap_err();
+    assert!(e.to_string().starts_with("say what to trace"), "{e}");
+}
+
+#[test]
+fn a_command_that_traces_nothing_needs_no_targets() {
+    let loader = ConfigLoader::default()
+        .file("strike.yaml", "cost: {pue: 1.2}".to_owned())
+        .without_targets();
+    let c = loader.load().unwrap();
+    assert!((c.cost.pue - 1.2).abs() < 1e-12);
+    let bad = ConfigLoader::default()
+        .file("strike.yaml", "cost: {pue: 0.2}".to_owned())
+        .without_targets();
+    assert!(bad.load().unwrap_err().to_string().contains("cost.pue"));
 }

@@ -63,11 +63,22 @@ pub enum Protocol {
     HttpProtobuf,
 }
 
+impl Protocol {
+    /// The transport of an OTLP protocol name: `grpc`, `http/protobuf` (or `http`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim() {
+            "grpc" => Some(Self::Grpc),
+            "http/protobuf" | "http" => Some(Self::HttpProtobuf),
+            _ => None,
+        }
+    }
+}
+
 /// Default bound of the span queue (the SDK's `OTEL_BSP_MAX_QUEUE_SIZE` default).
 pub const DEFAULT_QUEUE_SIZE: usize = 2048;
 
-/// Validated export settings. [`ExportConfig::from_env`] reads the standard `OTEL_*`
-/// variables that the SDK does not read itself when the exporter is configured in code.
+/// Validated export settings (made by `config`, which also reads the standard `OTEL_*`
+/// variables that the SDK does not read itself when the exporter is configured in code).
 #[derive(Debug, Clone, PartialEq)]
 #[expect(clippy::struct_excessive_bools, reason = "independent switches")]
 pub struct ExportConfig {
@@ -122,89 +133,9 @@ impl Default for ExportConfig {
     }
 }
 
-impl ExportConfig {
-    /// The defaults, overridden by the process environment (see [`Self::from_lookup`]).
-    pub fn from_env() -> Result<Self, ExportError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// The defaults, overridden by `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` /
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, `http/protobuf`), `OTEL_BSP_MAX_QUEUE_SIZE`,
-    /// `OTEL_RESOURCE_ATTRIBUTES` (`k=v,k2=v2`) and `OTEL_SERVICE_NAME` (which wins over a
-    /// `service.name` in `OTEL_RESOURCE_ATTRIBUTES`), read through `lookup`. Endpoint,
-    /// headers, timeout, compression, metric interval and sampler are read by the SDK.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ExportError> {
-        let mut config = Self::default();
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        for var in [
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-        ] {
-            if let Some(value) = get(var) {
-                config.protocol = match value.trim() {
-                    "grpc" => Protocol::Grpc,
-                    "http/protobuf" => Protocol::HttpProtobuf,
-                    _ => {
-                        return Err(ExportError::Config {
-                            var,
-                            value,
-                            reason: "expected grpc or http/protobuf",
-                        })
-                    }
-                };
-                break;
-            }
-        }
-        if let Some(value) = get("OTEL_BSP_MAX_QUEUE_SIZE") {
-            config.queue_size = match value.trim().parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    return Err(ExportError::Config {
-                        var: "OTEL_BSP_MAX_QUEUE_SIZE",
-                        value,
-                        reason: "expected a positive integer",
-                    })
-                }
-            };
-        }
-        if let Some(value) = get("OTEL_RESOURCE_ATTRIBUTES") {
-            for entry in value.split(',') {
-                let Some((key, val)) = entry.split_once('=') else {
-                    continue;
-                };
-                let (key, val) = (key.trim(), val.trim());
-                if key.is_empty() {
-                    continue;
-                }
-                if key == "service.name" {
-                    val.clone_into(&mut config.service_name);
-                } else {
-                    config
-                        .resource_attributes
-                        .push((key.to_owned(), val.to_owned()));
-                }
-            }
-        }
-        if let Some(value) = get("OTEL_SERVICE_NAME") {
-            value.trim().clone_into(&mut config.service_name);
-        }
-        Ok(config)
-    }
-}
-
 /// Errors of the export stage.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// An environment variable has a value Strike cannot use.
-    #[error("{var}={value:?}: {reason}")]
-    Config {
-        /// The variable.
-        var: &'static str,
-        /// Its value.
-        value: String,
-        /// What was expected.
-        reason: &'static str,
-    },
     /// A configured header is not a valid HTTP header.
     #[error("invalid OTLP header {name:?}")]
     InvalidHeader {

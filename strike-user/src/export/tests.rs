@@ -762,59 +762,6 @@ fn resource_is_built_once_with_service_and_strike_attributes() {
 }
 
 #[test]
-fn config_from_env_reads_the_otel_variables() {
-    let env = |vars: &'static [(&'static str, &'static str)]| {
-        move |name: &str| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
-        }
-    };
-    assert_eq!(
-        ExportConfig::from_lookup(env(&[])).unwrap(),
-        ExportConfig::default()
-    );
-
-    let c = ExportConfig::from_lookup(env(&[
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
-        (
-            "OTEL_RESOURCE_ATTRIBUTES",
-            "service.name=from-attrs, team = infra,bad,=x",
-        ),
-    ]))
-    .unwrap();
-    assert_eq!(c.protocol, Protocol::HttpProtobuf);
-    assert_eq!(c.queue_size, 100);
-    assert_eq!(c.service_name, "from-attrs");
-    assert_eq!(
-        c.resource_attributes,
-        [("team".to_owned(), "infra".to_owned())]
-    );
-
-    // OTEL_SERVICE_NAME wins; the traces-specific protocol wins over the general one.
-    let c = ExportConfig::from_lookup(env(&[
-        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-        ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs"),
-        ("OTEL_SERVICE_NAME", "svc"),
-    ]))
-    .unwrap();
-    assert_eq!(c.protocol, Protocol::Grpc);
-    assert_eq!(c.service_name, "svc");
-
-    for (var, value) in [
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-        ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
-        ("OTEL_BSP_MAX_QUEUE_SIZE", "lots"),
-    ] {
-        let err =
-            ExportConfig::from_lookup(|name| (name == var).then(|| value.to_owned())).unwrap_err();
-        assert!(matches!(err, ExportError::Config { .. }), "{err}");
-    }
-}
-
-#[test]
 fn new_builds_both_transports_and_rejects_bad_settings() {
     for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
         let config = ExportConfig {

@@ -51,38 +51,6 @@ impl Default for TargetSelector {
 }
 
 impl TargetSelector {
-    /// Checks that the selection can match something, and only what it means to.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.pids.is_empty()
-            && self.ports.is_empty()
-            && self.comms.is_empty()
-            && self.cgroups.is_empty()
-            && self.containers.is_empty()
-        {
-            return Err(
-                "say what to trace: --pid, --port, --comm, --cgroup or --container \
-                 (targets.pids, ports, comms, cgroups or containers in a config file)"
-                    .into(),
-            );
-        }
-        if let Some(c) = self.comms.iter().find(|c| c.is_empty() || c.len() > 15) {
-            return Err(format!("comm {c:?} cannot match: a comm is 1 to 15 bytes"));
-        }
-        if let Some(c) = self.cgroups.iter().find(|c| c.trim().is_empty()) {
-            return Err(format!("cgroup {c:?} would match every process"));
-        }
-        if let Some(c) = self
-            .containers
-            .iter()
-            .find(|c| c.len() < 12 || c.len() > 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return Err(format!(
-                "container {c:?} is not a container id (12 to 64 hex digits)"
-            ));
-        }
-        Ok(())
-    }
-
     /// The processes matching now (with descendants when following children).
     pub fn resolve(&self, proc: &Proc) -> BTreeSet<u32> {
         let mut pids: BTreeSet<u32> = self
