@@ -24,6 +24,9 @@ pub struct PipelineStats {
     pub records_dropped: u64,
     /// Processes added as targets (selected, children, picked up while running).
     pub targets_added: u64,
+    /// Processes that should have been traced but could not be added (the kernel's target
+    /// map full, a process gone before it was added).
+    pub targets_not_added: u64,
     /// Processes released (exited).
     pub targets_released: u64,
     /// Sockets found already open at start or on fork and tracked.
@@ -146,13 +149,14 @@ impl Summary {
             + p.gpu_sample_errors
             + p.recording_errors
             + p.process_facts_dropped
+            + p.targets_not_added
             + p.task_failures
             > 0
         {
             let _ = writeln!(
                 out,
-                "  session     GPU samples: {} batches dropped, {} failed calls; recording write errors: {}; process facts dropped: {}; failed tasks: {}",
-                p.gpu_samples_dropped, p.gpu_sample_errors, p.recording_errors, p.process_facts_dropped, p.task_failures
+                "  session     GPU samples: {} batches dropped, {} failed calls; recording write errors: {}; process facts dropped: {}; processes not traced: {}; failed tasks: {}",
+                p.gpu_samples_dropped, p.gpu_sample_errors, p.recording_errors, p.process_facts_dropped, p.targets_not_added, p.task_failures
             );
         }
         if let Some(c) = &self.cost {

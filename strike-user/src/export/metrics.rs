@@ -408,7 +408,7 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
     (
         sc::METRIC_STRIKE_SESSION_FAILURES,
         "{event}",
-        "Failures inside the session, by kind: recording writes, process facts not kept (too many processes), tasks or threads that failed.",
+        "Failures inside the session, by kind: recording writes, process facts not kept (too many processes), processes that could not be traced, tasks or threads that failed.",
         |s, _| {
             let p = &s.pipeline;
             by(
@@ -416,6 +416,7 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
                 &[
                     ("recording_write", p.recording_errors),
                     ("process_facts_dropped", p.process_facts_dropped),
+                    ("target_not_added", p.targets_not_added),
                     ("task", p.task_failures),
                 ],
             )

@@ -4,7 +4,7 @@
 use std::{
     io,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     time::Instant,
@@ -12,24 +12,18 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use super::GpuSampling;
+use super::{
+    incident::{GpuSampleFailed, GpuSamplesDropped, Incident as _, Incidents},
+    GpuSampling,
+};
 use crate::{clock::monotonic_ns, gpu::DeviceSample};
-
-/// Counters of the GPU sampler thread.
-#[derive(Default)]
-pub(super) struct GpuCounters {
-    /// Sample batches dropped because the processor was behind.
-    pub(super) dropped: AtomicU64,
-    /// Sampling calls that failed.
-    pub(super) errors: AtomicU64,
-}
 
 /// Samples every `period` until `stop`; a full queue drops the batch (counted).
 pub(super) fn spawn_gpu_sampler(
     mut sampling: GpuSampling,
     tx: mpsc::Sender<Vec<DeviceSample>>,
     stop: Arc<AtomicBool>,
-    counters: Arc<GpuCounters>,
+    incidents: Arc<Incidents>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("strike-gpu".into())
@@ -39,14 +33,10 @@ pub(super) fn spawn_gpu_sampler(
                 match sampling.source.sample(monotonic_ns()) {
                     Ok(samples) => {
                         if tx.try_send(samples).is_err() {
-                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            GpuSamplesDropped.emit(&incidents);
                         }
                     }
-                    Err(e) => {
-                        if counters.errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                            tracing::warn!("GPU sampling failed: {e}");
-                        }
-                    }
+                    Err(error) => GpuSampleFailed { error: &error }.emit(&incidents),
                 }
                 next += sampling.period;
                 let now = Instant::now();

@@ -12,6 +12,7 @@
 //! stage turns any lost byte into a gap that the records report as `partial`.
 
 mod gpu_sampler;
+mod incident;
 mod processor;
 mod reader;
 mod targets;
@@ -19,7 +20,7 @@ mod targets;
 use std::{
     collections::BTreeSet,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
@@ -27,11 +28,13 @@ use std::{
 
 use tokio::sync::mpsc;
 
+pub use incident::Incidents;
 pub use processor::{ProcessChange, Processor, ProcessorConfig};
 pub use targets::TargetSelector;
 
 use self::{
-    gpu_sampler::{spawn_gpu_sampler, GpuCounters},
+    gpu_sampler::spawn_gpu_sampler,
+    incident::{Incident as _, RecordDropped, TaskFailed},
     reader::{read_ring, ReaderShared, RingBatch},
     targets::{apply_change, Targets},
 };
@@ -128,16 +131,19 @@ pub async fn run_live(
     let (record_tx, record_rx) = mpsc::channel::<RequestRecord>(config.record_queue.max(1));
     let (gpu_tx, mut gpu_rx) = mpsc::channel::<Vec<DeviceSample>>(GPU_QUEUE);
     let output = spawn_output(record_rx, sink)?;
+    let incidents = Arc::clone(processor.incidents());
+    let reader = Arc::new(ReaderShared {
+        events_read: AtomicU64::new(0),
+        incidents: Arc::clone(&incidents),
+    });
     let mut session = Session {
         processor,
         targets: Targets::new(config.selector),
         capture,
         records: Vec::new(),
         record_tx: Some(record_tx),
-        records_dropped: 0,
-        reader: Arc::new(ReaderShared::default()),
-        gpu: Arc::new(GpuCounters::default()),
-        task_failures: 0,
+        incidents,
+        reader: Arc::clone(&reader),
         started,
     };
 
@@ -151,7 +157,7 @@ pub async fn run_live(
             sampling,
             gpu_tx,
             Arc::clone(&gpu_stop),
-            Arc::clone(&session.gpu),
+            Arc::clone(&session.incidents),
         )?),
         None => None,
     };
@@ -189,16 +195,7 @@ pub async fn run_live(
     // fork read only now still makes its child a target), then close out in-flight requests.
     reader_stop.store(true, Ordering::Relaxed);
     gpu_stop.store(true, Ordering::Relaxed);
-    if let Err(e) = reader.await {
-        session.task_failed("the ring reader", &e);
-    }
-    if let Some(thread) = gpu_thread {
-        match tokio::task::spawn_blocking(move || thread.join()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => session.task_failed("the GPU sampler", &"it panicked"),
-            Err(e) => session.task_failed("the GPU sampler", &e),
-        }
-    }
+    session.join(reader, gpu_thread).await;
     while let Ok(samples) = gpu_rx.try_recv() {
         session.gpu_samples(samples);
     }
@@ -244,10 +241,9 @@ struct Session {
     records: Vec<RequestRecord>,
     /// `None` once closed at the end of the session.
     record_tx: Option<mpsc::Sender<RequestRecord>>,
-    records_dropped: u64,
+    /// The processor's incident counters, shared by every actor of the session.
+    incidents: Arc<Incidents>,
     reader: Arc<ReaderShared>,
-    gpu: Arc<GpuCounters>,
-    task_failures: u64,
     started: Instant,
 }
 
@@ -270,8 +266,14 @@ impl Session {
     fn batch(&mut self, batch: RingBatch) {
         for ev in batch.events {
             if let Some(change) = self.processor.handle(ev, &mut self.records) {
-                let stats = &mut self.processor.stats;
-                for synthetic in apply_change(&mut self.targets, &mut self.capture, change, stats) {
+                let synthetic = apply_change(
+                    &mut self.targets,
+                    &mut self.capture,
+                    change,
+                    &mut self.processor.stats,
+                    &self.incidents,
+                );
+                for synthetic in synthetic {
                     self.processor.handle(synthetic, &mut self.records);
                 }
             }
@@ -305,7 +307,7 @@ impl Session {
                 None => false,
             };
             if !sent {
-                self.records_dropped += 1;
+                RecordDropped.emit(&self.incidents);
             }
         }
     }
@@ -315,24 +317,36 @@ impl Session {
         self.record_tx = None;
     }
 
+    /// Waits for the reader task and the GPU sampler thread to end; a failure is counted.
+    async fn join(
+        &mut self,
+        reader: tokio::task::JoinHandle<std::io::Result<()>>,
+        gpu_thread: Option<std::thread::JoinHandle<()>>,
+    ) {
+        match reader.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.task_failed("the ring reader", &e),
+            Err(e) => self.task_failed("the ring reader", &e),
+        }
+        if let Some(thread) = gpu_thread {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => self.task_failed("the GPU sampler", &"it panicked"),
+                Err(e) => self.task_failed("the GPU sampler", &e),
+            }
+        }
+    }
+
     /// A task or thread of the session failed: logged and counted, never silent.
-    fn task_failed(&mut self, what: &str, why: &dyn std::fmt::Display) {
-        self.task_failures += 1;
-        tracing::error!("{what} failed: {why}");
+    fn task_failed(&mut self, task: &'static str, error: &dyn std::fmt::Display) {
+        TaskFailed { task, error }.emit(&self.incidents);
     }
 
     /// Every stage's counters, as of now.
     fn summary(&self) -> Summary {
-        let reader = self.reader.snapshot();
+        // The processor's summary holds the incidents of every actor.
         let mut summary = self.processor.summary();
-        let p = &mut summary.pipeline;
-        p.events_read = reader.events_read;
-        p.decode_errors = reader.decode_errors;
-        p.events_dropped = reader.events_dropped;
-        p.records_dropped = self.records_dropped;
-        p.gpu_samples_dropped = self.gpu.dropped.load(Ordering::Relaxed);
-        p.gpu_sample_errors = self.gpu.errors.load(Ordering::Relaxed);
-        p.task_failures = self.task_failures;
+        summary.pipeline.events_read = self.reader.events_read.load(Ordering::Relaxed);
         summary.kernel = self.capture.counters();
         summary.targets = self.targets.known.iter().copied().collect();
         summary.duration_s = self.started.elapsed().as_secs_f64();

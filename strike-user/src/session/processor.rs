@@ -2,7 +2,7 @@
 //! free of I/O but for the optional recording, and shared by the live session and
 //! `strike replay`: the one place a record is built and completed.
 
-use std::{collections::HashMap, io};
+use std::{collections::HashMap, io, sync::Arc};
 
 use crate::{
     capture::capture_file::{CaptureFileHeader, CaptureFileWriter},
@@ -15,6 +15,8 @@ use crate::{
     stream::{Reassembler, StreamConfig},
     telemetry::{PipelineStats, Summary},
 };
+
+use super::incident::{Incident as _, Incidents, ProcessFactDropped, RecordingWriteFailed};
 
 /// Settings of the processing stages.
 #[derive(Clone, Debug)]
@@ -46,7 +48,10 @@ pub struct Processor {
     /// its exit: what records are completed with.
     facts: HashMap<u32, ProcessFact>,
     recorder: Option<CaptureFileWriter<io::BufWriter<std::fs::File>>>,
+    /// The session's counters that are not incidents (targets, sockets).
     pub stats: PipelineStats,
+    /// The session's incidents, shared with its other actors.
+    incidents: Arc<Incidents>,
 }
 
 /// What the live session must do about a process event.
@@ -69,7 +74,13 @@ impl Processor {
             facts: HashMap::new(),
             recorder: None,
             stats: PipelineStats::default(),
+            incidents: Arc::default(),
         }
+    }
+
+    /// The incident counters, for the session's other actors to count in.
+    pub fn incidents(&self) -> &Arc<Incidents> {
+        &self.incidents
     }
 
     /// Records every capture event to `file` from now on.
@@ -91,8 +102,8 @@ impl Processor {
         records: &mut Vec<RequestRecord>,
     ) -> Option<ProcessChange> {
         if let Some(rec) = &mut self.recorder {
-            if rec.write(&event).is_err() {
-                self.stats.recording_errors += 1;
+            if let Err(error) = rec.write(&event) {
+                RecordingWriteFailed { error: &error }.emit(&self.incidents);
             }
         }
         self.now_ns = self.now_ns.max(event.ts_ns());
@@ -133,7 +144,7 @@ impl Processor {
             self.ledger.container(fact.pid, id.clone());
         }
         if self.facts.len() >= MAX_PROCESS_FACTS && !self.facts.contains_key(&fact.pid) {
-            self.stats.process_facts_dropped += 1;
+            ProcessFactDropped { pid: fact.pid }.emit(&self.incidents);
             return;
         }
         self.facts.insert(fact.pid, fact);
@@ -223,8 +234,8 @@ impl Processor {
 
     fn flush_recording(&mut self) {
         if let Some(rec) = &mut self.recorder {
-            if rec.flush().is_err() {
-                self.stats.recording_errors += 1;
+            if let Err(error) = rec.flush() {
+                RecordingWriteFailed { error: &error }.emit(&self.incidents);
             }
         }
     }
@@ -232,12 +243,14 @@ impl Processor {
     /// The stages' counters (kernel counters and duration are the caller's).
     pub fn summary(&self) -> Summary {
         let tracker = self.tracker.stats();
+        // Every record comes out of the tracker, which counts them.
+        let mut pipeline = PipelineStats {
+            records: tracker.records,
+            ..self.stats
+        };
+        self.incidents.record_into(&mut pipeline);
         Summary {
-            // Every record comes out of the tracker, which counts them.
-            pipeline: PipelineStats {
-                records: tracker.records,
-                ..self.stats
-            },
+            pipeline,
             stream: self.reassembler.stats(),
             tracker,
             cost: self.ledger.expects_gpu().then(|| self.ledger.totals()),

@@ -15,31 +15,15 @@ use tokio::{
     sync::mpsc,
 };
 
+use super::incident::{EventsDropped, Incident as _, Incidents, UndecodableEvent};
 use crate::{clock::monotonic_ns, event::CaptureEvent};
 
-#[derive(Default)]
-pub(super) struct ReaderStats {
-    pub(super) events_read: u64,
-    pub(super) decode_errors: u64,
-    pub(super) events_dropped: u64,
-}
-
-/// The reader task's counters, readable while it runs.
+/// What the reader task shares with the session while it runs: its count of records read,
+/// and the session's incidents (undecodable records, dropped batches).
 #[derive(Default)]
 pub(super) struct ReaderShared {
-    events_read: AtomicU64,
-    decode_errors: AtomicU64,
-    events_dropped: AtomicU64,
-}
-
-impl ReaderShared {
-    pub(super) fn snapshot(&self) -> ReaderStats {
-        ReaderStats {
-            events_read: self.events_read.load(Ordering::Relaxed),
-            decode_errors: self.decode_errors.load(Ordering::Relaxed),
-            events_dropped: self.events_dropped.load(Ordering::Relaxed),
-        }
-    }
+    pub(super) events_read: AtomicU64,
+    pub(super) incidents: Arc<Incidents>,
 }
 
 /// How often the reader drains the ring buffer when the kernel did not wake it.
@@ -62,24 +46,22 @@ pub(super) struct RingBatch {
 }
 
 /// Reader task: drains the ring buffer whenever it is readable and hands batches to the
-/// processor. A full queue drops the batch (counted); the stream stage sees the gap.
+/// processor. A full queue drops the batch (counted); the stream stage sees the gap. An
+/// error ends capture: the session counts it as a failed task.
 pub(super) async fn read_ring(
     ring: RingBuf<MapData>,
     tx: mpsc::Sender<RingBatch>,
     stop: Arc<AtomicBool>,
     stats: Arc<ReaderShared>,
-) {
+) -> std::io::Result<()> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd holds it.
-    let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }) else {
-        tracing::error!("cannot poll the ring buffer");
-        return;
-    };
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
     loop {
         if stop.load(Ordering::Relaxed) {
             // Last drain: whatever the kernel wrote before the stop.
             drain_ring(fd.get_mut(), &tx, &stats);
-            return;
+            return Ok(());
         }
         // The kernel wakes us only when a lot is waiting (see `wakeup_flags` in strike-ebpf);
         // otherwise the timer drains what accumulated. Timings are kernel timestamps, so the
@@ -89,10 +71,7 @@ pub(super) async fn read_ring(
                 drain_ring(guard.get_inner_mut(), &tx, &stats);
                 guard.clear_ready();
             }
-            Ok(Err(e)) => {
-                tracing::error!("polling the ring buffer failed: {e}");
-                return;
-            }
+            Ok(Err(e)) => return Err(e),
             Err(_) => drain_ring(fd.get_mut(), &tx, &stats),
         }
     }
@@ -111,10 +90,7 @@ fn drain_ring(ring: &mut RingBuf<MapData>, tx: &mpsc::Sender<RingBatch>, stats: 
         stats.events_read.fetch_add(1, Ordering::Relaxed);
         match CaptureEvent::decode(&item) {
             Ok(ev) => batch.push(ev),
-            Err(e) => {
-                stats.decode_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("undecodable ring record: {e}");
-            }
+            Err(e) => UndecodableEvent { error: &e }.emit(&stats.incidents),
         }
         if batch.len() >= BATCH {
             send_batch(tx, std::mem::take(&mut batch), None, stats);
@@ -136,6 +112,6 @@ fn send_batch(
         drained_before_ns,
     };
     if tx.try_send(batch).is_err() {
-        stats.events_dropped.fetch_add(n, Ordering::Relaxed);
+        EventsDropped { count: n }.emit(&stats.incidents);
     }
 }

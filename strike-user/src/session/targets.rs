@@ -4,7 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use super::{processor::ProcessChange, Processor};
+use super::{
+    incident::{Incident as _, Incidents, TargetNotAdded},
+    processor::ProcessChange,
+    Processor,
+};
 use crate::{
     capture::{
         procfs::{container_id, pod_uid, Proc, TCP_LISTEN},
@@ -227,7 +231,9 @@ impl Targets {
                         processor.handle(ev, records);
                     }
                 }
-                Err(e) => tracing::warn!("cannot trace new process {pid}: {e}"),
+                Err(error) => {
+                    TargetNotAdded { pid, error: &error }.emit(processor.incidents());
+                }
             }
         }
     }
@@ -264,12 +270,20 @@ pub(super) fn apply_change(
     capture: &mut Capture,
     change: ProcessChange,
     stats: &mut PipelineStats,
+    incidents: &Incidents,
 ) -> Vec<CaptureEvent> {
     match change {
         ProcessChange::Forked { child } => {
             // The kernel added the child; a thread shares its parent's tgid and is removed.
             if targets.proc.tgid(child) == Some(child) {
-                targets.add(capture, child, stats).unwrap_or_default()
+                targets.add(capture, child, stats).unwrap_or_else(|error| {
+                    TargetNotAdded {
+                        pid: child,
+                        error: &error,
+                    }
+                    .emit(incidents);
+                    Vec::new()
+                })
             } else {
                 capture.remove_target(child);
                 Vec::new()
