@@ -6,6 +6,7 @@ use bytes::{Bytes, BytesMut};
 use crate::conn::{ConnInfo, ConnKey, Direction, Role, StreamEvent};
 use crate::llm::{RequestTracker, TrackerConfig};
 use crate::protocol::{
+    encoding::{Coding, ContentDecoder, DecodeLimits},
     http::{RequestDecoder, ResponseDecoder},
     ndjson::NdjsonDecoder,
     sse::SseDecoder,
@@ -58,6 +59,34 @@ pub fn fuzz_entry_response(data: &[u8]) {
         }
     }
     let _ = dec.finish();
+}
+
+/// Content decoders over arbitrary bytes: the first byte picks the coding, the second the
+/// piece sizes. Whatever the input, the output stays within the decoder's allowance.
+pub fn fuzz_entry_content_decoding(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let coding = [Coding::Gzip, Coding::Deflate, Coding::Br, Coding::Zstd][usize::from(pick % 4)];
+    let limits = DecodeLimits {
+        max_output: 1 << 20,
+        max_ratio: 64,
+    };
+    let mut dec = ContentDecoder::new(coding, limits);
+    let mut out = Vec::new();
+    for piece in pieces(rest) {
+        if dec.decode(piece, &mut out).is_err() {
+            break;
+        }
+        out.clear();
+    }
+    let _ = dec.finish(&mut out);
+    let allowance = (dec.bytes_in() * 64).clamp(64 << 10, 1 << 20);
+    assert!(
+        dec.bytes_out() <= allowance,
+        "{coding:?}: {} decoded bytes past the allowance {allowance}",
+        dec.bytes_out()
+    );
 }
 
 /// SSE decoder over arbitrary bytes.

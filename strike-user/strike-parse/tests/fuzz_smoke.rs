@@ -129,6 +129,7 @@ fn decoders_survive() {
         fuzz::fuzz_entry_sse(&input);
         fuzz::fuzz_entry_ndjson(&input);
         fuzz::fuzz_entry_openai_event(&input);
+        fuzz::fuzz_entry_content_decoding(&input);
         // SSE event payloads too.
         if let Some(pos) = input.windows(6).position(|w| w == b"data: ") {
             fuzz::fuzz_entry_openai_event(&input[pos + 6..]);
@@ -169,4 +170,36 @@ fn tracker_survives() {
         n += 1;
     }
     assert!(n > 3000);
+}
+
+#[test]
+fn content_decoders_survive_damaged_streams() {
+    use std::io::Write as _;
+    let mut rng = Rng(0x5eed_0004);
+    let corpus = corpus();
+    for i in 0..400 {
+        let base = &corpus[rng.below(corpus.len())];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(base).unwrap();
+        let compressed = [
+            gz.finish().unwrap(),
+            zstd::encode_all(base.as_slice(), 1).unwrap(),
+        ];
+        for (pick, body) in [(0u8, &compressed[0]), (3u8, &compressed[1])] {
+            // The intact stream, then damaged copies: the coding byte, a piece-size byte.
+            let mut v = vec![pick, rng.next() as u8];
+            v.extend_from_slice(body);
+            fuzz::fuzz_entry_content_decoding(&v);
+            let mut damaged = vec![pick, rng.next() as u8];
+            damaged.extend(mutate(&mut rng, body));
+            fuzz::fuzz_entry_content_decoding(&damaged);
+        }
+        // A bomb now and then: many zeros, compressed.
+        if i % 100 == 0 {
+            let zeros = vec![0u8; 8 << 20];
+            let mut v = vec![3u8, 200];
+            v.extend(zstd::encode_all(zeros.as_slice(), 3).unwrap());
+            fuzz::fuzz_entry_content_decoding(&v);
+        }
+    }
 }

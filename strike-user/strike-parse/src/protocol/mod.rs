@@ -1,6 +1,7 @@
 //! Protocol stage: HTTP/1.1 messages, SSE and NDJSON framing, and the per-connection
 //! exchange state machine. Bytes in, frames out; no I/O.
 
+pub mod encoding;
 pub mod exchange;
 pub mod http;
 pub mod ndjson;
