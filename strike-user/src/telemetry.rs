@@ -133,7 +133,11 @@ impl Summary {
             + t.json_errors
             + t.sse_errors
             + t.ndjson_errors;
+        let coding = t.content_encoding_corrupt
+            + t.content_encoding_unsupported
+            + t.content_encoding_over_limit;
         if parse_errors
+            + coding
             + t.protocol.heads_too_large
             + t.bodies_over_limit
             + t.protocol.pipeline_overflows
@@ -143,6 +147,13 @@ impl Summary {
                 out,
                 "  parsing     {} request / {} response parse errors, {} JSON, {} SSE, {} NDJSON; {} heads too large, {} bodies over the limit, {} pipelining overflows; {} connections evicted",
                 t.protocol.request_parse_errors, t.protocol.response_parse_errors, t.json_errors, t.sse_errors, t.ndjson_errors, t.protocol.heads_too_large, t.bodies_over_limit, t.protocol.pipeline_overflows, t.connections_evicted
+            );
+        }
+        if coding > 0 {
+            let _ = writeln!(
+                out,
+                "  encodings   compressed bodies not decoded: {} corrupt, {} in an unsupported coding, {} stopped at the decoder's bound",
+                t.content_encoding_corrupt, t.content_encoding_unsupported, t.content_encoding_over_limit
             );
         }
         if p.gpu_samples_dropped

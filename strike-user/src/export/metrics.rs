@@ -353,7 +353,7 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
     (
         sc::METRIC_STRIKE_PARSE_ERRORS,
         "{error}",
-        "Captured bytes that did not parse, by what failed: an HTTP request or response head, a JSON body, an SSE or NDJSON stream.",
+        "Captured bytes that did not parse, by what failed: an HTTP request or response head, a JSON body, an SSE or NDJSON stream, a compressed body (corrupt, or in a coding Strike does not decode).",
         |s, _| {
             let t = &s.tracker;
             by(
@@ -364,6 +364,8 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
                     ("json", t.json_errors),
                     ("sse", t.sse_errors),
                     ("ndjson", t.ndjson_errors),
+                    ("content_encoding_corrupt", t.content_encoding_corrupt),
+                    ("content_encoding_unsupported", t.content_encoding_unsupported),
                 ],
             )
         },
@@ -371,7 +373,7 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
     (
         sc::METRIC_STRIKE_PARSE_LIMITS,
         "{event}",
-        "Parser bounds reached, by bound: a message head over its limit, a body over the bytes kept for parsing, too many pipelined requests, a response with no request.",
+        "Parser bounds reached, by bound: a message head over its limit, a body over the bytes kept for parsing, a compressed body stopped at the decoder's bound (output cap or ratio), too many pipelined requests, a response with no request.",
         |s, _| {
             let t = &s.tracker;
             by(
@@ -379,6 +381,7 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
                 &[
                     ("head_too_large", t.protocol.heads_too_large),
                     ("body_over_limit", t.bodies_over_limit),
+                    ("content_encoding_over_limit", t.content_encoding_over_limit),
                     ("pipeline_overflow", t.protocol.pipeline_overflows),
                     ("unmatched_response", t.protocol.unmatched_responses),
                 ],

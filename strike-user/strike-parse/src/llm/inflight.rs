@@ -1,6 +1,8 @@
 //! One request in flight: accumulates what the exchange events say and builds the
 //! [`RequestRecord`] when both sides are over.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 
 use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo};
@@ -8,6 +10,7 @@ use super::TrackerStats;
 use crate::clock::wall_clock;
 use crate::conn::ConnInfo;
 use crate::num::u64_to_f64;
+use crate::protocol::encoding::{Coding, ContentDecoder, DecodeError, DecodeLimits};
 use crate::protocol::exchange::EndReason;
 use crate::protocol::http::{split_host, RequestHead, ResponseHead};
 use crate::protocol::ndjson::NdjsonDecoder;
@@ -24,6 +27,67 @@ enum BodyMode {
     Json,
     Sse(SseDecoder),
     Ndjson(NdjsonDecoder),
+}
+
+/// A body's content coding (`Content-Encoding`), decoded as the body arrives.
+#[derive(Debug, Default)]
+struct BodyCoding {
+    decoder: Option<Box<ContentDecoder>>,
+    /// Why the body cannot be decoded; reported once.
+    failed: Option<DecodeError>,
+    reported: bool,
+}
+
+impl BodyCoding {
+    fn from_header(value: Option<&str>) -> Self {
+        match value.map(Coding::from_header) {
+            None | Some(Ok(None)) => Self::default(),
+            Some(Ok(Some(coding))) => Self {
+                decoder: Some(Box::new(ContentDecoder::new(
+                    coding,
+                    DecodeLimits::default(),
+                ))),
+                ..Self::default()
+            },
+            Some(Err(e)) => Self {
+                failed: Some(e),
+                ..Self::default()
+            },
+        }
+    }
+
+    /// The decoded bytes of `data` (with, at `end`, what the decoder still holds); `None`
+    /// once the body cannot be decoded.
+    fn decode<'a>(&mut self, data: &'a [u8], end: bool) -> Option<Cow<'a, [u8]>> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let Some(decoder) = &mut self.decoder else {
+            return Some(Cow::Borrowed(data));
+        };
+        let mut out = Vec::new();
+        let mut result = decoder.decode(data, &mut out);
+        if result.is_ok() && end {
+            result = decoder.finish(&mut out);
+        }
+        match result {
+            Ok(()) => Some(Cow::Owned(out)),
+            Err(e) => {
+                self.failed = Some(e);
+                self.decoder = None;
+                None
+            }
+        }
+    }
+
+    /// The failure, the first time it is asked for.
+    fn take_failure(&mut self) -> Option<DecodeError> {
+        if self.reported {
+            return None;
+        }
+        self.reported = self.failed.is_some();
+        self.failed
+    }
 }
 
 /// A request in flight.
@@ -47,6 +111,7 @@ pub(crate) struct InFlight {
     request_bytes: u64,
     req_body: Vec<u8>,
     req_body_over: bool,
+    req_coding: BodyCoding,
     req_info: Option<RequestInfo>,
     status: Option<u16>,
     response_head_ns: Option<u64>,
@@ -55,6 +120,7 @@ pub(crate) struct InFlight {
     mode: BodyMode,
     res_buf: BytesMut,
     res_body_over: bool,
+    res_coding: BodyCoding,
     first_body_ns: Option<u64>,
     end_ns: Option<u64>,
     streamed: bool,
@@ -98,6 +164,7 @@ impl InFlight {
             request_bytes: 0,
             req_body: Vec::new(),
             req_body_over: false,
+            req_coding: BodyCoding::default(),
             req_info: None,
             status: None,
             response_head_ns: None,
@@ -106,6 +173,7 @@ impl InFlight {
             mode: BodyMode::Ignore,
             res_buf: BytesMut::new(),
             res_body_over: false,
+            res_coding: BodyCoding::default(),
             first_body_ns: None,
             end_ns: None,
             streamed: false,
@@ -153,12 +221,40 @@ impl InFlight {
         self.tenant.clone_from(&head.tenant);
         self.api_key_hash.clone_from(&head.api_key_hash);
         (self.api, self.dialect) = openai::classify(&head.method, &head.path);
+        self.req_coding = BodyCoding::from_header(head.content_encoding.as_deref());
+    }
+
+    /// Counts and marks a body whose coding cannot be decoded (once per body).
+    fn coding_failure(&mut self, request: bool, stats: &mut TrackerStats) {
+        let coding = if request {
+            &mut self.req_coding
+        } else {
+            &mut self.res_coding
+        };
+        let Some(e) = coding.take_failure() else {
+            return;
+        };
+        self.mark_partial(e.as_str());
+        let counter = match e {
+            DecodeError::Unsupported => &mut stats.content_encoding_unsupported,
+            DecodeError::Corrupt => &mut stats.content_encoding_corrupt,
+            DecodeError::OverLimit => &mut stats.content_encoding_over_limit,
+        };
+        *counter = counter.saturating_add(1);
     }
 
     pub fn request_body(&mut self, data: &Bytes, max: usize, stats: &mut TrackerStats) {
         if self.api == Api::Other || self.req_body_over {
             return;
         }
+        let Some(data) = self.req_coding.decode(data, false) else {
+            self.coding_failure(true, stats);
+            return;
+        };
+        self.keep_request_body(&data, max, stats);
+    }
+
+    fn keep_request_body(&mut self, data: &[u8], max: usize, stats: &mut TrackerStats) {
         if self.req_body.len().saturating_add(data.len()) > max {
             self.req_body_over = true;
             self.req_body = Vec::new();
@@ -169,10 +265,16 @@ impl InFlight {
         self.req_body.extend_from_slice(data);
     }
 
-    pub fn request_end(&mut self, wire: u64, stats: &mut TrackerStats) {
+    pub fn request_end(&mut self, wire: u64, max: usize, stats: &mut TrackerStats) {
         self.request_done = true;
         self.request_bytes = wire;
         if self.api != Api::Other && !self.req_body_over {
+            match self.req_coding.decode(&[], true) {
+                Some(rest) => self.keep_request_body(&rest, max, stats),
+                None => self.coding_failure(true, stats),
+            }
+        }
+        if self.api != Api::Other && !self.req_body_over && self.req_coding.failed.is_none() {
             match openai::parse_request(self.api, self.dialect, &self.req_body) {
                 Ok(info) => self.req_info = Some(info),
                 Err(e) => {
@@ -225,6 +327,7 @@ impl InFlight {
         } else {
             BodyMode::Json
         };
+        self.res_coding = BodyCoding::from_header(head.content_encoding.as_deref());
     }
 
     pub fn response_body(
@@ -238,6 +341,24 @@ impl InFlight {
             self.first_body_ns = Some(ts_ns);
         }
         self.end_ns = Some(ts_ns);
+        if matches!(self.mode, BodyMode::Ignore) {
+            return;
+        }
+        let Some(data) = self.res_coding.decode(data, false) else {
+            self.coding_failure(false, stats);
+            return;
+        };
+        self.keep_response_body(ts_ns, &data, max, stats);
+    }
+
+    /// Decoded response bytes: kept whole (JSON) or framed as they come (streams).
+    fn keep_response_body(
+        &mut self,
+        ts_ns: u64,
+        data: &[u8],
+        max: usize,
+        stats: &mut TrackerStats,
+    ) {
         match self.mode {
             BodyMode::Ignore => {}
             BodyMode::Json => {
@@ -378,17 +499,26 @@ impl InFlight {
         }
     }
 
-    pub fn response_end(&mut self, ts_ns: u64, wire: u64, stats: &mut TrackerStats) {
+    pub fn response_end(&mut self, ts_ns: u64, wire: u64, max: usize, stats: &mut TrackerStats) {
         self.response_done = true;
         self.response_bytes = wire;
         self.end_ns = Some(ts_ns);
+        if !matches!(self.mode, BodyMode::Ignore) {
+            match self.res_coding.decode(&[], true) {
+                Some(rest) => self.keep_response_body(ts_ns, &rest, max, stats),
+                None => self.coding_failure(false, stats),
+            }
+        }
         self.finish_body(ts_ns, stats);
     }
 
     fn finish_body(&mut self, ts_ns: u64, stats: &mut TrackerStats) {
         match self.mode {
             BodyMode::Json => {
-                if !self.res_body_over && !self.res_buf.is_empty() {
+                if !self.res_body_over
+                    && !self.res_buf.is_empty()
+                    && self.res_coding.failed.is_none()
+                {
                     match openai::parse_response(&self.res_buf) {
                         Ok(info) => self.merge(ts_ns, info, false),
                         Err(e) => {

@@ -71,6 +71,13 @@ pub struct TrackerStats {
     pub sse_errors: u64,
     /// NDJSON lines over their bound.
     pub ndjson_errors: u64,
+    /// Bodies in a `Content-Encoding` Strike does not decode (or a stack of several).
+    pub content_encoding_unsupported: u64,
+    /// Compressed bodies that did not decode.
+    pub content_encoding_corrupt: u64,
+    /// Compressed bodies stopped at the decoder's bound (output cap or ratio: a
+    /// decompression bomb).
+    pub content_encoding_over_limit: u64,
     /// HTTP-level counters.
     #[serde(flatten)]
     pub protocol: ProtocolCounters,
@@ -273,7 +280,9 @@ impl RequestTracker {
                     f.request_head(start_ns, &head);
                 }
                 ExchangeEvent::RequestBody { data, .. } => f.request_body(&data, max_body, stats),
-                ExchangeEvent::RequestEnd { wire_bytes, .. } => f.request_end(wire_bytes, stats),
+                ExchangeEvent::RequestEnd { wire_bytes, .. } => {
+                    f.request_end(wire_bytes, max_body, stats);
+                }
                 ExchangeEvent::RequestAbort {
                     ts_ns,
                     wire_bytes,
@@ -287,7 +296,7 @@ impl RequestTracker {
                 }
                 ExchangeEvent::ResponseEnd {
                     ts_ns, wire_bytes, ..
-                } => f.response_end(ts_ns, wire_bytes, stats),
+                } => f.response_end(ts_ns, wire_bytes, max_body, stats),
                 ExchangeEvent::ResponseAbort {
                     ts_ns,
                     wire_bytes,

@@ -79,6 +79,8 @@ pub struct RequestHead {
     /// HTTP/1.`minor`.
     pub version_minor: u8,
     pub content_type: Option<String>,
+    /// `Content-Encoding` as sent (at most 64 bytes; a longer value reads `unsupported`).
+    pub content_encoding: Option<String>,
     pub expect_continue: bool,
     pub connection_close: bool,
     /// The `Host` header (at most 255 bytes).
@@ -100,6 +102,8 @@ pub struct ResponseHead {
     pub status: u16,
     pub version_minor: u8,
     pub content_type: Option<String>,
+    /// `Content-Encoding` as sent (at most 64 bytes; a longer value reads `unsupported`).
+    pub content_encoding: Option<String>,
     pub connection_close: bool,
     pub body: BodyKind,
     pub head_len: usize,
@@ -306,6 +310,7 @@ struct Framing {
     transfer_encoding: bool,
     chunked: bool,
     content_type: Option<String>,
+    content_encoding: Option<String>,
     expect_continue: bool,
     connection_close: bool,
     host: Option<String>,
@@ -362,6 +367,10 @@ fn framing(
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         } else if h.name.eq_ignore_ascii_case("content-type") {
             f.content_type = Some(value.to_ascii_lowercase());
+        } else if h.name.eq_ignore_ascii_case("content-encoding") {
+            // Longer than any list of codings Strike could decode: kept as unsupported.
+            f.content_encoding =
+                Some(short_value(value, 64).unwrap_or_else(|| "unsupported".to_owned()));
         } else if h.name.eq_ignore_ascii_case("expect") {
             f.expect_continue = value.eq_ignore_ascii_case("100-continue");
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -516,6 +525,7 @@ impl RequestDecoder {
                     path: req.path.unwrap_or_default().to_owned(),
                     version_minor: req.version.unwrap_or(1),
                     content_type: f.content_type,
+                    content_encoding: f.content_encoding,
                     expect_continue: f.expect_continue,
                     connection_close: f.connection_close,
                     host: f.host,
@@ -644,6 +654,7 @@ impl ResponseDecoder {
                     status,
                     version_minor: res.version.unwrap_or(1),
                     content_type: f.content_type,
+                    content_encoding: f.content_encoding,
                     connection_close: f.connection_close,
                     body,
                     head_len,
