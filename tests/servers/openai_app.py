@@ -22,7 +22,10 @@ finished request with what it counted itself: id, endpoint, stream,
 include_usage, prompt_tokens, completion_tokens.  Tests compare streams that
 carry no usage against this log.
 
-Run: python openai_app.py --host 127.0.0.1 --port 8000 [--log requests.jsonl]
+With `--gzip`, responses are gzip-compressed for clients that send
+`Accept-Encoding: gzip` (JSON bodies; Starlette does not compress event streams).
+
+Run: python openai_app.py --host 127.0.0.1 --port 8000 [--log requests.jsonl] [--gzip]
 Needs: pip install fastapi uvicorn uvloop httptools
 """
 
@@ -243,7 +246,13 @@ def main():
     ap.add_argument("--log", default=os.environ.get("STRIKE_APP_LOG"),
                     help="append one JSON line per finished request (default: $STRIKE_APP_LOG)")
     ap.add_argument("--token-delay-ms", type=float, default=0.0, help="sleep before each generated token")
+    ap.add_argument("--gzip", action="store_true",
+                    help="gzip responses to clients that accept it (Starlette's GZipMiddleware, "
+                         "which leaves event streams alone), at any size")
     args = ap.parse_args()
+    if args.gzip:
+        from starlette.middleware.gzip import GZipMiddleware
+        app.add_middleware(GZipMiddleware, minimum_size=0)
     Config.token_delay_s = args.token_delay_ms / 1000.0
     if args.log:
         Config.log_file = open(args.log, "a", encoding="utf-8")

@@ -526,6 +526,7 @@ mod tests {
 
     fn sent(seq: usize, kind: Kind, id: &str) -> Sent {
         Sent {
+            compressed: false,
             seq,
             worker: 0,
             kind,

@@ -5,6 +5,7 @@
 //! varying `max_tokens` and prompt lengths. Every response is parsed here (SSE `data:` lines or
 //! one JSON body) into a [`Sent`].
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
@@ -111,6 +112,9 @@ pub struct LoadPlan {
     /// Send a W3C `traceparent` with every request, its trace id made of this salt and the
     /// request's `seq` (so that several loads never share a trace id).
     pub trace_salt: Option<u64>,
+    /// Workers (the first ones) whose requests say `Accept-Encoding: gzip`; the client
+    /// decodes what comes back compressed itself, and notes that it was.
+    pub gzip_workers: usize,
 }
 
 /// Token counts from a `usage` object.
@@ -158,6 +162,8 @@ pub struct Sent {
     pub error: Option<String>,
     /// The `traceparent` sent, when the plan sends them.
     pub traceparent: Option<String>,
+    /// The response came `Content-Encoding: gzip`.
+    pub compressed: bool,
 }
 
 impl Sent {
@@ -291,6 +297,9 @@ async fn one(client: &reqwest::Client, plan: &LoadPlan, mut sent: Sent) -> Sent 
             if let Some(tp) = &sent.traceparent {
                 request = request.header("traceparent", tp);
             }
+            if sent.worker < plan.gzip_workers {
+                request = request.header("accept-encoding", "gzip");
+            }
             let attempt = request.body(payload.clone()).send().await;
             match attempt {
                 Ok(resp) => break resp,
@@ -307,10 +316,26 @@ async fn one(client: &reqwest::Client, plan: &LoadPlan, mut sent: Sent) -> Sent 
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
+        sent.compressed = resp
+            .headers()
+            .get("content-encoding")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let mut gunzip = sent
+            .compressed
+            .then(|| flate2::write::GzDecoder::new(Vec::new()));
         let mut whole = Vec::new();
         let mut splitter = SseSplitter::default();
         while let Some(chunk) = resp.chunk().await.context("reading body")? {
             sent.response_bytes += chunk.len();
+            let chunk = match &mut gunzip {
+                Some(gz) => {
+                    gz.write_all(&chunk)
+                        .and_then(|()| gz.flush())
+                        .context("gunzipping the body")?;
+                    bytes::Bytes::from(std::mem::take(gz.get_mut()))
+                }
+                None => chunk,
+            };
             if !is_sse {
                 whole.extend_from_slice(&chunk);
                 continue;
@@ -358,6 +383,7 @@ async fn worker(client: reqwest::Client, plan: LoadPlan, w: usize) -> Vec<Sent> 
         let kind = plan.mix[(w + i) % plan.mix.len()];
         let offset = u32::try_from((w * 7 + i * 5) % span).unwrap_or(0);
         let sent = Sent {
+            compressed: false,
             seq,
             worker: w,
             kind,
@@ -426,6 +452,7 @@ mod tests {
 
     fn blank(kind: Kind) -> Sent {
         Sent {
+            compressed: false,
             seq: 0,
             worker: 0,
             kind,
@@ -507,6 +534,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             extra: Some(json!({"cache_prompt": false})),
             trace_salt: None,
+            gzip_workers: 0,
         };
         let b = body(
             &plan,

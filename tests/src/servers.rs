@@ -64,6 +64,7 @@ pub fn start_openai_app(
         .args(["--token-delay-ms", &token_delay_ms.to_string()])
         .arg("--log")
         .arg(&log)
+        .arg("--gzip")
         .env("STRIKE_APP_MODEL", APP_MODEL);
     let service = Service::start(
         "uvicorn-app",
@@ -87,10 +88,12 @@ pub fn llama_plan(service: &Service, per_worker: usize) -> LoadPlan {
         timeout: Duration::from_mins(1),
         extra: None,
         trace_salt: None,
+        gzip_workers: 0,
     }
 }
 
-/// 8 workers x `per_worker` requests: the generation mix plus embeddings, `max_tokens` 1..=32.
+/// 8 workers x `per_worker` requests: the generation mix plus embeddings, `max_tokens` 1..=32;
+/// half the workers accept gzip (the app compresses their JSON responses).
 pub fn app_plan(service: &Service, per_worker: usize) -> LoadPlan {
     let mut mix = GENERATION_MIX.to_vec();
     mix.push(Kind::Embeddings);
@@ -104,6 +107,7 @@ pub fn app_plan(service: &Service, per_worker: usize) -> LoadPlan {
         timeout: Duration::from_mins(1),
         extra: None,
         trace_salt: None,
+        gzip_workers: 4,
     }
 }
 

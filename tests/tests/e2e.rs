@@ -79,6 +79,7 @@ fn trace_and_check(
         min_ms_per_token,
         TIMING_SLACK_MS,
     ));
+    problems.extend(compression_problems(name, plan, &sent, &out.records));
     let failed = check::Report {
         problems,
         ..check::Report::default()
@@ -89,6 +90,55 @@ fn trace_and_check(
         failed.problems_text(25)
     );
     Ok(())
+}
+
+/// When the plan asks for gzip: some responses came compressed, and each of those has its
+/// record with the response's id and the server's own token counts (Strike decoded it).
+fn compression_problems(
+    name: &str,
+    plan: &LoadPlan,
+    sent: &[load::Sent],
+    records: &[serde_json::Value],
+) -> Vec<String> {
+    if plan.gzip_workers == 0 {
+        return Vec::new();
+    }
+    let by_id: HashMap<&str, &serde_json::Value> = records
+        .iter()
+        .filter_map(|r| Some((r.get("response_id")?.as_str()?, r)))
+        .collect();
+    let compressed: Vec<&load::Sent> = sent.iter().filter(|s| s.compressed).collect();
+    let exact = compressed
+        .iter()
+        .filter(|s| {
+            let (Some(id), Some(usage)) = (s.response_id.as_deref(), s.usage) else {
+                return false;
+            };
+            by_id.get(id).is_some_and(|r| {
+                r["input_tokens"].as_u64() == Some(usage.prompt_tokens)
+                    && r["output_tokens"].as_u64() == Some(usage.completion_tokens)
+                    && r["partial"] == false
+            })
+        })
+        .count();
+    println!(
+        "e2e {name}: gzip: {} responses compressed, {exact} of them recorded with their id and exact tokens",
+        compressed.len()
+    );
+    let mut problems = Vec::new();
+    if compressed.is_empty() {
+        problems.push(format!(
+            "{} workers asked for gzip but no response came compressed",
+            plan.gzip_workers
+        ));
+    }
+    if exact < compressed.len() {
+        problems.push(format!(
+            "{} compressed responses without their exact record",
+            compressed.len() - exact
+        ));
+    }
+    problems
 }
 
 #[test]
