@@ -547,8 +547,10 @@ impl InFlight {
             self.response_bytes = wire;
         }
         // Streamed events seen so far still count; a truncated JSON body will not parse.
+        // An event left unterminated arrived with the last body bytes, not at the abort
+        // (which may come much later: eviction, shutdown).
         if matches!(self.mode, BodyMode::Sse(_) | BodyMode::Ndjson(_)) {
-            self.finish_body(ts_ns, stats);
+            self.finish_body(self.end_ns.unwrap_or(ts_ns), stats);
         }
         self.mode = BodyMode::Ignore;
         self.res_buf = BytesMut::new();
@@ -691,3 +693,6 @@ impl InFlight {
 fn ns_to_ms(ns: u64) -> f64 {
     ns as f64 / 1_000_000.0
 }
+
+#[cfg(test)]
+mod tests;
