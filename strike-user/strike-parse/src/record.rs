@@ -169,7 +169,8 @@ pub struct RequestRecord {
     /// Kernel monotonic ns of the last content-bearing event.
     #[serde(skip)]
     pub last_token_ns: Option<u64>,
-    /// Kernel monotonic ns of the response's last byte (or when the exchange was given up).
+    /// Kernel monotonic ns of the response's last byte seen (`None` when no response byte
+    /// arrived: an exchange given up before its response has no end).
     #[serde(skip)]
     pub end_ns: Option<u64>,
 }

@@ -23,6 +23,7 @@ fn req_head(method: &str, path: &str) -> RequestHead {
         path: path.to_owned(),
         version_minor: 1,
         content_type: Some("application/json".to_owned()),
+        content_encoding: None,
         expect_continue: false,
         connection_close: false,
         host: Some("llm.internal:8000".to_owned()),
@@ -39,6 +40,7 @@ fn res_head(status: u16, content_type: Option<&str>) -> ResponseHead {
         status,
         version_minor: 1,
         content_type: content_type.map(str::to_owned),
+        content_encoding: None,
         connection_close: false,
         body: BodyKind::Chunked,
         head_len: 80,
@@ -105,7 +107,7 @@ impl Ex {
             self.f
                 .request_body(&Bytes::copy_from_slice(p), self.max, &mut self.stats);
         }
-        self.f.request_end(wire, &mut self.stats);
+        self.f.request_end(wire, self.max, &mut self.stats);
     }
 
     fn head(&mut self, ms: u64, status: u16, content_type: Option<&str>) {
@@ -123,7 +125,7 @@ impl Ex {
     }
 
     fn end(&mut self, ms: u64, wire: u64) {
-        self.f.response_end(at(ms), wire, &mut self.stats);
+        self.f.response_end(at(ms), wire, self.max, &mut self.stats);
     }
 
     fn abort(&mut self, ts_ns: u64, wire: u64, reason: EndReason) {
@@ -167,7 +169,7 @@ fn done_only_when_both_sides_are_over() {
     x.f.request_head(T0, &req_head("GET", "/health"));
     assert_eq!(x.f.start_ns(), Some(T0));
     assert!(!x.f.is_done());
-    x.f.request_end(40, &mut x.stats);
+    x.f.request_end(40, x.max, &mut x.stats);
     assert!(!x.f.is_done(), "request over, response not begun");
     x.head(5, 200, None);
     x.body(6, b"ok");
@@ -180,7 +182,7 @@ fn done_only_when_both_sides_are_over() {
     x.f.request_head(T0, &req_head("POST", CHAT));
     x.abort(at(3), 0, EndReason::Gap);
     assert!(!x.f.is_done());
-    x.f.request_end(10, &mut x.stats);
+    x.f.request_end(10, x.max, &mut x.stats);
     assert!(x.f.is_done());
 }
 
