@@ -10,16 +10,25 @@
 //! connection that was already open) a side drops its parser state and resynchronises:
 //! the request side at the next bytes that look like `METHOD SP target SP HTTP/1.`, the
 //! response side at a segment starting with `HTTP/1.`. Skipped bytes are counted.
+//!
+//! Layout: `side.rs` is what both directions share (buffer, decoder, sync, the message in
+//! progress and its wire bytes); `requests.rs` and `responses.rs` are what each direction
+//! does of its own; this file holds the types, the routing and the connection's end.
 
 use std::{collections::VecDeque, sync::Arc};
 
 use bytes::{Bytes, BytesMut};
 
+use self::side::{Mode, Side};
 use super::http::{
-    sniff_request_line, sniff_status_line, HttpError, RequestDecoder, RequestFrame, RequestHead,
-    ResponseDecoder, ResponseFrame, ResponseHead, Sniff, DEFAULT_MAX_HEAD_BYTES,
+    sniff_request_line, sniff_status_line, RequestDecoder, RequestHead, ResponseDecoder,
+    ResponseHead, Sniff, DEFAULT_MAX_HEAD_BYTES,
 };
 use crate::conn::{Direction, Role};
+
+mod requests;
+mod responses;
+mod side;
 
 /// Bounds of one connection's machine.
 #[derive(Debug, Clone)]
@@ -159,19 +168,6 @@ pub struct ProtocolCounters {
     pub ignored_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Normal,
-    /// Looking for the next message boundary; `reason` says why, for a lost exchange.
-    Resync(EndReason),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Current {
-    seq: Option<u64>,
-    wire: u64,
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     seq: u64,
@@ -193,17 +189,15 @@ pub struct ExchangeMachine {
     /// Which direction carries requests; `None` until sniffed.
     req_dir: Option<Direction>,
     sniff: [BytesMut; 2],
-    req_dec: RequestDecoder,
-    req_buf: BytesMut,
-    req_mode: Mode,
-    req_cur: Option<Current>,
+    req: Side<RequestDecoder>,
+    /// Timestamp of the segment holding the first byte of the request being decoded.
     req_start_ns: Option<u64>,
-    res_dec: ResponseDecoder,
-    res_buf: BytesMut,
-    res_mode: Mode,
-    res_cur: Option<Current>,
+    res: Side<ResponseDecoder>,
+    /// Wire bytes of the interim (1xx) responses before the final one, counted into it.
     res_interim_wire: u64,
+    /// Timestamp of the last response segment.
     res_last_ns: u64,
+    /// Requests waiting for their response, oldest first.
     pending: VecDeque<Pending>,
     next_seq: u64,
     requests_seen: u64,
@@ -241,17 +235,14 @@ impl ExchangeMachine {
                 Role::Unknown => None,
             },
             sniff: [BytesMut::new(), BytesMut::new()],
-            req_dec: RequestDecoder::new(cfg.max_head_bytes)
-                .with_tenant_header(cfg.tenant_header.clone()),
-            req_buf: BytesMut::new(),
-            req_mode: start_mode,
-            req_cur: None,
+            req: Side::new(
+                RequestDecoder::new(cfg.max_head_bytes)
+                    .with_tenant_header(cfg.tenant_header.clone()),
+                start_mode,
+            ),
             req_start_ns: None,
-            res_dec: ResponseDecoder::new(cfg.max_head_bytes),
+            res: Side::new(ResponseDecoder::new(cfg.max_head_bytes), start_mode),
             cfg,
-            res_buf: BytesMut::new(),
-            res_mode: start_mode,
-            res_cur: None,
             res_interim_wire: 0,
             res_last_ns: 0,
             pending: VecDeque::new(),
@@ -336,403 +327,6 @@ impl ExchangeMachine {
         }
     }
 
-    fn feed_request(
-        &mut self,
-        ts_ns: u64,
-        bytes: &[u8],
-        out: &mut Vec<ExchangeEvent>,
-        counters: &mut ProtocolCounters,
-    ) {
-        self.req_buf.extend_from_slice(bytes);
-        if let Mode::Resync(reason) = self.req_mode {
-            if !self.resync_request(ts_ns, reason, 0, out, counters) {
-                return;
-            }
-        }
-        self.decode_requests(ts_ns, out, counters);
-    }
-
-    /// Skips request-side bytes up to the next plausible request line (searched at the
-    /// start and after each LF, from `from`). Returns true once in sync.
-    fn resync_request(
-        &mut self,
-        ts_ns: u64,
-        reason: EndReason,
-        from: usize,
-        out: &mut Vec<ExchangeEvent>,
-        counters: &mut ProtocolCounters,
-    ) -> bool {
-        let buf = &self.req_buf[..];
-        let mut pos = from.min(buf.len());
-        let mut keep_from = None;
-        loop {
-            let cand = buf.get(pos..).unwrap_or_default();
-            if cand.is_empty() {
-                break;
-            }
-            match sniff_request_line(cand) {
-                Sniff::Yes => {
-                    keep_from = Some((pos, true));
-                    break;
-                }
-                Sniff::NeedMore => {
-                    keep_from = Some((pos, false));
-                    break;
-                }
-                Sniff::No => {}
-            }
-            match memchr::memchr(b'\n', cand) {
-                Some(i) => pos = pos.saturating_add(i + 1),
-                None => break,
-            }
-        }
-        let (skip, synced) = match keep_from {
-            Some((p, synced)) => (p, synced),
-            None => (buf.len(), false),
-        };
-        if skip > 0 {
-            counters.resync_skipped_bytes =
-                counters.resync_skipped_bytes.saturating_add(skip as u64);
-            let _ = self.req_buf.split_to(skip);
-            if reason == EndReason::CaptureStart {
-                // The first captured bytes were in the middle of a request: it exists, and its
-                // response will come; keep its place in the queue.
-                self.lost_request(ts_ns, reason, out);
-                self.req_mode = Mode::Resync(EndReason::Gap);
-            }
-        }
-        if !synced && self.req_buf.len() > self.cfg.max_head_bytes {
-            counters.resync_skipped_bytes = counters
-                .resync_skipped_bytes
-                .saturating_add(self.req_buf.len() as u64);
-            self.req_buf.clear();
-        }
-        if synced {
-            self.req_mode = Mode::Normal;
-        }
-        synced
-    }
-
-    /// A request that certainly happened but was not seen.
-    fn lost_request(&mut self, ts_ns: u64, reason: EndReason, out: &mut Vec<ExchangeEvent>) {
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.saturating_add(1);
-        self.push_pending(
-            Pending {
-                seq,
-                head_request: false,
-                lost: true,
-            },
-            ts_ns,
-            out,
-        );
-        out.push(ExchangeEvent::RequestAbort {
-            seq,
-            ts_ns,
-            wire_bytes: 0,
-            reason,
-        });
-    }
-
-    fn push_pending(&mut self, p: Pending, ts_ns: u64, out: &mut Vec<ExchangeEvent>) {
-        if self.pending.len() >= self.cfg.max_pending {
-            if let Some(old) = self.pending.pop_front() {
-                out.push(ExchangeEvent::ResponseAbort {
-                    seq: old.seq,
-                    ts_ns,
-                    wire_bytes: 0,
-                    reason: EndReason::PipelineOverflow,
-                });
-            }
-        }
-        self.pending.push_back(p);
-    }
-
-    fn decode_requests(
-        &mut self,
-        ts_ns: u64,
-        out: &mut Vec<ExchangeEvent>,
-        counters: &mut ProtocolCounters,
-    ) {
-        loop {
-            if self.req_dec.is_idle() && !self.req_buf.is_empty() && self.req_start_ns.is_none() {
-                self.req_start_ns = Some(ts_ns);
-            }
-            let before = self.req_buf.len();
-            let frame = self.req_dec.decode(&mut self.req_buf);
-            let consumed = before.saturating_sub(self.req_buf.len()) as u64;
-            match frame {
-                Ok(None) => {
-                    // Framing the decoder took while waiting for more (a chunk-size line)
-                    // is part of the message on the wire.
-                    if let Some(cur) = self.req_cur.as_mut() {
-                        cur.wire = cur.wire.saturating_add(consumed);
-                    }
-                    return;
-                }
-                Ok(Some(RequestFrame::Head(head))) => {
-                    let seq = self.next_seq;
-                    self.next_seq = self.next_seq.saturating_add(1);
-                    self.requests_seen = self.requests_seen.saturating_add(1);
-                    self.req_cur = Some(Current {
-                        seq: Some(seq),
-                        wire: consumed,
-                    });
-                    if self.pending.len() >= self.cfg.max_pending {
-                        counters.pipeline_overflows = counters.pipeline_overflows.saturating_add(1);
-                    }
-                    self.push_pending(
-                        Pending {
-                            seq,
-                            head_request: head.method.eq_ignore_ascii_case("HEAD"),
-                            lost: false,
-                        },
-                        ts_ns,
-                        out,
-                    );
-                    let start_ns = self.req_start_ns.take().unwrap_or(ts_ns);
-                    out.push(ExchangeEvent::RequestHead {
-                        seq,
-                        start_ns,
-                        ts_ns,
-                        head,
-                    });
-                }
-                Ok(Some(RequestFrame::Body(data))) => {
-                    if let Some(cur) = self.req_cur.as_mut() {
-                        cur.wire = cur.wire.saturating_add(consumed);
-                        if let Some(seq) = cur.seq {
-                            out.push(ExchangeEvent::RequestBody { seq, ts_ns, data });
-                        }
-                    }
-                }
-                Ok(Some(RequestFrame::End)) => {
-                    if let Some(cur) = self.req_cur.take() {
-                        if let Some(seq) = cur.seq {
-                            out.push(ExchangeEvent::RequestEnd {
-                                seq,
-                                ts_ns,
-                                wire_bytes: cur.wire.saturating_add(consumed),
-                            });
-                        }
-                    }
-                }
-                Err(err) => {
-                    self.request_error(ts_ns, &err, out, counters);
-                    if self.dead.is_some() {
-                        return;
-                    }
-                    if !self.resync_request(ts_ns, EndReason::ParseError, 1, out, counters) {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    fn request_error(
-        &mut self,
-        ts_ns: u64,
-        err: &HttpError,
-        out: &mut Vec<ExchangeEvent>,
-        counters: &mut ProtocolCounters,
-    ) {
-        tracing::debug!(error = %err, "request decode error");
-        counters.request_parse_errors = counters.request_parse_errors.saturating_add(1);
-        if matches!(err, HttpError::HeadTooLarge { .. }) {
-            counters.heads_too_large = counters.heads_too_large.saturating_add(1);
-        }
-        if self.requests_seen == 0 && self.req_mode == Mode::Normal {
-            // The very first bytes of a connection seen from its start are not HTTP.
-            counters.not_http_connections = counters.not_http_connections.saturating_add(1);
-            counters.ignored_bytes = counters
-                .ignored_bytes
-                .saturating_add(self.req_buf.len() as u64);
-            self.req_buf.clear();
-            self.res_buf.clear();
-            self.dead = Some(Dead::NotHttp);
-            return;
-        }
-        if let Some(cur) = self.req_cur.take() {
-            if let Some(seq) = cur.seq {
-                out.push(ExchangeEvent::RequestAbort {
-                    seq,
-                    ts_ns,
-                    wire_bytes: cur.wire,
-                    reason: EndReason::ParseError,
-                });
-            }
-        }
-        self.req_dec.reset();
-        self.req_start_ns = None;
-        self.req_mode = Mode::Resync(EndReason::ParseError);
-    }
-
-    fn feed_response(
-        &mut self,
-        ts_ns: u64,
-        bytes: &[u8],
-        out: &mut Vec<ExchangeEvent>,
-        counters: &mut ProtocolCounters,
-    ) {
-        if bytes.is_empty() {
-            return;
-        }
-        self.res_last_ns = ts_ns;
-        if let Mode::Resync(reason) = self.res_mode {
-            // Only a segment that starts a status line (or continues one held back) resyncs.
-            let mut candidate = std::mem::take(&mut self.res_buf);
-            candidate.extend_from_slice(bytes);
-            match sniff_status_line(&candidate) {
-                Sniff::Yes => {
-                    self.res_mode = Mode::Normal;
-                    self.res_buf = candidate;
-                }
-                Sniff::NeedMore => {
-                    self.res_buf = candidate;
-                    return;
-                }
-                Sniff::No => {
-                    counters.resync_skipped_bytes = counters
-                        .resync_skipped_bytes
-                        .saturating_add(candidate.len() as u64);
-                    // Bytes of a response to a request that was not seen either.
-                    if reason == EndReason::CaptureStart {
-                        if let Some(front) = self.pending.front().copied() {
-                            if front.lost {
-                                self.pending.pop_front();
-                                out.push(ExchangeEvent::ResponseAbort {
-                                    seq: front.seq,
-                                    ts_ns,
-                                    wire_bytes: 0,
-                                    reason,
-                                });
-                            }
-                        }
-                    }
-                    return;
-                }
-            }
-        } else {
-            self.res_buf.extend_from_slice(bytes);
-        }
-        self.decode_responses(ts_ns, out, counters);
-    }
-
-    fn decode_responses(
-        &mut self,
-        ts_ns: u64,
-        out: &mut Vec<ExchangeEvent>,
-        counters: &mut ProtocolCounters,
-    ) {
-        loop {
-            if self.res_dec.is_idle() {
-                let head_req = self.pending.front().is_some_and(|p| p.head_request);
-                self.res_dec.set_head_request(head_req);
-            }
-            let before = self.res_buf.len();
-            let frame = self.res_dec.decode(&mut self.res_buf);
-            let consumed = before.saturating_sub(self.res_buf.len()) as u64;
-            match frame {
-                Ok(None) => {
-                    // Framing the decoder took while waiting for more (a chunk-size line)
-                    // is part of the message on the wire.
-                    if let Some(cur) = self.res_cur.as_mut() {
-                        cur.wire = cur.wire.saturating_add(consumed);
-                    }
-                    return;
-                }
-                Ok(Some(ResponseFrame::Head(head))) => {
-                    if head.is_interim() {
-                        self.res_interim_wire = self.res_interim_wire.saturating_add(consumed);
-                        if let Some(front) = self.pending.front() {
-                            out.push(ExchangeEvent::ResponseInterim {
-                                seq: front.seq,
-                                ts_ns,
-                                status: head.status,
-                            });
-                        }
-                        continue;
-                    }
-                    let wire = consumed.saturating_add(std::mem::take(&mut self.res_interim_wire));
-                    let upgraded = head.status == 101;
-                    let seq = if let Some(front) = self.pending.pop_front() {
-                        out.push(ExchangeEvent::ResponseHead {
-                            seq: front.seq,
-                            ts_ns,
-                            head,
-                        });
-                        Some(front.seq)
-                    } else {
-                        counters.unmatched_responses =
-                            counters.unmatched_responses.saturating_add(1);
-                        None
-                    };
-                    self.res_cur = Some(Current { seq, wire });
-                    if upgraded {
-                        // Whatever follows is not HTTP/1.1; stop parsing this connection.
-                        if let Ok(Some(ResponseFrame::End)) = self.res_dec.decode(&mut self.res_buf)
-                        {
-                            self.end_response(ts_ns, 0, out);
-                        }
-                        counters.upgraded_connections =
-                            counters.upgraded_connections.saturating_add(1);
-                        self.dead = Some(Dead::Upgraded);
-                        self.abort_all(ts_ns, EndReason::ConnectionClosed, out);
-                        return;
-                    }
-                }
-                Ok(Some(ResponseFrame::Body(data))) => {
-                    if let Some(cur) = self.res_cur.as_mut() {
-                        cur.wire = cur.wire.saturating_add(consumed);
-                        if let Some(seq) = cur.seq {
-                            out.push(ExchangeEvent::ResponseBody { seq, ts_ns, data });
-                        }
-                    }
-                }
-                Ok(Some(ResponseFrame::End)) => self.end_response(ts_ns, consumed, out),
-                Err(err) => {
-                    tracing::debug!(error = %err, "response decode error");
-                    counters.response_parse_errors =
-                        counters.response_parse_errors.saturating_add(1);
-                    if matches!(err, HttpError::HeadTooLarge { .. }) {
-                        counters.heads_too_large = counters.heads_too_large.saturating_add(1);
-                    }
-                    if let Some(cur) = self.res_cur.take() {
-                        if let Some(seq) = cur.seq {
-                            out.push(ExchangeEvent::ResponseAbort {
-                                seq,
-                                ts_ns,
-                                wire_bytes: cur.wire,
-                                reason: EndReason::ParseError,
-                            });
-                        }
-                    }
-                    counters.resync_skipped_bytes = counters
-                        .resync_skipped_bytes
-                        .saturating_add(self.res_buf.len() as u64);
-                    self.res_buf.clear();
-                    self.res_dec.reset();
-                    self.res_interim_wire = 0;
-                    self.res_mode = Mode::Resync(EndReason::ParseError);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn end_response(&mut self, ts_ns: u64, consumed: u64, out: &mut Vec<ExchangeEvent>) {
-        if let Some(cur) = self.res_cur.take() {
-            if let Some(seq) = cur.seq {
-                out.push(ExchangeEvent::ResponseEnd {
-                    seq,
-                    ts_ns,
-                    wire_bytes: cur.wire.saturating_add(consumed),
-                });
-            }
-        }
-    }
-
     /// Bytes of one direction were lost.
     pub fn on_gap(
         &mut self,
@@ -752,54 +346,9 @@ impl ExchangeMachine {
             return;
         };
         if dir == req_dir {
-            if let Some(cur) = self.req_cur.take() {
-                if let Some(seq) = cur.seq {
-                    out.push(ExchangeEvent::RequestAbort {
-                        seq,
-                        ts_ns,
-                        wire_bytes: cur.wire,
-                        reason: EndReason::Gap,
-                    });
-                }
-            } else if self.req_mode == Mode::Normal {
-                // At a request boundary: the lost bytes began a request we will never see.
-                self.lost_request(ts_ns, EndReason::Gap, out);
-            }
-            counters.resync_skipped_bytes = counters
-                .resync_skipped_bytes
-                .saturating_add(self.req_buf.len() as u64);
-            self.req_buf.clear();
-            self.req_dec.reset();
-            self.req_start_ns = None;
-            self.req_mode = Mode::Resync(EndReason::Gap);
+            self.request_gap(ts_ns, out, counters);
         } else {
-            if let Some(cur) = self.res_cur.take() {
-                if let Some(seq) = cur.seq {
-                    out.push(ExchangeEvent::ResponseAbort {
-                        seq,
-                        ts_ns,
-                        wire_bytes: cur.wire,
-                        reason: EndReason::Gap,
-                    });
-                }
-            } else if self.res_mode == Mode::Normal {
-                // The lost bytes began the response to the oldest waiting request.
-                if let Some(front) = self.pending.pop_front() {
-                    out.push(ExchangeEvent::ResponseAbort {
-                        seq: front.seq,
-                        ts_ns,
-                        wire_bytes: self.res_interim_wire,
-                        reason: EndReason::Gap,
-                    });
-                }
-            }
-            counters.resync_skipped_bytes = counters
-                .resync_skipped_bytes
-                .saturating_add(self.res_buf.len() as u64);
-            self.res_buf.clear();
-            self.res_dec.reset();
-            self.res_interim_wire = 0;
-            self.res_mode = Mode::Resync(EndReason::Gap);
+            self.response_gap(ts_ns, out, counters);
         }
     }
 
@@ -809,18 +358,8 @@ impl ExchangeMachine {
             Some(Direction::Ingress) => {
                 // The client shut down its sending side.
                 self.client_eof = true;
-                if let Some(cur) = self.req_cur.take() {
-                    if let Some(seq) = cur.seq {
-                        out.push(ExchangeEvent::RequestAbort {
-                            seq,
-                            ts_ns,
-                            wire_bytes: cur.wire,
-                            reason: EndReason::ClientDisconnected,
-                        });
-                    }
-                }
-                self.req_dec.reset();
-                self.req_buf.clear();
+                self.req.abort(ts_ns, EndReason::ClientDisconnected, out);
+                self.req.clear();
             }
             Some(Direction::Egress) => {
                 // The server closed: responses delimited by close are complete, the rest not.
@@ -841,75 +380,13 @@ impl ExchangeMachine {
         self.abort_all(ts_ns, reason, out);
     }
 
-    fn finish_responses(&mut self, ts_ns: u64, reason: EndReason, out: &mut Vec<ExchangeEvent>) {
-        if self.res_cur.is_some() && self.res_mode == Mode::Normal {
-            let last = self.res_last_ns;
-            if let Some(ResponseFrame::End) = self.res_dec.finish() {
-                self.end_response(last, 0, out);
-            }
-        }
-        self.res_dec.reset();
-        self.res_buf.clear();
-        if let Some(cur) = self.res_cur.take() {
-            if let Some(seq) = cur.seq {
-                out.push(ExchangeEvent::ResponseAbort {
-                    seq,
-                    ts_ns,
-                    wire_bytes: cur.wire,
-                    reason,
-                });
-            }
-        }
-        // Requests waiting for a response that never began: on a closed connection that is a
-        // fact about the exchange, not about the capture; on eviction or shutdown it is not.
-        let unanswered = match reason {
-            EndReason::ConnectionClosed | EndReason::ClientDisconnected => EndReason::NoResponse,
-            other => other,
-        };
-        while let Some(p) = self.pending.pop_front() {
-            out.push(ExchangeEvent::ResponseAbort {
-                seq: p.seq,
-                ts_ns,
-                wire_bytes: 0,
-                reason: unanswered,
-            });
-        }
-    }
-
     /// Gives up every exchange in flight (eviction, shutdown).
     pub fn abort_all(&mut self, ts_ns: u64, reason: EndReason, out: &mut Vec<ExchangeEvent>) {
-        if let Some(cur) = self.req_cur.take() {
-            if let Some(seq) = cur.seq {
-                out.push(ExchangeEvent::RequestAbort {
-                    seq,
-                    ts_ns,
-                    wire_bytes: cur.wire,
-                    reason,
-                });
-            }
-        }
-        self.req_dec.reset();
-        self.req_buf.clear();
-        if let Some(cur) = self.res_cur.take() {
-            if let Some(seq) = cur.seq {
-                out.push(ExchangeEvent::ResponseAbort {
-                    seq,
-                    ts_ns,
-                    wire_bytes: cur.wire,
-                    reason,
-                });
-            }
-        }
-        while let Some(p) = self.pending.pop_front() {
-            out.push(ExchangeEvent::ResponseAbort {
-                seq: p.seq,
-                ts_ns,
-                wire_bytes: 0,
-                reason,
-            });
-        }
-        self.res_dec.reset();
-        self.res_buf.clear();
+        self.req.abort(ts_ns, reason, out);
+        self.req.clear();
+        self.res.abort(ts_ns, reason, out);
+        self.abort_pending(ts_ns, reason, out);
+        self.res.clear();
     }
 }
 

@@ -218,3 +218,51 @@ fn close_before_any_response_says_no_response() {
         "{events:?}"
     );
 }
+
+#[test]
+fn capture_started_mid_exchange_keeps_the_unseen_request_in_the_queue() {
+    use Direction::{Egress, Ingress};
+    let mut m = ExchangeMachine::new(ExchangeConfig::default(), Role::Server, true);
+    let req: Vec<u8> = [&b"tail of a body\r\n"[..], REQ_A].concat();
+    let segments = [
+        (Ingress, &req[..]),
+        (Egress, &b"tail of a response"[..]),
+        (Egress, RES_A),
+    ];
+    let (events, counters) = run(&mut m, &segments, usize::MAX);
+    let (kinds, ..) = shape(&events);
+    assert_eq!(
+        kinds,
+        [
+            ("req_abort", 0, 0),
+            ("req_head", 1, 0),
+            ("req_end", 1, len(REQ_A)),
+            ("res_abort", 0, 0),
+            ("res_head", 1, 200),
+            ("res_end", 1, len(RES_A)),
+        ]
+    );
+    assert_eq!(counters.resync_skipped_bytes, 16 + 18, "{counters:?}");
+}
+
+#[test]
+fn a_request_that_is_not_http_is_skipped_up_to_the_next_request_line() {
+    use Direction::Ingress;
+    let bytes: Vec<u8> = [REQ_A, b"XX\r\n\r\n", REQ_B].concat();
+    for piece in [1, 5, 1024] {
+        let (events, counters) = run(&mut server(), &[(Ingress, &bytes)], piece);
+        let (kinds, ..) = shape(&events);
+        assert_eq!(
+            kinds,
+            [
+                ("req_head", 0, 0),
+                ("req_end", 0, len(REQ_A)),
+                ("req_head", 1, 0),
+                ("req_end", 1, len(REQ_B)),
+            ],
+            "pieces of {piece}"
+        );
+        assert_eq!(counters.request_parse_errors, 1, "pieces of {piece}");
+        assert_eq!(counters.resync_skipped_bytes, 6, "pieces of {piece}");
+    }
+}
