@@ -12,6 +12,8 @@ pub enum Api {
     Completions,
     /// `POST /v1/embeddings` (or `/embeddings`, Ollama `/api/embed`, `/api/embeddings`).
     Embeddings,
+    /// `POST /v1/messages`: the Anthropic Messages API (vLLM, `SGLang`, llama.cpp, Ollama).
+    Messages,
     /// Any other request (health checks, `/metrics`, `/v1/models`...): head only.
     Other,
 }

@@ -443,7 +443,7 @@ impl InFlight {
 
     fn stream_json(&mut self, ts_ns: u64, data: &[u8], stats: &mut TrackerStats) {
         self.stream_events = self.stream_events.saturating_add(1);
-        match openai::parse_response(data) {
+        match openai::parse_response_in(self.dialect, data) {
             Ok(info) => self.merge(ts_ns, info, true),
             Err(e) => {
                 tracing::debug!(error = %e, "stream event");
@@ -488,8 +488,15 @@ impl InFlight {
                 *slot = Some(reason);
             }
         }
-        if info.usage.is_some() {
-            self.usage = info.usage;
+        if let Some(new) = info.usage {
+            // Field by field: a later event's partial usage (Anthropic's `message_delta`
+            // has only the output) keeps what an earlier one said.
+            let old = self.usage.unwrap_or_default();
+            self.usage = Some(Usage {
+                prompt_tokens: new.prompt_tokens.or(old.prompt_tokens),
+                completion_tokens: new.completion_tokens.or(old.completion_tokens),
+                cached_tokens: new.cached_tokens.or(old.cached_tokens),
+            });
         }
         if info.timings.is_some() {
             self.timings = info.timings;
@@ -519,7 +526,7 @@ impl InFlight {
                     && !self.res_buf.is_empty()
                     && self.res_coding.failed.is_none()
                 {
-                    match openai::parse_response(&self.res_buf) {
+                    match openai::parse_response_in(self.dialect, &self.res_buf) {
                         Ok(info) => self.merge(ts_ns, info, false),
                         Err(e) => {
                             tracing::debug!(error = %e, "response body");

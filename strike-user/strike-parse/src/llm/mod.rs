@@ -2,6 +2,7 @@
 //! [`RequestTracker`] that turns a connection's [`StreamEvent`]s into one
 //! [`RequestRecord`] per request.
 
+pub mod anthropic;
 mod inflight;
 pub mod openai;
 

@@ -1,5 +1,6 @@
 //! OpenAI-compatible API semantics (and Ollama's native `/api/*`): which API a request
-//! uses, what its JSON body asks for, and what a response body or stream event says.
+//! uses (the Anthropic Messages API too, whose bodies `anthropic.rs` reads), what its JSON
+//! body asks for, and what a response body or stream event says.
 //! Lenient by design: unknown fields are ignored, a field of an unexpected type is absent.
 
 use serde_json::{Map, Value};
@@ -14,6 +15,8 @@ use crate::{
 pub enum Dialect {
     OpenAi,
     Ollama,
+    /// The Anthropic Messages API (`llm/anthropic.rs`).
+    Anthropic,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,9 @@ pub fn classify(method: &str, path: &str) -> (Api, Dialect) {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let path = path.strip_suffix('/').unwrap_or(path);
     let openai = path.strip_prefix("/v1").unwrap_or(path);
+    if openai == "/messages" {
+        return (Api::Messages, Dialect::Anthropic);
+    }
     match openai {
         "/chat/completions" => return (Api::ChatCompletions, Dialect::OpenAi),
         "/completions" => return (Api::Completions, Dialect::OpenAi),
@@ -63,7 +69,7 @@ pub struct RequestInfo {
     pub prompt_token_ids: u64,
 }
 
-fn object(data: &[u8]) -> Result<Map<String, Value>, LlmError> {
+pub(super) fn object(data: &[u8]) -> Result<Map<String, Value>, LlmError> {
     match serde_json::from_slice::<Value>(data) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(LlmError::NotObject),
@@ -100,9 +106,22 @@ fn measure_prompt(v: &Value, info: &mut RequestInfo, depth: u32) {
     }
 }
 
-/// Parses a request body.
+/// Parses a request body (the Messages API's with [`super::anthropic::parse_request`]).
 pub fn parse_request(api: Api, dialect: Dialect, body: &[u8]) -> Result<RequestInfo, LlmError> {
+    if dialect == Dialect::Anthropic {
+        return super::anthropic::parse_request(body);
+    }
     let map = object(body)?;
+    let mut info = parse_request_fields(&map, &["messages", "prompt", "input", "system", "suffix"]);
+    if dialect == Dialect::Ollama && info.stream.is_none() && api != Api::Embeddings {
+        info.stream = Some(true); // Ollama streams unless told not to.
+    }
+    Ok(info)
+}
+
+/// The fields every dialect's request shares, and the size of the prompt under
+/// `prompt_keys`.
+pub(super) fn parse_request_fields(map: &Map<String, Value>, prompt_keys: &[&str]) -> RequestInfo {
     let mut info = RequestInfo {
         model: str_of(map.get("model")),
         stream: map.get("stream").and_then(Value::as_bool),
@@ -122,15 +141,12 @@ pub fn parse_request(api: Api, dialect: Dialect, body: &[u8]) -> Result<RequestI
             }),
         ..RequestInfo::default()
     };
-    if dialect == Dialect::Ollama && info.stream.is_none() && api != Api::Embeddings {
-        info.stream = Some(true); // Ollama streams unless told not to.
-    }
-    for key in ["messages", "prompt", "input", "system", "suffix"] {
-        if let Some(v) = map.get(key) {
+    for key in prompt_keys {
+        if let Some(v) = map.get(*key) {
             measure_prompt(v, &mut info, 0);
         }
     }
-    Ok(info)
+    info
 }
 
 /// An error reported in a body or event.
@@ -198,7 +214,7 @@ fn message_content(msg: &Map<String, Value>) -> (u64, bool) {
     (bytes, has)
 }
 
-fn parse_error(v: &Value) -> ErrorInfo {
+pub(super) fn parse_error(v: &Value) -> ErrorInfo {
     match v {
         Value::Object(e) => {
             let kind = e
@@ -233,6 +249,14 @@ fn truncate_message(mut s: String) -> String {
         s.truncate(i);
     }
     s
+}
+
+/// Parses one response body or stream event in `dialect`.
+pub fn parse_response_in(dialect: Dialect, data: &[u8]) -> Result<ResponseInfo, LlmError> {
+    match dialect {
+        Dialect::Anthropic => super::anthropic::parse_response(data),
+        Dialect::OpenAi | Dialect::Ollama => parse_response(data),
+    }
 }
 
 /// Parses one response body (non-streaming) or one stream event (SSE `data`, NDJSON line).
