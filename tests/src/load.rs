@@ -16,9 +16,19 @@ use crate::sse::{SseLine, SseSplitter};
 /// What kind of request to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
-    Chat { stream: bool, include_usage: bool },
-    Completion { stream: bool, include_usage: bool },
+    Chat {
+        stream: bool,
+        include_usage: bool,
+    },
+    Completion {
+        stream: bool,
+        include_usage: bool,
+    },
     Embeddings,
+    /// The Anthropic Messages API (`/v1/messages`).
+    Messages {
+        stream: bool,
+    },
 }
 
 impl Kind {
@@ -28,12 +38,15 @@ impl Kind {
             Kind::Chat { .. } => "chat_completions",
             Kind::Completion { .. } => "completions",
             Kind::Embeddings => "embeddings",
+            Kind::Messages { .. } => "messages",
         }
     }
 
     pub fn stream(self) -> bool {
         match self {
-            Kind::Chat { stream, .. } | Kind::Completion { stream, .. } => stream,
+            Kind::Chat { stream, .. }
+            | Kind::Completion { stream, .. }
+            | Kind::Messages { stream } => stream,
             Kind::Embeddings => false,
         }
     }
@@ -43,6 +56,7 @@ impl Kind {
             Kind::Chat { .. } => "/v1/chat/completions",
             Kind::Completion { .. } => "/v1/completions",
             Kind::Embeddings => "/v1/embeddings",
+            Kind::Messages { .. } => "/v1/messages",
         }
     }
 
@@ -63,9 +77,16 @@ impl Kind {
                 include_usage,
             } => format!("completion/{}", mode(stream, include_usage)),
             Kind::Embeddings => "embeddings".to_owned(),
+            Kind::Messages { stream } => format!("messages/{}", mode(stream, false)),
         }
     }
 }
+
+/// The Anthropic Messages API, streamed and not.
+pub const MESSAGES_MIX: [Kind; 2] = [
+    Kind::Messages { stream: true },
+    Kind::Messages { stream: false },
+];
 
 /// Streaming with and without `include_usage`, and non-streaming, for both generation APIs.
 pub const GENERATION_MIX: [Kind; 6] = [
@@ -208,6 +229,14 @@ fn body(plan: &LoadPlan, kind: Kind, max_tokens: u32, text: &str) -> Value {
             "stream": stream,
         }),
         Kind::Embeddings => return json!({"model": plan.model, "input": text}),
+        Kind::Messages { stream } => {
+            return json!({
+                "model": plan.model,
+                "messages": [{"role": "user", "content": text}],
+                "max_tokens": max_tokens,
+                "stream": stream,
+            })
+        }
     };
     if let Kind::Chat {
         include_usage: true,
@@ -266,6 +295,48 @@ fn event_text(v: &Value) -> Option<&str> {
         .and_then(|d| d.get("content"))
         .or_else(|| choice.get("text"))?
         .as_str()
+}
+
+/// Usage of an Anthropic message: every prompt token (uncached, read from and written to
+/// the cache) and the output.
+fn anthropic_usage(u: &Value) -> Option<Usage> {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64);
+    Some(Usage {
+        prompt_tokens: n("input_tokens")?
+            + n("cache_read_input_tokens").unwrap_or(0)
+            + n("cache_creation_input_tokens").unwrap_or(0),
+        completion_tokens: n("output_tokens").unwrap_or(0),
+    })
+}
+
+/// Applies one event of an Anthropic Messages stream to `sent` (by its data's `type`).
+fn apply_message_event(sent: &mut Sent, v: &Value, since_send: Duration) {
+    match v.get("type").and_then(Value::as_str) {
+        Some("message_start") => {
+            let msg = &v["message"];
+            sent.response_id = msg.get("id").and_then(Value::as_str).map(str::to_owned);
+            sent.usage = msg.get("usage").and_then(anthropic_usage);
+        }
+        Some("content_block_delta")
+            if v["delta"]
+                .get("text")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty()) =>
+        {
+            sent.content_deltas += 1;
+            sent.client_ttft_ms.get_or_insert(ms(since_send));
+        }
+        Some("message_delta") => {
+            if let (Some(u), Some(out)) = (
+                &mut sent.usage,
+                v["usage"].get("output_tokens").and_then(Value::as_u64),
+            ) {
+                u.completion_tokens = out;
+            }
+        }
+        Some("message_stop") => sent.done = true,
+        _ => {}
+    }
 }
 
 /// Applies one streamed event to `sent`.
@@ -346,7 +417,11 @@ async fn one(client: &reqwest::Client, plan: &LoadPlan, mut sent: Sent) -> Sent 
                     SseLine::Data(d) => {
                         let v: Value =
                             serde_json::from_str(&d).with_context(|| format!("bad event {d:?}"))?;
-                        apply_event(&mut sent, &v, t0.elapsed());
+                        if matches!(sent.kind, Kind::Messages { .. }) {
+                            apply_message_event(&mut sent, &v, t0.elapsed());
+                        } else {
+                            apply_event(&mut sent, &v, t0.elapsed());
+                        }
                     }
                     SseLine::Error(e) => anyhow::bail!("server sent an error event: {e}"),
                 }
@@ -356,7 +431,11 @@ async fn one(client: &reqwest::Client, plan: &LoadPlan, mut sent: Sent) -> Sent 
             let v: Value = serde_json::from_slice(&whole)
                 .with_context(|| format!("bad JSON body {:?}", String::from_utf8_lossy(&whole)))?;
             sent.response_id = v.get("id").and_then(Value::as_str).map(str::to_owned);
-            sent.usage = usage_of(&v);
+            sent.usage = if matches!(sent.kind, Kind::Messages { .. }) {
+                v.get("usage").and_then(anthropic_usage)
+            } else {
+                usage_of(&v)
+            };
             sent.timings = timings_of(&v);
         }
         anyhow::ensure!(sent.status == 200, "HTTP {}", sent.status);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 use crate::env::TestEnv;
-use crate::load::{Kind, LoadPlan, GENERATION_MIX};
+use crate::load::{Kind, LoadPlan, GENERATION_MIX, MESSAGES_MIX};
 use crate::process::{free_port, Service};
 
 /// The model alias llama-server is started with.
@@ -76,14 +76,19 @@ pub fn start_openai_app(
     Ok((service, log))
 }
 
-/// 8 workers x `per_worker` requests: the generation mix, `max_tokens` 1..=24.
+/// 8 workers x `per_worker` requests: the generation mix and the Messages API, `max_tokens`
+/// 1..=24.
 pub fn llama_plan(service: &Service, per_worker: usize) -> LoadPlan {
     LoadPlan {
         base_url: service.base_url(),
         model: LLAMA_MODEL_ALIAS.to_owned(),
         workers: 8,
         requests_per_worker: per_worker,
-        mix: GENERATION_MIX.to_vec(),
+        mix: GENERATION_MIX
+            .iter()
+            .chain(&MESSAGES_MIX)
+            .copied()
+            .collect(),
         max_tokens: (1, 24),
         timeout: Duration::from_mins(1),
         extra: None,

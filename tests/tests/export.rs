@@ -51,7 +51,7 @@ fn span_problems(sent: &Sent, span: &Value, server_port: u16) -> Vec<String> {
     let mut p = Vec::new();
     let a = &span["attributes"];
     let op = match sent.kind {
-        Kind::Chat { .. } => "chat",
+        Kind::Chat { .. } | Kind::Messages { .. } => "chat",
         Kind::Completion { .. } => "text_completion",
         Kind::Embeddings => "embeddings",
     };
