@@ -340,7 +340,12 @@ impl ExchangeMachine {
             return;
         }
         let Some(req_dir) = self.req_dir else {
+            // Bytes held until the direction of requests was known: a gap makes them
+            // unusable (the resync after it starts afresh), counted as skipped.
             if let Some(held) = self.sniff.get_mut(dir_index(dir)) {
+                counters.resync_skipped_bytes = counters
+                    .resync_skipped_bytes
+                    .saturating_add(held.len() as u64);
                 held.clear();
             }
             return;
@@ -360,6 +365,7 @@ impl ExchangeMachine {
                 self.client_eof = true;
                 self.req.abort(ts_ns, EndReason::ClientDisconnected, out);
                 self.req.clear();
+                self.req_start_ns = None;
             }
             Some(Direction::Egress) => {
                 // The server closed: responses delimited by close are complete, the rest not.

@@ -59,11 +59,8 @@ impl ExchangeMachine {
                     self.next_seq = self.next_seq.saturating_add(1);
                     self.requests_seen = self.requests_seen.saturating_add(1);
                     self.req.begin(Some(seq), consumed);
-                    if self.pending.len() >= self.cfg.max_pending {
-                        counters.pipeline_overflows = counters.pipeline_overflows.saturating_add(1);
-                    }
                     let head_request = head.method.eq_ignore_ascii_case("HEAD");
-                    self.push_pending(seq, head_request, false, ts_ns, out);
+                    self.push_pending(seq, head_request, false, ts_ns, out, counters);
                     let start_ns = self.req_start_ns.take().unwrap_or(ts_ns);
                     out.push(ExchangeEvent::RequestHead {
                         seq,
@@ -100,7 +97,7 @@ impl ExchangeMachine {
             if reason == EndReason::CaptureStart {
                 // The first captured bytes were in the middle of a request: it exists, and its
                 // response will come; keep its place in the queue.
-                self.lost_request(ts_ns, reason, out);
+                self.lost_request(ts_ns, reason, out, counters);
                 self.req.mode = Mode::Resync(EndReason::Gap);
             }
         }
@@ -114,14 +111,21 @@ impl ExchangeMachine {
     }
 
     /// A request that certainly happened but was not seen.
-    fn lost_request(&mut self, ts_ns: u64, reason: EndReason, out: &mut Vec<ExchangeEvent>) {
+    fn lost_request(
+        &mut self,
+        ts_ns: u64,
+        reason: EndReason,
+        out: &mut Vec<ExchangeEvent>,
+        counters: &mut ProtocolCounters,
+    ) {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.saturating_add(1);
-        self.push_pending(seq, false, true, ts_ns, out);
+        self.push_pending(seq, false, true, ts_ns, out, counters);
         out.push(RequestDecoder::abort_event(seq, ts_ns, 0, reason));
     }
 
-    /// Queues a request for its response; beyond `max_pending` the oldest is given up.
+    /// Queues a request for its response; beyond `max_pending` the oldest is given up,
+    /// counted (whether the new one was seen or lost).
     fn push_pending(
         &mut self,
         seq: u64,
@@ -129,8 +133,10 @@ impl ExchangeMachine {
         lost: bool,
         ts_ns: u64,
         out: &mut Vec<ExchangeEvent>,
+        counters: &mut ProtocolCounters,
     ) {
         if self.pending.len() >= self.cfg.max_pending {
+            counters.pipeline_overflows = counters.pipeline_overflows.saturating_add(1);
             self.give_up_oldest(ts_ns, 0, EndReason::PipelineOverflow, out);
         }
         self.pending.push_back(Pending {
@@ -157,7 +163,7 @@ impl ExchangeMachine {
             counters.not_http_connections = counters.not_http_connections.saturating_add(1);
             counters.ignored_bytes = counters
                 .ignored_bytes
-                .saturating_add(self.req.buf.len() as u64);
+                .saturating_add((self.req.buf.len() + self.res.buf.len()) as u64);
             self.req.buf.clear();
             self.res.buf.clear();
             self.dead = Some(Dead::NotHttp);
@@ -179,7 +185,7 @@ impl ExchangeMachine {
     ) {
         if !self.req.abort(ts_ns, EndReason::Gap, out) && self.req.mode == Mode::Normal {
             // At a request boundary: the lost bytes began a request we will never see.
-            self.lost_request(ts_ns, EndReason::Gap, out);
+            self.lost_request(ts_ns, EndReason::Gap, out, counters);
         }
         self.req.lose_sync(EndReason::Gap, counters);
         self.req_start_ns = None;

@@ -87,6 +87,11 @@ impl ExchangeMachine {
                         }
                         counters.upgraded_connections =
                             counters.upgraded_connections.saturating_add(1);
+                        // What followed the 101 in the same segment is the new protocol's.
+                        counters.ignored_bytes = counters
+                            .ignored_bytes
+                            .saturating_add(self.res.buf.len() as u64);
+                        self.res.buf.clear();
                         self.dead = Some(Dead::Upgraded);
                         self.abort_all(ts_ns, EndReason::ConnectionClosed, out);
                         return;

@@ -266,3 +266,64 @@ fn a_request_that_is_not_http_is_skipped_up_to_the_next_request_line() {
         assert_eq!(counters.resync_skipped_bytes, 6, "pieces of {piece}");
     }
 }
+
+#[test]
+fn an_overflow_made_by_lost_requests_is_counted_too() {
+    use Direction::Ingress;
+    let mut m = ExchangeMachine::new(
+        ExchangeConfig {
+            max_pending: 2,
+            ..ExchangeConfig::default()
+        },
+        Role::Server,
+        false,
+    );
+    // One request seen, then three lost at request boundaries (gaps between requests):
+    // the queue holds two, so two are given up, each counted.
+    let (mut events, mut counters) = run(&mut m, &[(Ingress, REQ_B)], 1024);
+    for ts in 10..13 {
+        m.on_gap(Ingress, ts, &mut events, &mut counters);
+        m.on_data(Ingress, ts, REQ_B, &mut events, &mut counters);
+    }
+    let overflows = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ExchangeEvent::ResponseAbort {
+                    reason: EndReason::PipelineOverflow,
+                    ..
+                }
+            )
+        })
+        .count() as u64;
+    assert!(overflows > 0, "{events:?}");
+    assert_eq!(counters.pipeline_overflows, overflows, "{counters:?}");
+}
+
+#[test]
+fn bytes_after_a_101_in_the_same_segment_are_counted_as_ignored() {
+    use Direction::{Egress, Ingress};
+    let upgrade =
+        b"GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+    let switch = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n\x81\x05hello";
+    let mut m = server();
+    let (_, counters) = run(&mut m, &[(Ingress, upgrade), (Egress, switch)], 1024);
+    assert_eq!(counters.upgraded_connections, 1);
+    assert_eq!(
+        counters.ignored_bytes, 7,
+        "the frame after the 101: {counters:?}"
+    );
+}
+
+#[test]
+fn a_gap_before_the_direction_is_known_counts_the_held_bytes() {
+    use Direction::Ingress;
+    let mut m = ExchangeMachine::new(ExchangeConfig::default(), Role::Unknown, true);
+    let mut out = Vec::new();
+    let mut counters = ProtocolCounters::default();
+    // Too few bytes to tell a request line from a status line: held, then lost to a gap.
+    m.on_data(Ingress, 1, b"PO", &mut out, &mut counters);
+    m.on_gap(Ingress, 2, &mut out, &mut counters);
+    assert_eq!(counters.resync_skipped_bytes, 2, "{counters:?}");
+}
