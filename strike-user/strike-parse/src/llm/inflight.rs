@@ -1,8 +1,6 @@
 //! One request in flight: accumulates what the exchange events say and builds the
 //! [`RequestRecord`] when both sides are over.
 
-use std::borrow::Cow;
-
 use bytes::{Bytes, BytesMut};
 
 use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo};
@@ -10,7 +8,7 @@ use super::TrackerStats;
 use crate::clock::wall_clock;
 use crate::conn::ConnInfo;
 use crate::num::u64_to_f64;
-use crate::protocol::encoding::{Coding, ContentDecoder, DecodeError, DecodeLimits};
+use crate::protocol::encoding::{BodyCoding, DecodeError};
 use crate::protocol::exchange::EndReason;
 use crate::protocol::http::{split_host, RequestHead, ResponseHead};
 use crate::protocol::ndjson::NdjsonDecoder;
@@ -27,67 +25,6 @@ enum BodyMode {
     Json,
     Sse(SseDecoder),
     Ndjson(NdjsonDecoder),
-}
-
-/// A body's content coding (`Content-Encoding`), decoded as the body arrives.
-#[derive(Debug, Default)]
-struct BodyCoding {
-    decoder: Option<Box<ContentDecoder>>,
-    /// Why the body cannot be decoded; reported once.
-    failed: Option<DecodeError>,
-    reported: bool,
-}
-
-impl BodyCoding {
-    fn from_header(value: Option<&str>) -> Self {
-        match value.map(Coding::from_header) {
-            None | Some(Ok(None)) => Self::default(),
-            Some(Ok(Some(coding))) => Self {
-                decoder: Some(Box::new(ContentDecoder::new(
-                    coding,
-                    DecodeLimits::default(),
-                ))),
-                ..Self::default()
-            },
-            Some(Err(e)) => Self {
-                failed: Some(e),
-                ..Self::default()
-            },
-        }
-    }
-
-    /// The decoded bytes of `data` (with, at `end`, what the decoder still holds); `None`
-    /// once the body cannot be decoded.
-    fn decode<'a>(&mut self, data: &'a [u8], end: bool) -> Option<Cow<'a, [u8]>> {
-        if self.failed.is_some() {
-            return None;
-        }
-        let Some(decoder) = &mut self.decoder else {
-            return Some(Cow::Borrowed(data));
-        };
-        let mut out = Vec::new();
-        let mut result = decoder.decode(data, &mut out);
-        if result.is_ok() && end {
-            result = decoder.finish(&mut out);
-        }
-        match result {
-            Ok(()) => Some(Cow::Owned(out)),
-            Err(e) => {
-                self.failed = Some(e);
-                self.decoder = None;
-                None
-            }
-        }
-    }
-
-    /// The failure, the first time it is asked for.
-    fn take_failure(&mut self) -> Option<DecodeError> {
-        if self.reported {
-            return None;
-        }
-        self.reported = self.failed.is_some();
-        self.failed
-    }
 }
 
 /// A request in flight.
@@ -274,7 +211,7 @@ impl InFlight {
                 None => self.coding_failure(true, stats),
             }
         }
-        if self.api != Api::Other && !self.req_body_over && self.req_coding.failed.is_none() {
+        if self.api != Api::Other && !self.req_body_over && !self.req_coding.has_failed() {
             match openai::parse_request(self.api, self.dialect, &self.req_body) {
                 Ok(info) => self.req_info = Some(info),
                 Err(e) => {
@@ -522,9 +459,7 @@ impl InFlight {
     fn finish_body(&mut self, ts_ns: u64, stats: &mut TrackerStats) {
         match self.mode {
             BodyMode::Json => {
-                if !self.res_body_over
-                    && !self.res_buf.is_empty()
-                    && self.res_coding.failed.is_none()
+                if !self.res_body_over && !self.res_buf.is_empty() && !self.res_coding.has_failed()
                 {
                     match openai::parse_response_in(self.dialect, &self.res_buf) {
                         Ok(info) => self.merge(ts_ns, info, false),

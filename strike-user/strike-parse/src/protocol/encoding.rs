@@ -7,7 +7,10 @@
 //! than that, whatever the input. A refusal ends the decoding for good; the caller counts it
 //! and marks its record.
 
-use std::io::{self, Write};
+use std::{
+    borrow::Cow,
+    io::{self, Write},
+};
 
 use flate2::write::{DeflateDecoder as Raw, MultiGzDecoder as MultiGz, ZlibDecoder as Zlib};
 
@@ -298,6 +301,73 @@ fn is_zlib_header(head: &[u8]) -> bool {
             cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0
         }
         _ => false,
+    }
+}
+
+/// A body's content coding (`Content-Encoding`), decoded as the body arrives.
+#[derive(Debug, Default)]
+pub struct BodyCoding {
+    decoder: Option<Box<ContentDecoder>>,
+    /// Why the body cannot be decoded; reported once.
+    failed: Option<DecodeError>,
+    reported: bool,
+}
+
+impl BodyCoding {
+    /// The coding a `Content-Encoding` value (or its absence) declares.
+    pub fn from_header(value: Option<&str>) -> Self {
+        match value.map(Coding::from_header) {
+            None | Some(Ok(None)) => Self::default(),
+            Some(Ok(Some(coding))) => Self {
+                decoder: Some(Box::new(ContentDecoder::new(
+                    coding,
+                    DecodeLimits::default(),
+                ))),
+                ..Self::default()
+            },
+            Some(Err(e)) => Self {
+                failed: Some(e),
+                ..Self::default()
+            },
+        }
+    }
+
+    /// The decoded bytes of `data` (with, at `end`, what the decoder still holds); `None`
+    /// once the body cannot be decoded.
+    pub fn decode<'a>(&mut self, data: &'a [u8], end: bool) -> Option<Cow<'a, [u8]>> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let Some(decoder) = &mut self.decoder else {
+            return Some(Cow::Borrowed(data));
+        };
+        let mut out = Vec::new();
+        let mut result = decoder.decode(data, &mut out);
+        if result.is_ok() && end {
+            result = decoder.finish(&mut out);
+        }
+        match result {
+            Ok(()) => Some(Cow::Owned(out)),
+            Err(e) => {
+                self.failed = Some(e);
+                self.decoder = None;
+                None
+            }
+        }
+    }
+
+    /// Whether the body cannot be decoded.
+    pub fn has_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// The failure, the first time it is asked for.
+    pub fn take_failure(&mut self) -> Option<DecodeError> {
+        if self.reported {
+            return None;
+        }
+        self.reported = self.failed.is_some();
+        self.failed
     }
 }
 
