@@ -35,6 +35,12 @@ pub const GEN_AI_USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 pub const GEN_AI_USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
 /// `gen_ai.usage.cache_read.input_tokens` (included in `gen_ai.usage.input_tokens`).
 pub const GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
+/// `gen_ai.usage.cache_creation.input_tokens` (written to the cache; included in
+/// `gen_ai.usage.input_tokens`).
+pub const GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: &str =
+    "gen_ai.usage.cache_creation.input_tokens";
+/// `gen_ai.usage.reasoning.output_tokens` (included in `gen_ai.usage.output_tokens`).
+pub const GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: &str = "gen_ai.usage.reasoning.output_tokens";
 /// `gen_ai.token.type`: `input` or `output`.
 pub const GEN_AI_TOKEN_TYPE: &str = "gen_ai.token.type";
 
@@ -86,6 +92,8 @@ pub const STRIKE_REQUEST_BYTES: &str = "strike.request_bytes";
 pub const STRIKE_RESPONSE_BYTES: &str = "strike.response_bytes";
 /// Time to first token, ms.
 pub const STRIKE_TTFT_MS: &str = "strike.ttft_ms";
+/// Time to the first answer (not reasoning) token, ms.
+pub const STRIKE_ANSWER_TTFT_MS: &str = "strike.answer_ttft_ms";
 /// The request's share of GPU time and energy at the configured prices, USD.
 pub const STRIKE_COST_USD: &str = "strike.cost_usd";
 /// GPU time attributed to the request, s (summed over devices).

@@ -175,6 +175,16 @@ pub(crate) fn span_attributes(
         sc::GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
         record.cached_input_tokens,
     );
+    push_u64(
+        &mut attrs,
+        sc::GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS,
+        record.cache_write_input_tokens,
+    );
+    push_u64(
+        &mut attrs,
+        sc::GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
+        record.reasoning_output_tokens,
+    );
     if record.stream {
         if let Some(ttft) = record.ttft_ms {
             attrs.push(KeyValue::new(
@@ -269,6 +279,7 @@ fn push_strike_attributes(attrs: &mut Vec<KeyValue>, record: &RequestRecord) {
         Some(record.response_bytes),
     );
     push_f64(attrs, sc::STRIKE_TTFT_MS, record.ttft_ms);
+    push_f64(attrs, sc::STRIKE_ANSWER_TTFT_MS, record.answer_ttft_ms);
     push_f64(attrs, sc::STRIKE_E2E_MS, record.e2e_ms);
     push_f64(attrs, sc::STRIKE_TPOT_MS, record.tpot_ms);
     push_f64(attrs, sc::STRIKE_ITL_MEAN_MS, record.itl_mean_ms);

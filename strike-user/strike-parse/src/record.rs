@@ -104,6 +104,12 @@ pub struct RequestRecord {
     /// Input tokens served from the server's prefix cache
     /// (`usage.prompt_tokens_details.cached_tokens`, llama.cpp `timings.cache_n`).
     pub cached_input_tokens: Option<u64>,
+    /// Input tokens written to the prompt cache (Anthropic `cache_creation_input_tokens`),
+    /// part of `input_tokens`.
+    pub cache_write_input_tokens: Option<u64>,
+    /// Output tokens spent reasoning (`completion_tokens_details.reasoning_tokens`), part
+    /// of `output_tokens`.
+    pub reasoning_output_tokens: Option<u64>,
     /// Where the token numbers came from: "usage", "timings", "estimated" or "none".
     pub token_source: TokenSource,
     /// Where `input_tokens` came from.
@@ -115,6 +121,10 @@ pub struct RequestRecord {
     /// Time to first token, ms: first content-bearing stream event (or, not streaming,
     /// first response body byte) minus the request's first byte.
     pub ttft_ms: Option<f64>,
+    /// Time to the first answer token, ms (streams): the first stream event with answer
+    /// content (text or tool calls, not reasoning) minus the request's first byte. Beside
+    /// `ttft_ms`, it tells thinking time from answer latency.
+    pub answer_ttft_ms: Option<f64>,
     /// End to end, ms: the response's last byte minus the request's first byte.
     pub e2e_ms: Option<f64>,
     /// Time per output token, ms: (last content event - first content event) /
@@ -209,11 +219,14 @@ pub mod testing {
             input_tokens: Some(12),
             output_tokens: Some(16),
             cached_input_tokens: None,
+            cache_write_input_tokens: None,
+            reasoning_output_tokens: None,
             token_source: TokenSource::Usage,
             input_token_source: Some(CountSource::Usage),
             output_token_source: Some(CountSource::Usage),
             start: "2025-01-02T03:04:05.123456789Z".to_owned(),
             ttft_ms: Some(20.0),
+            answer_ttft_ms: Some(20.0),
             e2e_ms: Some(320.0),
             tpot_ms: Some(20.0),
             itl_mean_ms: Some(20.0),

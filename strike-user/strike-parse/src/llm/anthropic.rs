@@ -25,16 +25,19 @@ pub fn parse_request(body: &[u8]) -> Result<RequestInfo, LlmError> {
     Ok(parse_request_fields(&map, &["messages", "system"]))
 }
 
-/// Bytes of generated content in a content block or a delta, and whether it has any.
-fn block_content(block: &Map<String, Value>) -> (u64, bool) {
+/// Bytes of generated content in a content block or a delta, whether it has any, and
+/// whether that is answer (text, tool input) rather than thinking.
+fn block_content(block: &Map<String, Value>) -> (u64, bool, bool) {
     let mut bytes = 0u64;
     let mut has = false;
+    let mut answer = false;
     // text / text_delta; thinking / thinking_delta; tool input as it streams.
     for key in ["text", "thinking", "partial_json"] {
         if let Some(Value::String(s)) = block.get(key) {
             if !s.is_empty() {
                 bytes = bytes.saturating_add(s.len() as u64);
                 has = true;
+                answer |= key != "thinking";
             }
         }
     }
@@ -43,9 +46,21 @@ fn block_content(block: &Map<String, Value>) -> (u64, bool) {
         if let Some(input) = block.get("input").filter(|i| !i.is_null()) {
             bytes = bytes.saturating_add(input.to_string().len() as u64);
             has = true;
+            answer = true;
         }
     }
-    (bytes, has)
+    (bytes, has, answer)
+}
+
+/// Takes one block's or delta's content into `info`.
+fn take_content(info: &mut ResponseInfo, (bytes, has, answer): (u64, bool, bool)) {
+    if has {
+        info.content_choices = 1;
+        info.content_bytes = info.content_bytes.saturating_add(bytes);
+    }
+    if answer {
+        info.answer_choices = 1;
+    }
 }
 
 /// The usage object of a message or `message_delta`: fields absent stay `None`, so a
@@ -70,6 +85,8 @@ fn usage(u: &Map<String, Value>) -> Usage {
         prompt_tokens: prompt,
         completion_tokens: get("output_tokens"),
         cached_tokens: read,
+        reasoning_tokens: None,
+        cache_write_tokens: written,
     }
 }
 
@@ -78,16 +95,8 @@ fn message(msg: &Map<String, Value>, info: &mut ResponseInfo) {
     info.id = msg.get("id").and_then(Value::as_str).map(str::to_owned);
     info.model = msg.get("model").and_then(Value::as_str).map(str::to_owned);
     if let Some(Value::Array(blocks)) = msg.get("content") {
-        let mut bytes = 0u64;
-        let mut has = false;
         for block in blocks.iter().filter_map(Value::as_object) {
-            let (b, h) = block_content(block);
-            bytes = bytes.saturating_add(b);
-            has |= h;
-        }
-        if has {
-            info.content_choices = 1;
-            info.content_bytes = bytes;
+            take_content(info, block_content(block));
         }
     }
     if let Some(reason) = msg.get("stop_reason").and_then(Value::as_str) {
@@ -113,19 +122,13 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
             if let Some(Value::Object(block)) = map.get("content_block") {
                 // A tool_use block starts with an empty `input` that its deltas fill.
                 if block.get("type").and_then(Value::as_str) != Some("tool_use") {
-                    let (bytes, has) = block_content(block);
-                    if has {
-                        (info.content_choices, info.content_bytes) = (1, bytes);
-                    }
+                    take_content(&mut info, block_content(block));
                 }
             }
         }
         Some("content_block_delta") => {
             if let Some(Value::Object(delta)) = map.get("delta") {
-                let (bytes, has) = block_content(delta);
-                if has {
-                    (info.content_choices, info.content_bytes) = (1, bytes);
-                }
+                take_content(&mut info, block_content(delta));
             }
         }
         Some("message_delta") => {
@@ -183,6 +186,7 @@ mod tests {
                 prompt_tokens: Some(19),
                 completion_tokens: Some(8),
                 cached_tokens: Some(0),
+                ..Usage::default()
             })
         );
     }
@@ -196,8 +200,13 @@ mod tests {
         assert!(info.finish_reasons.is_empty(), "stop_reason null");
         let u = info.usage.unwrap();
         assert_eq!(
-            (u.prompt_tokens, u.cached_tokens, u.completion_tokens),
-            (Some(21), Some(18), Some(0))
+            (
+                u.prompt_tokens,
+                u.cached_tokens,
+                u.cache_write_tokens,
+                u.completion_tokens
+            ),
+            (Some(21), Some(18), Some(2), Some(0))
         );
 
         let empty_block =
@@ -243,6 +252,7 @@ mod tests {
                 prompt_tokens: None,
                 completion_tokens: Some(4),
                 cached_tokens: None,
+                ..Usage::default()
             }),
             "an output-only usage leaves the input as it was"
         );

@@ -66,6 +66,8 @@ pub(crate) struct InFlight {
     content_count: u64,
     content_bytes: u64,
     first_content_ns: Option<u64>,
+    /// The first stream event with answer content (not reasoning).
+    first_answer_ns: Option<u64>,
     last_content_ns: Option<u64>,
     itl_max_ns: u64,
     response_id: Option<String>,
@@ -119,6 +121,7 @@ impl InFlight {
             content_count: 0,
             content_bytes: 0,
             first_content_ns: None,
+            first_answer_ns: None,
             last_content_ns: None,
             itl_max_ns: 0,
             response_id: None,
@@ -407,6 +410,9 @@ impl InFlight {
                 if let Some(last) = self.last_content_ns {
                     self.itl_max_ns = self.itl_max_ns.max(ts_ns.saturating_sub(last));
                 }
+                if info.answer_choices > 0 && self.first_answer_ns.is_none() {
+                    self.first_answer_ns = Some(ts_ns);
+                }
                 if self.first_content_ns.is_none() {
                     self.first_content_ns = Some(ts_ns);
                 }
@@ -433,6 +439,8 @@ impl InFlight {
                 prompt_tokens: new.prompt_tokens.or(old.prompt_tokens),
                 completion_tokens: new.completion_tokens.or(old.completion_tokens),
                 cached_tokens: new.cached_tokens.or(old.cached_tokens),
+                reasoning_tokens: new.reasoning_tokens.or(old.reasoning_tokens),
+                cache_write_tokens: new.cache_write_tokens.or(old.cache_write_tokens),
             });
         }
         if info.timings.is_some() {
@@ -589,11 +597,18 @@ impl InFlight {
             input_tokens: counts.input,
             output_tokens: counts.output,
             cached_input_tokens: counts.cached,
+            cache_write_input_tokens: counts.cache_write,
+            reasoning_output_tokens: counts.reasoning,
             token_source: counts.source,
             input_token_source: counts.input_source,
             output_token_source: counts.output_source,
             start: wall_clock(start_ns, clock_offset_ns),
             ttft_ms: first_token_ns
+                .and_then(|t| t.checked_sub(start_ns))
+                .map(ns_to_ms),
+            answer_ttft_ms: first_token_ns
+                .and(self.first_answer_ns)
+                .filter(|_| self.streamed)
                 .and_then(|t| t.checked_sub(start_ns))
                 .map(ns_to_ms),
             e2e_ms: self

@@ -164,6 +164,8 @@ pub struct ResponseInfo {
     pub model: Option<String>,
     /// Choices that carry content (text, reasoning or tool calls) in this body/event.
     pub content_choices: u32,
+    /// Of those, choices that carry answer content (text or tool calls, not reasoning).
+    pub answer_choices: u32,
     /// Bytes of generated text (content, text, reasoning) in this body/event.
     pub content_bytes: u64,
     /// `(choice index, finish_reason)` for each choice that has one.
@@ -179,11 +181,14 @@ fn nonempty_str(v: Option<&Value>) -> Option<usize> {
         .filter(|len| *len > 0)
 }
 
-/// Content of a `delta`/`message` object: (bytes of text, carries content).
-fn message_content(msg: &Map<String, Value>) -> (u64, bool) {
+/// Content of a `delta`/`message` object: (bytes of text, carries content, carries answer
+/// content: text or tool calls rather than reasoning).
+fn message_content(msg: &Map<String, Value>) -> (u64, bool, bool) {
     let mut bytes = 0u64;
     let mut has = false;
+    let mut answer = false;
     for key in ["content", "reasoning_content", "reasoning", "thinking"] {
+        let before = has;
         match msg.get(key) {
             Some(Value::String(s)) if !s.is_empty() => {
                 bytes = bytes.saturating_add(s.len() as u64);
@@ -199,10 +204,12 @@ fn message_content(msg: &Map<String, Value>) -> (u64, bool) {
             }
             _ => {}
         }
+        answer |= key == "content" && has && !before;
     }
     match msg.get("tool_calls") {
         Some(Value::Array(calls)) if !calls.is_empty() => {
             has = true;
+            answer = true;
             for c in calls {
                 if let Some(n) = nonempty_str(c.get("function").and_then(|f| f.get("arguments"))) {
                     bytes = bytes.saturating_add(n as u64);
@@ -211,7 +218,7 @@ fn message_content(msg: &Map<String, Value>) -> (u64, bool) {
         }
         _ => {}
     }
-    (bytes, has)
+    (bytes, has, answer)
 }
 
 pub(super) fn parse_error(v: &Value) -> ErrorInfo {
@@ -279,20 +286,26 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
                 .unwrap_or_else(|| u32::try_from(pos).unwrap_or(u32::MAX));
             let mut bytes = 0u64;
             let mut has = false;
+            let mut answer = false;
             for key in ["delta", "message"] {
                 if let Some(Value::Object(msg)) = choice.get(key) {
-                    let (b, h) = message_content(msg);
+                    let (b, h, a) = message_content(msg);
                     bytes = bytes.saturating_add(b);
                     has |= h;
+                    answer |= a;
                 }
             }
             if let Some(n) = nonempty_str(choice.get("text")) {
                 bytes = bytes.saturating_add(n as u64);
                 has = true;
+                answer = true;
             }
             if has {
                 info.content_choices = info.content_choices.saturating_add(1);
                 info.content_bytes = info.content_bytes.saturating_add(bytes);
+            }
+            if answer {
+                info.answer_choices = info.answer_choices.saturating_add(1);
             }
             if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
                 info.finish_reasons.push((index, reason.to_owned()));
@@ -301,21 +314,23 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
     }
     // Ollama native: message / response / thinking at the top level.
     if let Some(Value::Object(msg)) = map.get("message") {
-        let (b, h) = message_content(msg);
+        let (b, h, a) = message_content(msg);
         if h {
             info.content_choices = info.content_choices.saturating_add(1);
             info.content_bytes = info.content_bytes.saturating_add(b);
         }
-    }
-    let mut top = 0u64;
-    for key in ["response", "thinking"] {
-        if let Some(n) = nonempty_str(map.get(key)) {
-            top = top.saturating_add(n as u64);
+        if a {
+            info.answer_choices = info.answer_choices.saturating_add(1);
         }
     }
+    let response = nonempty_str(map.get("response")).unwrap_or(0) as u64;
+    let top = response.saturating_add(nonempty_str(map.get("thinking")).unwrap_or(0) as u64);
     if top > 0 {
         info.content_choices = info.content_choices.saturating_add(1);
         info.content_bytes = info.content_bytes.saturating_add(top);
+    }
+    if response > 0 {
+        info.answer_choices = info.answer_choices.saturating_add(1);
     }
     if let Some(reason) = map.get("done_reason").and_then(Value::as_str) {
         info.finish_reasons.push((0, reason.to_owned()));
@@ -328,12 +343,17 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
                 .get("prompt_tokens_details")
                 .and_then(|d| d.get("cached_tokens"))
                 .and_then(Value::as_u64),
+            reasoning_tokens: u
+                .get("completion_tokens_details")
+                .and_then(|d| d.get("reasoning_tokens"))
+                .and_then(Value::as_u64),
+            cache_write_tokens: None,
         });
     } else if map.contains_key("prompt_eval_count") || map.contains_key("eval_count") {
         info.usage = Some(Usage {
             prompt_tokens: map.get("prompt_eval_count").and_then(Value::as_u64),
             completion_tokens: map.get("eval_count").and_then(Value::as_u64),
-            cached_tokens: None,
+            ..Usage::default()
         });
     }
     if let Some(Value::Object(t)) = map.get("timings") {
@@ -412,7 +432,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: Some(5),
                 completion_tokens: Some(7),
-                cached_tokens: Some(3)
+                cached_tokens: Some(3),
+                ..Usage::default()
             })
         );
         assert_eq!(info.timings.unwrap().cache_n, Some(3));
@@ -428,5 +449,35 @@ mod tests {
         assert_eq!(e.error.unwrap().kind, "BadRequestError");
         let e = parse_response(br#"{"error":{"code":"context_length_exceeded"}}"#).unwrap();
         assert_eq!(e.error.unwrap().kind, "context_length_exceeded");
+    }
+
+    #[test]
+    fn reasoning_is_content_but_not_answer() {
+        let thinking = br#"{"id":"c","choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}"#;
+        let info = parse_response(thinking).unwrap();
+        assert_eq!(
+            (
+                info.content_choices,
+                info.answer_choices,
+                info.content_bytes
+            ),
+            (1, 0, 3)
+        );
+        let answer = br#"{"id":"c","choices":[{"index":0,"delta":{"content":"Yes"}}]}"#;
+        let info = parse_response(answer).unwrap();
+        assert_eq!((info.content_choices, info.answer_choices), (1, 1));
+        let tool = br#"{"choices":[{"delta":{"tool_calls":[{"function":{"arguments":"{}"}}]}}]}"#;
+        assert_eq!(parse_response(tool).unwrap().answer_choices, 1);
+        let ollama = br#"{"model":"m","thinking":"so","done":false}"#;
+        assert_eq!(parse_response(ollama).unwrap().answer_choices, 0);
+        let usage = br#"{"usage":{"prompt_tokens":9,"completion_tokens":8,"completion_tokens_details":{"reasoning_tokens":4}}}"#;
+        assert_eq!(
+            parse_response(usage)
+                .unwrap()
+                .usage
+                .unwrap()
+                .reasoning_tokens,
+            Some(4)
+        );
     }
 }

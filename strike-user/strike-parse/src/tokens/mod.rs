@@ -14,6 +14,12 @@ pub struct Usage {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub cached_tokens: Option<u64>,
+    /// Output tokens spent reasoning (`completion_tokens_details.reasoning_tokens`),
+    /// included in `completion_tokens`.
+    pub reasoning_tokens: Option<u64>,
+    /// Input tokens written to the prompt cache (Anthropic `cache_creation_input_tokens`),
+    /// included in `prompt_tokens`.
+    pub cache_write_tokens: Option<u64>,
 }
 
 /// llama.cpp's `timings` object.
@@ -52,6 +58,10 @@ pub struct TokenCounts {
     pub input: Option<u64>,
     pub output: Option<u64>,
     pub cached: Option<u64>,
+    /// Of the output, tokens spent reasoning (the server's count only).
+    pub reasoning: Option<u64>,
+    /// Of the input, tokens written to the prompt cache (the server's count only).
+    pub cache_write: Option<u64>,
     pub source: TokenSource,
     pub input_source: Option<CountSource>,
     pub output_source: Option<CountSource>,
@@ -140,6 +150,8 @@ pub fn decide(i: &TokenInputs) -> TokenCounts {
         input,
         output,
         cached,
+        reasoning: i.usage.and_then(|u| u.reasoning_tokens),
+        cache_write: i.usage.and_then(|u| u.cache_write_tokens),
         source: if any_measured {
             source
         } else {
@@ -162,6 +174,7 @@ mod tests {
                 prompt_tokens: Some(10),
                 completion_tokens: Some(20),
                 cached_tokens: Some(4),
+                ..Usage::default()
             }),
             timings: Some(Timings {
                 prompt_n: Some(1),
@@ -225,6 +238,7 @@ mod tests {
                 prompt_tokens: Some(6),
                 completion_tokens: None,
                 cached_tokens: None,
+                ..Usage::default()
             }),
             ..TokenInputs::default()
         });
