@@ -23,7 +23,7 @@ pub(crate) struct SpanOptions {
 /// The `GenAI` operation of an API, `None` for requests that are not `GenAI` operations.
 pub fn operation_name(api: Api) -> Option<&'static str> {
     match api {
-        Api::ChatCompletions | Api::Messages => Some(sc::operation::CHAT),
+        Api::ChatCompletions | Api::Messages | Api::Responses => Some(sc::operation::CHAT),
         Api::Completions => Some(sc::operation::TEXT_COMPLETION),
         Api::Embeddings => Some(sc::operation::EMBEDDINGS),
         Api::Other => None,

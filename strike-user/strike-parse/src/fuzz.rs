@@ -127,6 +127,8 @@ pub fn fuzz_entry_openai_event(data: &[u8]) {
     let _ = crate::llm::openai::parse_response(data);
     let _ = crate::llm::anthropic::parse_response(data);
     let _ = crate::llm::anthropic::parse_request(data);
+    let _ = crate::llm::responses::parse_response(data);
+    let _ = crate::llm::responses::parse_request(data);
     let _ = crate::llm::openai::parse_request(
         crate::record::Api::ChatCompletions,
         crate::llm::openai::Dialect::OpenAi,

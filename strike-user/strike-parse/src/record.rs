@@ -14,6 +14,8 @@ pub enum Api {
     Embeddings,
     /// `POST /v1/messages`: the Anthropic Messages API (vLLM, `SGLang`, llama.cpp, Ollama).
     Messages,
+    /// `POST /v1/responses`: the `OpenAI` Responses API (vLLM, `SGLang`).
+    Responses,
     /// Any other request (health checks, `/metrics`, `/v1/models`...): head only.
     Other,
 }

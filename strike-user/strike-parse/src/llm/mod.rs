@@ -5,6 +5,7 @@
 pub mod anthropic;
 mod inflight;
 pub mod openai;
+pub mod responses;
 
 use std::{
     collections::{HashMap, VecDeque},

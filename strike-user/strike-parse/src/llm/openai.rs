@@ -17,6 +17,8 @@ pub enum Dialect {
     Ollama,
     /// The Anthropic Messages API (`llm/anthropic.rs`).
     Anthropic,
+    /// The `OpenAI` Responses API (`llm/responses.rs`).
+    Responses,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +40,10 @@ pub fn classify(method: &str, path: &str) -> (Api, Dialect) {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let path = path.strip_suffix('/').unwrap_or(path);
     let openai = path.strip_prefix("/v1").unwrap_or(path);
-    if openai == "/messages" {
-        return (Api::Messages, Dialect::Anthropic);
+    match openai {
+        "/messages" => return (Api::Messages, Dialect::Anthropic),
+        "/responses" => return (Api::Responses, Dialect::Responses),
+        _ => {}
     }
     match openai {
         "/chat/completions" => return (Api::ChatCompletions, Dialect::OpenAi),
@@ -108,8 +112,10 @@ fn measure_prompt(v: &Value, info: &mut RequestInfo, depth: u32) {
 
 /// Parses a request body (the Messages API's with [`super::anthropic::parse_request`]).
 pub fn parse_request(api: Api, dialect: Dialect, body: &[u8]) -> Result<RequestInfo, LlmError> {
-    if dialect == Dialect::Anthropic {
-        return super::anthropic::parse_request(body);
+    match dialect {
+        Dialect::Anthropic => return super::anthropic::parse_request(body),
+        Dialect::Responses => return super::responses::parse_request(body),
+        Dialect::OpenAi | Dialect::Ollama => {}
     }
     let map = object(body)?;
     let mut info = parse_request_fields(&map, &["messages", "prompt", "input", "system", "suffix"]);
@@ -262,6 +268,7 @@ fn truncate_message(mut s: String) -> String {
 pub fn parse_response_in(dialect: Dialect, data: &[u8]) -> Result<ResponseInfo, LlmError> {
     match dialect {
         Dialect::Anthropic => super::anthropic::parse_response(data),
+        Dialect::Responses => super::responses::parse_response(data),
         Dialect::OpenAi | Dialect::Ollama => parse_response(data),
     }
 }
