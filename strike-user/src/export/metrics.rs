@@ -12,11 +12,7 @@ use super::{
     spans::{count_source_name, operation_name, SpanOptions},
 };
 use crate::telemetry::ExportStats;
-use crate::{
-    cost::ledger::CostTotals,
-    record::{Api, RequestRecord},
-    telemetry::Summary,
-};
+use crate::{cost::ledger::CostTotals, record::RequestRecord, telemetry::Summary};
 
 /// The instruments Strike records into, built once per meter.
 #[derive(Debug, Clone)]
@@ -146,7 +142,7 @@ impl Instruments {
                 &token_attrs(sc::token_type::INPUT, record.input_token_source),
             );
         }
-        if record.api != Api::Embeddings {
+        if !record.api.is_embeddings() {
             if let Some(output) = record.output_tokens {
                 self.token_usage.record(
                     output,

@@ -94,6 +94,10 @@ pub const STRIKE_RESPONSE_BYTES: &str = "strike.response_bytes";
 pub const STRIKE_TTFT_MS: &str = "strike.ttft_ms";
 /// Time to the first answer (not reasoning) token, ms.
 pub const STRIKE_ANSWER_TTFT_MS: &str = "strike.answer_ttft_ms";
+/// The server's own times, ms (see `RequestRecord::server_load_ms`).
+pub const STRIKE_SERVER_LOAD_MS: &str = "strike.server.load_ms";
+pub const STRIKE_SERVER_PROMPT_MS: &str = "strike.server.prompt_ms";
+pub const STRIKE_SERVER_DECODE_MS: &str = "strike.server.decode_ms";
 /// The request's share of GPU time and energy at the configured prices, USD.
 pub const STRIKE_COST_USD: &str = "strike.cost_usd";
 /// GPU time attributed to the request, s (summed over devices).

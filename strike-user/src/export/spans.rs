@@ -23,9 +23,11 @@ pub(crate) struct SpanOptions {
 /// The `GenAI` operation of an API, `None` for requests that are not `GenAI` operations.
 pub fn operation_name(api: Api) -> Option<&'static str> {
     match api {
-        Api::ChatCompletions | Api::Messages | Api::Responses => Some(sc::operation::CHAT),
-        Api::Completions => Some(sc::operation::TEXT_COMPLETION),
-        Api::Embeddings => Some(sc::operation::EMBEDDINGS),
+        Api::ChatCompletions | Api::Messages | Api::Responses | Api::OllamaChat => {
+            Some(sc::operation::CHAT)
+        }
+        Api::Completions | Api::OllamaGenerate => Some(sc::operation::TEXT_COMPLETION),
+        Api::Embeddings | Api::OllamaEmbed => Some(sc::operation::EMBEDDINGS),
         Api::Other => None,
     }
 }
@@ -163,7 +165,7 @@ pub(crate) fn span_attributes(
         sc::GEN_AI_USAGE_INPUT_TOKENS,
         record.input_tokens,
     );
-    if record.api != Api::Embeddings {
+    if !record.api.is_embeddings() {
         push_u64(
             &mut attrs,
             sc::GEN_AI_USAGE_OUTPUT_TOKENS,
@@ -280,6 +282,9 @@ fn push_strike_attributes(attrs: &mut Vec<KeyValue>, record: &RequestRecord) {
     );
     push_f64(attrs, sc::STRIKE_TTFT_MS, record.ttft_ms);
     push_f64(attrs, sc::STRIKE_ANSWER_TTFT_MS, record.answer_ttft_ms);
+    push_f64(attrs, sc::STRIKE_SERVER_LOAD_MS, record.server_load_ms);
+    push_f64(attrs, sc::STRIKE_SERVER_PROMPT_MS, record.server_prompt_ms);
+    push_f64(attrs, sc::STRIKE_SERVER_DECODE_MS, record.server_decode_ms);
     push_f64(attrs, sc::STRIKE_E2E_MS, record.e2e_ms);
     push_f64(attrs, sc::STRIKE_TPOT_MS, record.tpot_ms);
     push_f64(attrs, sc::STRIKE_ITL_MEAN_MS, record.itl_mean_ms);

@@ -6,18 +6,31 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Api {
-    /// `POST /v1/chat/completions` (or `/chat/completions`, Ollama `/api/chat`).
+    /// `POST /v1/chat/completions` (or `/chat/completions`).
     ChatCompletions,
-    /// `POST /v1/completions` (or `/completions`, Ollama `/api/generate`).
+    /// `POST /v1/completions` (or `/completions`).
     Completions,
-    /// `POST /v1/embeddings` (or `/embeddings`, Ollama `/api/embed`, `/api/embeddings`).
+    /// `POST /v1/embeddings` (or `/embeddings`).
     Embeddings,
+    /// Ollama's native `POST /api/chat` (NDJSON).
+    OllamaChat,
+    /// Ollama's native `POST /api/generate` (NDJSON).
+    OllamaGenerate,
+    /// Ollama's native `POST /api/embed` or `/api/embeddings`.
+    OllamaEmbed,
     /// `POST /v1/messages`: the Anthropic Messages API (vLLM, `SGLang`, llama.cpp, Ollama).
     Messages,
     /// `POST /v1/responses`: the `OpenAI` Responses API (vLLM, `SGLang`).
     Responses,
     /// Any other request (health checks, `/metrics`, `/v1/models`...): head only.
     Other,
+}
+
+impl Api {
+    /// An embeddings API: nothing is generated.
+    pub fn is_embeddings(self) -> bool {
+        matches!(self, Self::Embeddings | Self::OllamaEmbed)
+    }
 }
 
 /// Where the token numbers of a record came from.
@@ -127,6 +140,13 @@ pub struct RequestRecord {
     /// content (text or tool calls, not reasoning) minus the request's first byte. Beside
     /// `ttft_ms`, it tells thinking time from answer latency.
     pub answer_ttft_ms: Option<f64>,
+    /// The server's own times, ms, beside the wire's: loading the model (Ollama
+    /// `load_duration`), evaluating the prompt (Ollama `prompt_eval_duration`, llama.cpp
+    /// `timings.prompt_ms`), generating (Ollama `eval_duration`, llama.cpp
+    /// `timings.predicted_ms`).
+    pub server_load_ms: Option<f64>,
+    pub server_prompt_ms: Option<f64>,
+    pub server_decode_ms: Option<f64>,
     /// End to end, ms: the response's last byte minus the request's first byte.
     pub e2e_ms: Option<f64>,
     /// Time per output token, ms: (last content event - first content event) /
@@ -229,6 +249,9 @@ pub mod testing {
             start: "2025-01-02T03:04:05.123456789Z".to_owned(),
             ttft_ms: Some(20.0),
             answer_ttft_ms: Some(20.0),
+            server_load_ms: None,
+            server_prompt_ms: None,
+            server_decode_ms: None,
             e2e_ms: Some(320.0),
             tpot_ms: Some(20.0),
             itl_mean_ms: Some(20.0),

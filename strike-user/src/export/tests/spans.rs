@@ -66,6 +66,8 @@ fn span_has_exactly_the_mapped_attributes() {
         ("strike.response_bytes", "9000"),
         ("strike.ttft_ms", "35.5"),
         ("strike.answer_ttft_ms", "61"),
+        ("strike.server.prompt_ms", "20.5"),
+        ("strike.server.decode_ms", "1100"),
         ("strike.e2e_ms", "1250.25"),
         ("strike.tpot_ms", "30"),
         ("strike.itl_mean_ms", "29"),

@@ -3,7 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo};
+use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo, ServerTimes};
 use super::TrackerStats;
 use crate::clock::wall_clock;
 use crate::conn::ConnInfo;
@@ -75,6 +75,7 @@ pub(crate) struct InFlight {
     finish_reasons: Vec<Option<String>>,
     usage: Option<Usage>,
     timings: Option<Timings>,
+    server_times: Option<ServerTimes>,
     error: Option<ErrorInfo>,
     response_parsed: bool,
     /// The request was read whole but no response to it began before the connection ended.
@@ -129,6 +130,7 @@ impl InFlight {
             finish_reasons: Vec::new(),
             usage: None,
             timings: None,
+            server_times: None,
             error: None,
             response_parsed: false,
             client_disconnected: false,
@@ -443,6 +445,9 @@ impl InFlight {
                 cache_write_tokens: new.cache_write_tokens.or(old.cache_write_tokens),
             });
         }
+        if let Some(new) = info.server_times {
+            self.server_times = Some(self.server_times.unwrap_or_default().merged(new));
+        }
         if info.timings.is_some() {
             self.timings = info.timings;
         }
@@ -606,6 +611,9 @@ impl InFlight {
             ttft_ms: first_token_ns
                 .and_then(|t| t.checked_sub(start_ns))
                 .map(ns_to_ms),
+            server_load_ms: self.server_times.and_then(|t| t.load_ns).map(ns_to_ms),
+            server_prompt_ms: self.server_times.and_then(|t| t.prompt_ns).map(ns_to_ms),
+            server_decode_ms: self.server_times.and_then(|t| t.decode_ns).map(ns_to_ms),
             answer_ttft_ms: first_token_ns
                 .and(self.first_answer_ns)
                 .filter(|_| self.streamed)

@@ -52,9 +52,9 @@ pub fn classify(method: &str, path: &str) -> (Api, Dialect) {
         _ => {}
     }
     match path {
-        "/api/chat" => (Api::ChatCompletions, Dialect::Ollama),
-        "/api/generate" => (Api::Completions, Dialect::Ollama),
-        "/api/embed" | "/api/embeddings" => (Api::Embeddings, Dialect::Ollama),
+        "/api/chat" => (Api::OllamaChat, Dialect::Ollama),
+        "/api/generate" => (Api::OllamaGenerate, Dialect::Ollama),
+        "/api/embed" | "/api/embeddings" => (Api::OllamaEmbed, Dialect::Ollama),
         _ => (Api::Other, Dialect::OpenAi),
     }
 }
@@ -119,7 +119,7 @@ pub fn parse_request(api: Api, dialect: Dialect, body: &[u8]) -> Result<RequestI
     }
     let map = object(body)?;
     let mut info = parse_request_fields(&map, &["messages", "prompt", "input", "system", "suffix"]);
-    if dialect == Dialect::Ollama && info.stream.is_none() && api != Api::Embeddings {
+    if dialect == Dialect::Ollama && info.stream.is_none() && !api.is_embeddings() {
         info.stream = Some(true); // Ollama streams unless told not to.
     }
     Ok(info)
@@ -178,7 +178,44 @@ pub struct ResponseInfo {
     pub finish_reasons: Vec<(u32, String)>,
     pub usage: Option<Usage>,
     pub timings: Option<Timings>,
+    /// The server's own measure of its phases (Ollama's durations, llama.cpp's timings).
+    pub server_times: Option<ServerTimes>,
     pub error: Option<ErrorInfo>,
+}
+
+/// How long the server says its phases took, in ns, beside what the wire shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerTimes {
+    /// Loading the model (Ollama `load_duration`).
+    pub load_ns: Option<u64>,
+    /// Evaluating the prompt (Ollama `prompt_eval_duration`, llama.cpp `prompt_ms`).
+    pub prompt_ns: Option<u64>,
+    /// Generating the output (Ollama `eval_duration`, llama.cpp `predicted_ms`).
+    pub decode_ns: Option<u64>,
+}
+
+impl ServerTimes {
+    /// Each field of `newer` where it has one, else this one's.
+    #[must_use]
+    pub fn merged(self, newer: Self) -> Self {
+        Self {
+            load_ns: newer.load_ns.or(self.load_ns),
+            prompt_ns: newer.prompt_ns.or(self.prompt_ns),
+            decode_ns: newer.decode_ns.or(self.decode_ns),
+        }
+    }
+}
+
+/// Milliseconds as a JSON number (llama.cpp), in whole ns; `None` unless finite, ≥ 0 and
+/// below a day.
+fn ms_to_ns(v: Option<&Value>) -> Option<u64> {
+    let ms = v?.as_f64()?;
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "checked to be in 0..86_400_000 ms first"
+    )]
+    (ms.is_finite() && (0.0..86_400_000.0).contains(&ms)).then(|| (ms * 1e6).round() as u64)
 }
 
 fn nonempty_str(v: Option<&Value>) -> Option<usize> {
@@ -273,6 +310,53 @@ pub fn parse_response_in(dialect: Dialect, data: &[u8]) -> Result<ResponseInfo, 
     }
 }
 
+/// The numbers a body or event carries: `usage` (or Ollama's counts), llama.cpp's
+/// `timings`, and the server's own phase times.
+fn counts(map: &Map<String, Value>, info: &mut ResponseInfo) {
+    if let Some(Value::Object(u)) = map.get("usage") {
+        info.usage = Some(Usage {
+            prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64),
+            completion_tokens: u.get("completion_tokens").and_then(Value::as_u64),
+            cached_tokens: u
+                .get("prompt_tokens_details")
+                .and_then(|d| d.get("cached_tokens"))
+                .and_then(Value::as_u64),
+            reasoning_tokens: u
+                .get("completion_tokens_details")
+                .and_then(|d| d.get("reasoning_tokens"))
+                .and_then(Value::as_u64),
+            cache_write_tokens: None,
+        });
+    } else if map.contains_key("prompt_eval_count") || map.contains_key("eval_count") {
+        info.usage = Some(Usage {
+            prompt_tokens: map.get("prompt_eval_count").and_then(Value::as_u64),
+            completion_tokens: map.get("eval_count").and_then(Value::as_u64),
+            ..Usage::default()
+        });
+    }
+    if let Some(Value::Object(t)) = map.get("timings") {
+        info.timings = Some(Timings {
+            prompt_n: t.get("prompt_n").and_then(Value::as_u64),
+            predicted_n: t.get("predicted_n").and_then(Value::as_u64),
+            cache_n: t.get("cache_n").and_then(Value::as_u64),
+        });
+        info.server_times = Some(ServerTimes {
+            load_ns: None,
+            prompt_ns: ms_to_ns(t.get("prompt_ms")),
+            decode_ns: ms_to_ns(t.get("predicted_ms")),
+        });
+    }
+    // Ollama's last chunk (or whole body): durations in ns.
+    let ns = |k: &str| map.get(k).and_then(Value::as_u64);
+    if map.contains_key("eval_duration") || map.contains_key("prompt_eval_duration") {
+        info.server_times = Some(ServerTimes {
+            load_ns: ns("load_duration"),
+            prompt_ns: ns("prompt_eval_duration"),
+            decode_ns: ns("eval_duration"),
+        });
+    }
+}
+
 /// Parses one response body (non-streaming) or one stream event (SSE `data`, NDJSON line).
 pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
     let map = object(data)?;
@@ -342,34 +426,7 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
     if let Some(reason) = map.get("done_reason").and_then(Value::as_str) {
         info.finish_reasons.push((0, reason.to_owned()));
     }
-    if let Some(Value::Object(u)) = map.get("usage") {
-        info.usage = Some(Usage {
-            prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64),
-            completion_tokens: u.get("completion_tokens").and_then(Value::as_u64),
-            cached_tokens: u
-                .get("prompt_tokens_details")
-                .and_then(|d| d.get("cached_tokens"))
-                .and_then(Value::as_u64),
-            reasoning_tokens: u
-                .get("completion_tokens_details")
-                .and_then(|d| d.get("reasoning_tokens"))
-                .and_then(Value::as_u64),
-            cache_write_tokens: None,
-        });
-    } else if map.contains_key("prompt_eval_count") || map.contains_key("eval_count") {
-        info.usage = Some(Usage {
-            prompt_tokens: map.get("prompt_eval_count").and_then(Value::as_u64),
-            completion_tokens: map.get("eval_count").and_then(Value::as_u64),
-            ..Usage::default()
-        });
-    }
-    if let Some(Value::Object(t)) = map.get("timings") {
-        info.timings = Some(Timings {
-            prompt_n: t.get("prompt_n").and_then(Value::as_u64),
-            predicted_n: t.get("predicted_n").and_then(Value::as_u64),
-            cache_n: t.get("cache_n").and_then(Value::as_u64),
-        });
-    }
+    counts(&map, &mut info);
     if let Some(e) = map.get("error").filter(|e| !e.is_null()) {
         info.error = Some(parse_error(e));
     } else if map.get("object").and_then(Value::as_str) == Some("error") {
@@ -397,7 +454,7 @@ mod tests {
         assert_eq!(classify("POST", "/embeddings").0, Api::Embeddings);
         assert_eq!(
             classify("POST", "/api/chat"),
-            (Api::ChatCompletions, Dialect::Ollama)
+            (Api::OllamaChat, Dialect::Ollama)
         );
         assert_eq!(classify("GET", "/v1/chat/completions").0, Api::Other);
         assert_eq!(classify("GET", "/health").0, Api::Other);

@@ -79,7 +79,7 @@ pub fn decide(i: &TokenInputs) -> TokenCounts {
     let mut cached = None;
     let mut input_source = None;
     let mut output_source = None;
-    let embeddings = i.api == Some(Api::Embeddings);
+    let embeddings = i.api.is_some_and(Api::is_embeddings);
 
     if let Some(u) = i.usage {
         if let Some(p) = u.prompt_tokens {
