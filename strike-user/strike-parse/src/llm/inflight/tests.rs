@@ -730,7 +730,7 @@ fn ollama_ndjson_chat_stream() {
     // The last line has no newline: taken at the end.
     x.end(160, 700);
     let (r, stats) = x.record();
-    assert_eq!(r.api, Api::ChatCompletions);
+    assert_eq!(r.api, Api::OllamaChat);
     assert!(r.stream);
     assert_eq!(r.model.as_deref(), Some("llama3.2"));
     assert_eq!((r.stream_events, r.content_events), (3, 2));
@@ -756,7 +756,7 @@ fn ollama_request_streams_unless_told_not_to() {
         x.request("POST", "/api/generate", &[body], 60);
         x.abort(at(9), 0, EndReason::NoResponse);
         let (r, _) = x.record();
-        assert_eq!(r.api, Api::Completions);
+        assert_eq!(r.api, Api::OllamaGenerate);
         assert_eq!(r.stream, stream);
     }
 }
