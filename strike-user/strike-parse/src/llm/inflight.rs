@@ -283,7 +283,7 @@ impl InFlight {
             self.first_body_ns = Some(ts_ns);
         }
         self.end_ns = Some(ts_ns);
-        if matches!(self.mode, BodyMode::Ignore) {
+        if !self.keeps_response_body() {
             return;
         }
         let Some(data) = self.res_coding.decode(data, false) else {
@@ -291,6 +291,16 @@ impl InFlight {
             return;
         };
         self.keep_response_body(ts_ns, &data, max, stats);
+    }
+
+    /// Whether response bytes are still used: not for a body that is ignored, or kept
+    /// whole but already over the limit (so nothing is decoded for it either).
+    fn keeps_response_body(&self) -> bool {
+        match self.mode {
+            BodyMode::Ignore => false,
+            BodyMode::Json => !self.res_body_over,
+            BodyMode::Sse(_) | BodyMode::Ndjson(_) => true,
+        }
     }
 
     /// Decoded response bytes: kept whole (JSON) or framed as they come (streams).
@@ -436,14 +446,7 @@ impl InFlight {
         if let Some(new) = info.usage {
             // Field by field: a later event's partial usage (Anthropic's `message_delta`
             // has only the output) keeps what an earlier one said.
-            let old = self.usage.unwrap_or_default();
-            self.usage = Some(Usage {
-                prompt_tokens: new.prompt_tokens.or(old.prompt_tokens),
-                completion_tokens: new.completion_tokens.or(old.completion_tokens),
-                cached_tokens: new.cached_tokens.or(old.cached_tokens),
-                reasoning_tokens: new.reasoning_tokens.or(old.reasoning_tokens),
-                cache_write_tokens: new.cache_write_tokens.or(old.cache_write_tokens),
-            });
+            self.usage = Some(self.usage.unwrap_or_default().merged(new));
         }
         if let Some(new) = info.server_times {
             self.server_times = Some(self.server_times.unwrap_or_default().merged(new));
@@ -460,7 +463,7 @@ impl InFlight {
         self.response_done = true;
         self.response_bytes = wire;
         self.end_ns = Some(ts_ns);
-        if !matches!(self.mode, BodyMode::Ignore) {
+        if self.keeps_response_body() {
             match self.res_coding.decode(&[], true) {
                 Some(rest) => self.keep_response_body(ts_ns, &rest, max, stats),
                 None => self.coding_failure(false, stats),

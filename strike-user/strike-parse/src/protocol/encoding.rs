@@ -238,19 +238,19 @@ impl ContentDecoder {
     ) -> Result<(), DecodeError> {
         let room = self.room();
         let data = input.unwrap_or_default();
+        let s = (data, end, room, out);
         let result = match &mut self.inner {
             Inner::Failed(e) => return Err(*e),
             Inner::DeflateSniff(_) => return Ok(()),
-            Inner::Gzip(d) => step(d, data, end, room, |d| d.get_mut(), MultiGz::try_finish),
-            Inner::Zlib(d) => step(d, data, end, room, |d| d.get_mut(), Zlib::try_finish),
-            Inner::Raw(d) => step(d, data, end, room, |d| d.get_mut(), Raw::try_finish),
-            Inner::Br(d) => step(d.as_mut(), data, end, room, |d| d.get_mut(), Write::flush),
-            Inner::Zstd(d) => step(d, data, end, room, |d| d.get_mut(), Write::flush),
+            Inner::Gzip(d) => step(d, s, |d| d.get_mut(), MultiGz::try_finish),
+            Inner::Zlib(d) => step(d, s, |d| d.get_mut(), Zlib::try_finish),
+            Inner::Raw(d) => step(d, s, |d| d.get_mut(), Raw::try_finish),
+            Inner::Br(d) => step(d.as_mut(), s, |d| d.get_mut(), Write::flush),
+            Inner::Zstd(d) => step(d, s, |d| d.get_mut(), Write::flush),
         };
         match result {
             Ok(decoded) => {
-                self.output = self.output.saturating_add(decoded.len() as u64);
-                out.extend_from_slice(&decoded);
+                self.output = self.output.saturating_add(decoded);
                 Ok(())
             }
             Err(e) => {
@@ -261,15 +261,15 @@ impl ContentDecoder {
     }
 }
 
-/// Feeds `data` (and, at the end, flushes) one decoder; returns what it wrote to its sink.
+/// Feeds `data` (and, at the end, flushes) one decoder, allowed `room` bytes of output;
+/// moves what it wrote to its sink onto `out` (the sink keeps its buffer for the next
+/// call) and returns how many bytes that was.
 fn step<D: Write>(
     decoder: &mut D,
-    data: &[u8],
-    end: bool,
-    room: u64,
+    (data, end, room, out): (&[u8], bool, u64, &mut Vec<u8>),
     sink: impl Fn(&mut D) -> &mut Sink,
     finish: impl FnOnce(&mut D) -> io::Result<()>,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<u64, DecodeError> {
     {
         let s = sink(decoder);
         s.room = room;
@@ -286,7 +286,8 @@ fn step<D: Write>(
         result = finish(decoder);
     }
     let s = sink(decoder);
-    let decoded = std::mem::take(&mut s.buf);
+    let decoded = s.buf.len() as u64;
+    out.append(&mut s.buf);
     match result {
         Ok(()) => Ok(decoded),
         Err(_) if s.refused => Err(DecodeError::OverLimit),

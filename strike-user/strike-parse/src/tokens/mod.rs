@@ -22,6 +22,20 @@ pub struct Usage {
     pub cache_write_tokens: Option<u64>,
 }
 
+impl Usage {
+    /// Each count of `newer` where it has one, else this one's.
+    #[must_use]
+    pub fn merged(self, newer: Self) -> Self {
+        Self {
+            prompt_tokens: newer.prompt_tokens.or(self.prompt_tokens),
+            completion_tokens: newer.completion_tokens.or(self.completion_tokens),
+            cached_tokens: newer.cached_tokens.or(self.cached_tokens),
+            reasoning_tokens: newer.reasoning_tokens.or(self.reasoning_tokens),
+            cache_write_tokens: newer.cache_write_tokens.or(self.cache_write_tokens),
+        }
+    }
+}
+
 /// llama.cpp's `timings` object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timings {
