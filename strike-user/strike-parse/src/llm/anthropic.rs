@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Value};
 
-use super::openai::{object, parse_error, parse_request_fields, ErrorInfo, LlmError};
+use super::openai::{body_error, object, parse_error, parse_request_fields, ErrorInfo, LlmError};
 use super::openai::{RequestInfo, ResponseInfo};
 use crate::tokens::Usage;
 
@@ -153,12 +153,8 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
             ));
         }
         // content_block_stop, message_stop, ping, and types to come: nothing to take.
-        _ => {
-            // An OpenAI-style error body from a server's error path.
-            if let Some(e) = map.get("error").filter(|e| !e.is_null()) {
-                info.error = Some(parse_error(e));
-            }
-        }
+        // An OpenAI-style error body from a server's error path.
+        _ => info.error = body_error(&map),
     }
     Ok(info)
 }

@@ -218,6 +218,26 @@ fn ms_to_ns(v: Option<&Value>) -> Option<u64> {
     (ms.is_finite() && (0.0..86_400_000.0).contains(&ms)).then(|| (ms * 1e6).round() as u64)
 }
 
+/// Bytes of text in a string, or in the `text` of a list of parts (`[{"type": "text",
+/// "text": …}]`); `None` when there is none.
+pub(super) fn text_in(v: Option<&Value>) -> Option<u64> {
+    let bytes = match v? {
+        Value::String(s) => s.len() as u64,
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| nonempty_str(p.get("text")))
+            .map(|n| n as u64)
+            .sum(),
+        _ => 0,
+    };
+    (bytes > 0).then_some(bytes)
+}
+
+/// The error a body carries in its `error` field, if it is not null.
+pub(super) fn body_error(map: &Map<String, Value>) -> Option<ErrorInfo> {
+    map.get("error").filter(|e| !e.is_null()).map(parse_error)
+}
+
 fn nonempty_str(v: Option<&Value>) -> Option<usize> {
     v.and_then(Value::as_str)
         .map(str::len)
@@ -231,23 +251,11 @@ fn message_content(msg: &Map<String, Value>) -> (u64, bool, bool) {
     let mut has = false;
     let mut answer = false;
     for key in ["content", "reasoning_content", "reasoning", "thinking"] {
-        let before = has;
-        match msg.get(key) {
-            Some(Value::String(s)) if !s.is_empty() => {
-                bytes = bytes.saturating_add(s.len() as u64);
-                has = true;
-            }
-            Some(Value::Array(parts)) if !parts.is_empty() => {
-                for p in parts {
-                    if let Some(n) = nonempty_str(p.get("text")) {
-                        bytes = bytes.saturating_add(n as u64);
-                        has = true;
-                    }
-                }
-            }
-            _ => {}
+        if let Some(n) = text_in(msg.get(key)) {
+            bytes = bytes.saturating_add(n);
+            has = true;
+            answer |= key == "content";
         }
-        answer |= key == "content" && has && !before;
     }
     match msg.get("tool_calls") {
         Some(Value::Array(calls)) if !calls.is_empty() => {
@@ -294,7 +302,7 @@ pub(super) fn parse_error(v: &Value) -> ErrorInfo {
     }
 }
 
-fn truncate_message(mut s: String) -> String {
+pub(super) fn truncate_message(mut s: String) -> String {
     if let Some((i, _)) = s.char_indices().nth(256) {
         s.truncate(i);
     }
@@ -427,9 +435,8 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
         info.finish_reasons.push((0, reason.to_owned()));
     }
     counts(&map, &mut info);
-    if let Some(e) = map.get("error").filter(|e| !e.is_null()) {
-        info.error = Some(parse_error(e));
-    } else if map.get("object").and_then(Value::as_str) == Some("error") {
+    info.error = body_error(&map);
+    if info.error.is_none() && map.get("object").and_then(Value::as_str) == Some("error") {
         // Older vLLM: the error fields at the top level.
         info.error = Some(parse_error(&Value::Object(map)));
     }

@@ -16,7 +16,9 @@
 
 use serde_json::{Map, Value};
 
-use super::openai::{object, parse_error, parse_request_fields, ErrorInfo, LlmError};
+use super::openai::{
+    body_error, object, parse_request_fields, text_in, truncate_message, ErrorInfo, LlmError,
+};
 use super::openai::{RequestInfo, ResponseInfo};
 use crate::tokens::Usage;
 
@@ -46,16 +48,9 @@ fn usage(u: &Map<String, Value>) -> Usage {
     }
 }
 
-/// Bytes of the non-empty `text` fields of `parts`.
-fn text_bytes(parts: Option<&Value>) -> u64 {
-    let Some(Value::Array(parts)) = parts else {
-        return 0;
-    };
-    parts
-        .iter()
-        .filter_map(|p| p.get("text").and_then(Value::as_str))
-        .map(|t| t.len() as u64)
-        .sum()
+/// Bytes of text in a list of content parts.
+fn parts(v: Option<&Value>) -> u64 {
+    text_in(v.filter(|v| v.is_array())).unwrap_or(0)
 }
 
 /// Counts one piece of generated content into `info`.
@@ -78,10 +73,9 @@ fn response(r: &Map<String, Value>, info: &mut ResponseInfo, with_output: bool) 
         if let Some(Value::Array(items)) = r.get("output") {
             for item in items.iter().filter_map(Value::as_object) {
                 match item.get("type").and_then(Value::as_str) {
-                    Some("message") => take(info, text_bytes(item.get("content")), true),
+                    Some("message") => take(info, parts(item.get("content")), true),
                     Some("reasoning") => {
-                        let bytes =
-                            text_bytes(item.get("content")) + text_bytes(item.get("summary"));
+                        let bytes = parts(item.get("content")) + parts(item.get("summary"));
                         take(info, bytes, false);
                     }
                     Some("function_call") => {
@@ -109,8 +103,8 @@ fn response(r: &Map<String, Value>, info: &mut ResponseInfo, with_output: bool) 
     if let Some(Value::Object(u)) = r.get("usage") {
         info.usage = Some(usage(u));
     }
-    if let Some(e) = r.get("error").filter(|e| !e.is_null()) {
-        info.error = Some(parse_error(e));
+    if let Some(e) = body_error(r) {
+        info.error = Some(e);
     }
 }
 
@@ -158,14 +152,10 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
                 message: map
                     .get("message")
                     .and_then(Value::as_str)
-                    .map(|m| m.chars().take(256).collect()),
+                    .map(|m| truncate_message(m.to_owned())),
             });
         }
-        _ => {
-            if let Some(e) = map.get("error").filter(|e| !e.is_null()) {
-                info.error = Some(parse_error(e));
-            }
-        }
+        _ => info.error = body_error(&map),
     }
     Ok(info)
 }
