@@ -64,7 +64,7 @@ pub struct SessionArgs {
 
 impl SessionArgs {
     /// Adds the flags given to `loader`, each under its setting's name.
-    pub fn layer(&self, mut loader: ConfigLoader) -> ConfigLoader {
+    pub fn layer(&self, loader: ConfigLoader) -> ConfigLoader {
         let t = &self.targets;
         let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(","));
         let flags: [(&str, &'static str, Option<String>); 10] = [
@@ -103,12 +103,7 @@ impl SessionArgs {
                 self.gpu_interval_ms.clone(),
             ),
         ];
-        for (flag, path, value) in flags {
-            if let Some(value) = value {
-                loader = loader.flag(flag, path, value);
-            }
-        }
-        loader
+        loader.flags(flags)
     }
 }
 

@@ -94,12 +94,7 @@ impl RunArgs {
             ("--listen", "server.listen", self.listen.clone()),
             ("--output", "output.records", self.output.clone()),
         ];
-        for (flag, path, value) in singles {
-            if let Some(value) = value {
-                loader = loader.flag(flag, path, value);
-            }
-        }
-        Ok(self.session.layer(loader).load()?)
+        Ok(self.session.layer(loader.flags(singles)).load()?)
     }
 }
 

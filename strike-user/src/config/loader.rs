@@ -173,6 +173,20 @@ impl ConfigLoader {
         self
     }
 
+    /// Adds the flags that were given (`Some`), in order: `(flag, setting, value)`.
+    #[must_use]
+    pub fn flags<'a>(
+        self,
+        flags: impl IntoIterator<Item = (&'a str, &'static str, Option<String>)>,
+    ) -> Self {
+        flags
+            .into_iter()
+            .filter_map(|(flag, path, value)| Some((flag, path, value?)))
+            .fold(self, |loader, (flag, path, value)| {
+                loader.flag(flag, path, value)
+            })
+    }
+
     /// For a command that traces nothing (`strike replay`): an empty target selection is
     /// no error.
     #[must_use]

@@ -15,6 +15,14 @@ fn server() -> ExchangeMachine {
     ExchangeMachine::new(ExchangeConfig::default(), Role::Server, false)
 }
 
+fn server_with_max_pending(max_pending: usize) -> ExchangeMachine {
+    let cfg = ExchangeConfig {
+        max_pending,
+        ..ExchangeConfig::default()
+    };
+    ExchangeMachine::new(cfg, Role::Server, false)
+}
+
 /// Feeds `(direction, bytes)` segments, each split into pieces of `piece` bytes, with
 /// increasing timestamps.
 fn run(
@@ -153,14 +161,7 @@ fn an_interim_response_precedes_the_final_one() {
 #[test]
 fn too_many_waiting_requests_give_up_the_oldest_response_counted() {
     use Direction::Ingress;
-    let mut m = ExchangeMachine::new(
-        ExchangeConfig {
-            max_pending: 2,
-            ..ExchangeConfig::default()
-        },
-        Role::Server,
-        false,
-    );
+    let mut m = server_with_max_pending(2);
     let three: Vec<u8> = [REQ_B, REQ_B, REQ_B].concat();
     let (events, counters) = run(&mut m, &[(Ingress, &three)], 1024);
     assert_eq!(counters.pipeline_overflows, 1, "{counters:?}");
@@ -270,14 +271,7 @@ fn a_request_that_is_not_http_is_skipped_up_to_the_next_request_line() {
 #[test]
 fn an_overflow_made_by_lost_requests_is_counted_too() {
     use Direction::Ingress;
-    let mut m = ExchangeMachine::new(
-        ExchangeConfig {
-            max_pending: 2,
-            ..ExchangeConfig::default()
-        },
-        Role::Server,
-        false,
-    );
+    let mut m = server_with_max_pending(2);
     // One request seen, then three lost at request boundaries (gaps between requests):
     // the queue holds two, so two are given up, each counted.
     let (mut events, mut counters) = run(&mut m, &[(Ingress, REQ_B)], 1024);
