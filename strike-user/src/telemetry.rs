@@ -140,13 +140,14 @@ impl Summary {
             + coding
             + t.protocol.heads_too_large
             + t.bodies_over_limit
+            + t.bodies_elided
             + t.protocol.pipeline_overflows
             > 0
         {
             let _ = writeln!(
                 out,
-                "  parsing     {} request / {} response parse errors, {} JSON, {} SSE, {} NDJSON; {} heads too large, {} bodies over the limit, {} pipelining overflows; {} connections evicted",
-                t.protocol.request_parse_errors, t.protocol.response_parse_errors, t.json_errors, t.sse_errors, t.ndjson_errors, t.protocol.heads_too_large, t.bodies_over_limit, t.protocol.pipeline_overflows, t.connections_evicted
+                "  parsing     {} request / {} response parse errors, {} JSON, {} SSE, {} NDJSON; {} heads too large, {} bodies over their bound, {} large bodies read with text left out, {} pipelining overflows; {} connections evicted",
+                t.protocol.request_parse_errors, t.protocol.response_parse_errors, t.json_errors, t.sse_errors, t.ndjson_errors, t.protocol.heads_too_large, t.bodies_over_limit, t.bodies_elided, t.protocol.pipeline_overflows, t.connections_evicted
             );
         }
         if coding > 0 {

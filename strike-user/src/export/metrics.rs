@@ -369,7 +369,7 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
     (
         sc::METRIC_STRIKE_PARSE_LIMITS,
         "{event}",
-        "Parser bounds reached, by bound: a message head over its limit, a body over the bytes kept for parsing, a compressed body stopped at the decoder's bound (output cap or ratio), too many pipelined requests, a response with no request.",
+        "Parser bounds reached, by bound: a message head over its limit, a JSON body over its hard bound (not parsed), a JSON body read past the bytes kept for parsing (text left out of the copy and measured: not partial), a compressed body stopped at the decoder's bound (output cap or ratio), too many pipelined requests, a response with no request.",
         |s, _| {
             let t = &s.tracker;
             by(
@@ -377,6 +377,7 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
                 &[
                     ("head_too_large", t.protocol.heads_too_large),
                     ("body_over_limit", t.bodies_over_limit),
+                    ("body_text_elided", t.bodies_elided),
                     ("content_encoding_over_limit", t.content_encoding_over_limit),
                     ("pipeline_overflow", t.protocol.pipeline_overflows),
                     ("unmatched_response", t.protocol.unmatched_responses),

@@ -8,6 +8,7 @@ use crate::llm::{RequestTracker, TrackerConfig};
 use crate::protocol::{
     encoding::{Coding, ContentDecoder, DecodeLimits},
     http::{RequestDecoder, ResponseDecoder},
+    json::{BoundedJson, Frame, JsonError, TextPaths},
     ndjson::NdjsonDecoder,
     sse::SseDecoder,
 };
@@ -87,6 +88,45 @@ pub fn fuzz_entry_content_decoding(data: &[u8]) {
         "{coding:?}: {} decoded bytes past the allowance {allowance}",
         dec.bytes_out()
     );
+}
+
+/// Measures nothing: the bounded reader's own invariants are what is checked.
+struct NoText;
+impl TextPaths for NoText {
+    fn is_text(&self, path: &[Frame]) -> bool {
+        path.len() % 2 == 1
+    }
+}
+
+/// The bounded JSON reader over arbitrary bytes: the first byte picks the budget and the
+/// piece sizes. Its copy stays within its hard bound; a document `serde_json` reads is read
+/// (or is over the bound), its copy is JSON, and under the budget it is the document.
+pub fn fuzz_entry_bounded_json(data: &[u8]) {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let budget = 16usize << (pick % 8);
+    let mut json = BoundedJson::new(NoText, budget);
+    for piece in pieces(data) {
+        json.feed(piece);
+    }
+    let whole = serde_json::from_slice::<serde_json::Value>(rest).ok();
+    match json.finish() {
+        Ok((copy, _)) => {
+            assert!(copy.len() <= budget + (budget / 4).max(64 << 10) + rest.len().min(1 << 16));
+            if let Some(whole) = whole {
+                let read: serde_json::Value =
+                    serde_json::from_slice(copy).expect("the copy of a JSON document is JSON");
+                if rest.len() <= budget {
+                    assert_eq!(read, whole, "under the budget the copy is the document");
+                }
+            }
+        }
+        Err(e) => assert!(
+            whole.is_none() || e == JsonError::OverLimit,
+            "a JSON document read as {e}"
+        ),
+    }
 }
 
 /// SSE decoder over arbitrary bytes.

@@ -130,9 +130,19 @@ fn decoders_survive() {
         fuzz::fuzz_entry_ndjson(&input);
         fuzz::fuzz_entry_openai_event(&input);
         fuzz::fuzz_entry_content_decoding(&input);
+        fuzz::fuzz_entry_bounded_json(&input);
         // SSE event payloads too.
         if let Some(pos) = input.windows(6).position(|w| w == b"data: ") {
             fuzz::fuzz_entry_openai_event(&input[pos + 6..]);
+            let mut json = vec![input[0]];
+            json.extend_from_slice(&input[pos + 6..]);
+            fuzz::fuzz_entry_bounded_json(&json);
+        }
+        // And HTTP bodies.
+        if let Some(pos) = input.windows(4).position(|w| w == b"\r\n\r\n") {
+            let mut json = vec![input[0]];
+            json.extend_from_slice(&input[pos + 4..]);
+            fuzz::fuzz_entry_bounded_json(&json);
         }
     }
 }

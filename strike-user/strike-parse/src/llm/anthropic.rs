@@ -18,11 +18,14 @@ use super::openai::{body_error, object, parse_error, parse_request_fields, Error
 use super::openai::{RequestInfo, ResponseInfo};
 use crate::tokens::Usage;
 
+/// The request fields whose text is the prompt.
+pub const PROMPT_KEYS: &[&str] = &["messages", "system"];
+
 /// Parses a Messages request body: `model`, `stream`, `max_tokens`, and the prompt's size
 /// from `messages` and `system`.
 pub fn parse_request(body: &[u8]) -> Result<RequestInfo, LlmError> {
     let map = object(body)?;
-    Ok(parse_request_fields(&map, &["messages", "system"]))
+    Ok(parse_request_fields(&map, PROMPT_KEYS))
 }
 
 /// Bytes of generated content in a content block or a delta, whether it has any, and

@@ -3,6 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::body::{JsonBody, OutputText, PromptText};
 use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo, ServerTimes};
 use super::TrackerStats;
 use crate::clock::wall_clock;
@@ -21,7 +22,7 @@ use crate::tokens::{Timings, Usage};
 enum BodyMode {
     /// Not parsed (api "other", or no response yet).
     Ignore,
-    /// Kept whole, parsed at the end.
+    /// Read into a bounded copy (`res_json`), parsed at the end.
     Json,
     Sse(SseDecoder),
     Ndjson(NdjsonDecoder),
@@ -46,8 +47,7 @@ pub(crate) struct InFlight {
     start_ns: Option<u64>,
     request_done: bool,
     request_bytes: u64,
-    req_body: Vec<u8>,
-    req_body_over: bool,
+    req_json: JsonBody<PromptText>,
     req_coding: BodyCoding,
     req_info: Option<RequestInfo>,
     status: Option<u16>,
@@ -55,8 +55,9 @@ pub(crate) struct InFlight {
     response_done: bool,
     response_bytes: u64,
     mode: BodyMode,
+    /// A streamed body's bytes not yet framed.
     res_buf: BytesMut,
-    res_body_over: bool,
+    res_json: JsonBody<OutputText>,
     res_coding: BodyCoding,
     first_body_ns: Option<u64>,
     end_ns: Option<u64>,
@@ -102,8 +103,7 @@ impl InFlight {
             start_ns: None,
             request_done: false,
             request_bytes: 0,
-            req_body: Vec::new(),
-            req_body_over: false,
+            req_json: JsonBody::default(),
             req_coding: BodyCoding::default(),
             req_info: None,
             status: None,
@@ -112,7 +112,7 @@ impl InFlight {
             response_bytes: 0,
             mode: BodyMode::Ignore,
             res_buf: BytesMut::new(),
-            res_body_over: false,
+            res_json: JsonBody::default(),
             res_coding: BodyCoding::default(),
             first_body_ns: None,
             end_ns: None,
@@ -186,7 +186,7 @@ impl InFlight {
     }
 
     pub fn request_body(&mut self, data: &Bytes, max: usize, stats: &mut TrackerStats) {
-        if self.api == Api::Other || self.req_body_over {
+        if self.api == Api::Other || !self.req_json.reading() {
             return;
         }
         let Some(data) = self.req_coding.decode(data, false) else {
@@ -197,35 +197,27 @@ impl InFlight {
     }
 
     fn keep_request_body(&mut self, data: &[u8], max: usize, stats: &mut TrackerStats) {
-        if self.req_body.len().saturating_add(data.len()) > max {
-            self.req_body_over = true;
-            self.req_body = Vec::new();
-            stats.bodies_over_limit = stats.bodies_over_limit.saturating_add(1);
+        if self
+            .req_json
+            .feed(data, JsonBody::paths(self.dialect), max, stats)
+        {
             self.mark_partial("request_body_over_limit");
-            return;
         }
-        self.req_body.extend_from_slice(data);
     }
 
     pub fn request_end(&mut self, wire: u64, max: usize, stats: &mut TrackerStats) {
         self.request_done = true;
         self.request_bytes = wire;
-        if self.api != Api::Other && !self.req_body_over {
+        if self.api != Api::Other && self.req_json.reading() {
             match self.req_coding.decode(&[], true) {
                 Some(rest) => self.keep_request_body(&rest, max, stats),
                 None => self.coding_failure(true, stats),
             }
         }
-        if self.api != Api::Other && !self.req_body_over && !self.req_coding.has_failed() {
-            match openai::parse_request(self.api, self.dialect, &self.req_body) {
-                Ok(info) => self.req_info = Some(info),
-                Err(e) => {
-                    tracing::debug!(error = %e, "request body");
-                    stats.json_errors = stats.json_errors.saturating_add(1);
-                }
-            }
+        if self.api != Api::Other && !self.req_coding.has_failed() {
+            self.req_info = self.req_json.request(self.api, self.dialect, stats);
         }
-        self.req_body = Vec::new();
+        self.req_json = JsonBody::default();
     }
 
     pub fn request_abort(&mut self, ts_ns: u64, wire: u64, reason: EndReason) {
@@ -234,7 +226,7 @@ impl InFlight {
         }
         self.request_done = true;
         self.request_bytes = wire;
-        self.req_body = Vec::new();
+        self.req_json = JsonBody::default();
         self.note_reason(reason, "request_");
     }
 
@@ -298,7 +290,7 @@ impl InFlight {
     fn keeps_response_body(&self) -> bool {
         match self.mode {
             BodyMode::Ignore => false,
-            BodyMode::Json => !self.res_body_over,
+            BodyMode::Json => self.res_json.reading(),
             BodyMode::Sse(_) | BodyMode::Ndjson(_) => true,
         }
     }
@@ -314,17 +306,9 @@ impl InFlight {
         match self.mode {
             BodyMode::Ignore => {}
             BodyMode::Json => {
-                if self.res_body_over {
-                    return;
-                }
-                if self.res_buf.len().saturating_add(data.len()) > max {
-                    self.res_body_over = true;
-                    self.res_buf = BytesMut::new();
-                    stats.bodies_over_limit = stats.bodies_over_limit.saturating_add(1);
+                if self.res_json.feed(data, || OutputText, max, stats) {
                     self.mark_partial("response_body_over_limit");
-                    return;
                 }
-                self.res_buf.extend_from_slice(data);
             }
             BodyMode::Sse(_) | BodyMode::Ndjson(_) => {
                 self.res_buf.extend_from_slice(data);
@@ -475,14 +459,9 @@ impl InFlight {
     fn finish_body(&mut self, ts_ns: u64, stats: &mut TrackerStats) {
         match self.mode {
             BodyMode::Json => {
-                if !self.res_body_over && !self.res_buf.is_empty() && !self.res_coding.has_failed()
-                {
-                    match openai::parse_response_in(self.dialect, &self.res_buf) {
-                        Ok(info) => self.merge(ts_ns, info, false),
-                        Err(e) => {
-                            tracing::debug!(error = %e, "response body");
-                            stats.json_errors = stats.json_errors.saturating_add(1);
-                        }
+                if !self.res_coding.has_failed() {
+                    if let Some(info) = self.res_json.response(self.dialect, stats) {
+                        self.merge(ts_ns, info, false);
                     }
                 }
             }
@@ -491,6 +470,7 @@ impl InFlight {
         }
         self.mode = BodyMode::Ignore;
         self.res_buf = BytesMut::new();
+        self.res_json = JsonBody::default();
     }
 
     pub fn response_abort(
@@ -512,6 +492,7 @@ impl InFlight {
         }
         self.mode = BodyMode::Ignore;
         self.res_buf = BytesMut::new();
+        self.res_json = JsonBody::default();
         self.note_reason(reason, "response_");
     }
 

@@ -3,6 +3,7 @@
 //! [`RequestRecord`] per request.
 
 pub mod anthropic;
+mod body;
 mod inflight;
 pub mod openai;
 pub mod responses;
@@ -24,9 +25,11 @@ use inflight::InFlight;
 pub struct TrackerConfig {
     /// Wall-clock ns = monotonic ns + offset.
     pub clock_offset_ns: i64,
-    /// Request/response body bytes retained for JSON parsing; beyond it bytes are still
-    /// counted and the record is marked partial. Streamed responses are parsed as they
-    /// arrive and are not bound by it.
+    /// Bytes of a request's or a whole response's JSON body kept for parsing. A larger
+    /// body is still read whole, as it arrives: past this its long strings and further
+    /// array items are left out of the copy kept, and counted, so the record is exact and
+    /// not partial (`bodies_elided`). Streamed responses are parsed event by event and are
+    /// not bound by it.
     pub max_body_bytes: usize,
     /// Connections tracked at once; opening one more evicts the least recently active.
     pub max_connections: usize,
@@ -65,8 +68,12 @@ pub struct TrackerStats {
     pub records: u64,
     /// Records emitted with `partial = true`.
     pub partial_records: u64,
-    /// Request or response bodies over `max_body_bytes`.
+    /// JSON bodies that outgrew their bounded copy anyway (`max_body_bytes` and a quarter:
+    /// members without end) or nested too deep; the record is partial.
     pub bodies_over_limit: u64,
+    /// JSON bodies over `max_body_bytes`, read whole with text left out of the copy kept
+    /// (measured, not partial).
+    pub bodies_elided: u64,
     /// JSON bodies/events that did not parse.
     pub json_errors: u64,
     /// SSE lines/events over their bounds.

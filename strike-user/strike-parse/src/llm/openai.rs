@@ -30,6 +30,9 @@ pub enum LlmError {
     },
     #[error("JSON body is not an object")]
     NotObject,
+    /// Stopped by the bounded reader at the first byte that is not JSON.
+    #[error("body is not a JSON document")]
+    Malformed,
 }
 
 /// Classifies a request by method and path (query string ignored).
@@ -110,6 +113,15 @@ fn measure_prompt(v: &Value, info: &mut RequestInfo, depth: u32) {
     }
 }
 
+/// The request fields whose text is the prompt, in each dialect.
+pub fn prompt_keys(dialect: Dialect) -> &'static [&'static str] {
+    match dialect {
+        Dialect::OpenAi | Dialect::Ollama => &["messages", "prompt", "input", "system", "suffix"],
+        Dialect::Anthropic => super::anthropic::PROMPT_KEYS,
+        Dialect::Responses => super::responses::PROMPT_KEYS,
+    }
+}
+
 /// Parses a request body (the Messages API's with [`super::anthropic::parse_request`]).
 pub fn parse_request(api: Api, dialect: Dialect, body: &[u8]) -> Result<RequestInfo, LlmError> {
     match dialect {
@@ -118,7 +130,7 @@ pub fn parse_request(api: Api, dialect: Dialect, body: &[u8]) -> Result<RequestI
         Dialect::OpenAi | Dialect::Ollama => {}
     }
     let map = object(body)?;
-    let mut info = parse_request_fields(&map, &["messages", "prompt", "input", "system", "suffix"]);
+    let mut info = parse_request_fields(&map, prompt_keys(dialect));
     if dialect == Dialect::Ollama && info.stream.is_none() && !api.is_embeddings() {
         info.stream = Some(true); // Ollama streams unless told not to.
     }

@@ -22,11 +22,14 @@ use super::openai::{
 use super::openai::{RequestInfo, ResponseInfo};
 use crate::tokens::Usage;
 
+/// The request fields whose text is the prompt.
+pub const PROMPT_KEYS: &[&str] = &["input", "instructions"];
+
 /// Parses a Responses request body: `model`, `stream`, `max_output_tokens`, and the
 /// prompt's size from `input` and `instructions`.
 pub fn parse_request(body: &[u8]) -> Result<RequestInfo, LlmError> {
     let map = object(body)?;
-    let mut info = parse_request_fields(&map, &["input", "instructions"]);
+    let mut info = parse_request_fields(&map, PROMPT_KEYS);
     if let Some(n) = map.get("max_output_tokens").and_then(Value::as_u64) {
         info.max_tokens = Some(n);
     }

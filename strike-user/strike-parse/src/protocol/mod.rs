@@ -4,5 +4,6 @@
 pub mod encoding;
 pub mod exchange;
 pub mod http;
+pub mod json;
 pub mod ndjson;
 pub mod sse;

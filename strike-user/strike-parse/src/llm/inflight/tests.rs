@@ -788,19 +788,46 @@ fn ndjson_bad_and_overlong_lines_are_counted() {
 
 // ---- Bounds ----------------------------------------------------------------------------
 
+/// A JSON object of `n` members: past its budget, a copy still keeps every member of the
+/// document's object, so enough of them outgrow any bound.
+fn members_without_end(n: usize) -> Vec<u8> {
+    let mut body = b"{".to_vec();
+    for i in 0..n {
+        body.extend_from_slice(format!("\"k{i}\":{i},").as_bytes());
+    }
+    body.extend_from_slice(br#""model":"late"}"#);
+    body
+}
+
 #[test]
-fn request_body_bound_is_inclusive() {
-    // `{"model":"abcd"}` is 16 bytes: kept at a bound of 16, over it at 15.
-    let body: &[u8] = br#"{"model":"abcd"}"#;
-    assert_eq!(body.len(), 16);
-    let mut x = Ex::with_max(16);
-    x.request("POST", CHAT, &[&body[..7], &body[7..]], 100);
+fn request_body_over_its_bound_is_read_whole() {
+    // Past the bound the prompt is left out of the copy but measured: the same record.
+    let prompt = "Say hi to everyone in the room, one by one. ".repeat(2000);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "model": "abcd", "messages": [{"role": "user", "content": prompt}], "max_tokens": 7
+    }))
+    .unwrap();
+    let whole = {
+        let mut x = Ex::with_max(1 << 20);
+        x.request("POST", CHAT, &[&body], 100);
+        x.record()
+    };
+    let mut x = Ex::with_max(64);
+    let (a, b) = body.split_at(30);
+    x.request("POST", CHAT, &[a, b], 100);
     let (r, stats) = x.record();
     assert_eq!(r.request_model.as_deref(), Some("abcd"));
+    assert_eq!(r.input_tokens, whole.0.input_tokens);
+    assert!(r.input_tokens > Some(20_000));
     assert_eq!((r.partial, r.partial_reason), (false, None));
-    assert_eq!(stats, TrackerStats::default());
+    assert_eq!(whole.1, TrackerStats::default());
+    assert_eq!(stats, stats_with(|s| s.bodies_elided = 1));
+}
 
-    let mut x = Ex::with_max(15);
+#[test]
+fn request_body_over_its_hard_bound() {
+    let mut x = Ex::with_max(16);
+    let body = members_without_end(20_000);
     x.request("POST", CHAT, &[&body[..7], &body[7..], b"more"], 100);
     let (r, stats) = x.record();
     assert_eq!(r.request_model, None, "not parsed");
@@ -816,7 +843,7 @@ fn request_body_bound_is_inclusive() {
 }
 
 #[test]
-fn response_json_body_over_bound() {
+fn response_json_body_over_its_bound_is_read_whole() {
     let mut x = Ex::with_max(128);
     x.request(
         "POST",
@@ -825,7 +852,35 @@ fn response_json_body_over_bound() {
         100,
     );
     x.head(10, 200, Some("application/json"));
-    let (a, b) = CHAT_RES.split_at(100);
+    let text = "Hi there! ".repeat(5000);
+    let res = String::from_utf8(CHAT_RES.to_vec())
+        .unwrap()
+        .replace("Hi there!", &text);
+    let (a, b) = res.as_bytes().split_at(100);
+    x.body(11, a);
+    x.body(12, b);
+    x.end(14, 400);
+    let (r, stats) = x.record();
+    assert_eq!(r.response_id.as_deref(), Some("chatcmpl-abc"));
+    assert_eq!((r.input_tokens, r.output_tokens), (Some(12), Some(3)));
+    assert_eq!(r.finish_reasons, vec![Some("stop".to_owned())]);
+    assert_eq!((r.ttft_ms, r.e2e_ms), (Some(11.0), Some(14.0)));
+    assert!(!r.partial);
+    assert_eq!(stats, stats_with(|s| s.bodies_elided = 1));
+}
+
+#[test]
+fn response_json_body_over_its_hard_bound() {
+    let mut x = Ex::with_max(128);
+    x.request(
+        "POST",
+        CHAT,
+        &[br#"{"model":"asked","messages":[{"role":"user","content":"Say hi"}]}"#],
+        100,
+    );
+    x.head(10, 200, Some("application/json"));
+    let body = members_without_end(20_000);
+    let (a, b) = body.split_at(100);
     x.body(11, a);
     x.body(12, b);
     x.body(13, b"}");
@@ -845,11 +900,12 @@ fn response_json_body_over_bound() {
 }
 
 #[test]
-fn both_bodies_over_bound() {
+fn both_bodies_over_their_hard_bound() {
     let mut x = Ex::with_max(8);
-    x.request("POST", CHAT, &[CHAT_REQ], 100);
+    let body = members_without_end(20_000);
+    x.request("POST", CHAT, &[&body], 100);
     x.head(10, 200, Some("application/json"));
-    x.body(11, CHAT_RES);
+    x.body(11, &body);
     x.end(14, 400);
     let (r, stats) = x.record();
     assert_eq!(
@@ -966,13 +1022,18 @@ fn ok_status_with_bodies_that_do_not_parse() {
 
 #[test]
 fn request_bodies_that_do_not_parse() {
-    for body in [&b"{\"model\":"[..], b"", b"\"just a string\""] {
+    // An empty body is no JSON error: there was nothing to parse.
+    for (body, errors) in [
+        (&b"{\"model\":"[..], 1),
+        (b"", 0),
+        (b"\"just a string\"", 1),
+    ] {
         let mut x = Ex::new();
         x.request("POST", CHAT, &[body], 100);
         let (r, stats) = x.record();
         assert_eq!((r.request_model, r.input_tokens), (None, None));
         assert!(!r.partial);
-        assert_eq!(stats, stats_with(|s| s.json_errors = 1), "{body:?}");
+        assert_eq!(stats, stats_with(|s| s.json_errors = errors), "{body:?}");
     }
 }
 
@@ -1132,7 +1193,7 @@ fn response_abort_reasons() {
 fn reasons_are_listed_once_in_order() {
     let mut x = Ex::with_max(4);
     x.f.request_head(T0, &req_head("POST", CHAT));
-    x.f.request_body(&Bytes::from_static(CHAT_REQ), 4, &mut x.stats);
+    x.f.request_body(&Bytes::from(members_without_end(20_000)), 4, &mut x.stats);
     x.f.request_abort(at(1), 10, EndReason::Gap);
     x.abort(at(2), 0, EndReason::Gap);
     let (r, _) = x.record();
