@@ -203,7 +203,20 @@ impl Strike {
     /// Starts `strike trace --format json --port <port> --summary-file <dir>/summary.json`,
     /// stdout to `<dir>/records.jsonl`, and waits for [`ATTACHED`] on stderr.
     pub fn start(bin: &Path, port: u16, dir: &Path, timeout: Duration) -> Result<Self> {
-        let args = ["trace", "--format", "json", "--port", &port.to_string()];
+        Self::start_with(bin, port, &[], dir, timeout)
+    }
+
+    /// [`Strike::start`] with more `strike trace` flags.
+    pub fn start_with(
+        bin: &Path,
+        port: u16,
+        flags: &[&str],
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let port = port.to_string();
+        let mut args = vec!["trace", "--format", "json", "--port", &port];
+        args.extend_from_slice(flags);
         Self::spawn(bin, &args, &[], dir, ATTACHED, timeout)
     }
 
@@ -288,6 +301,19 @@ impl Strike {
                 bail!("strike printed no `{ready}` within {timeout:?}");
             }
         }
+    }
+
+    /// Strike's resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 
     /// Waits until strike has written at least `n` records to stdout, or `timeout` passed;

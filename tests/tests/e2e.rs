@@ -177,3 +177,198 @@ fn uvicorn_openai_app() -> Result<()> {
         min_ms_per_token,
     )
 }
+
+/// One large exchange sent with curl (which says `Expect: 100-continue` before a large
+/// body, and may ask for compression).
+struct Large {
+    what: &'static str,
+    path: &'static str,
+    body: serde_json::Value,
+    stream: bool,
+    compressed: bool,
+}
+
+/// The response id curl got back (the first stream event's, or the body's).
+fn curl(url: &str, dir: &Path, large: &Large) -> Result<String> {
+    let req = dir.join("large-request.json");
+    std::fs::write(&req, serde_json::to_vec(&large.body)?)?;
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--fail", "--max-time", "120"])
+        .args(["-H", "content-type: application/json"])
+        .args(["-H", "expect: 100-continue"])
+        .arg("--data-binary")
+        .arg(format!("@{}", req.display()))
+        .arg(url);
+    if large.compressed {
+        cmd.arg("--compressed");
+    }
+    let out = cmd.output().context("running curl")?;
+    ensure!(
+        out.status.success(),
+        "{}: curl {}: {}",
+        large.what,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout)?;
+    let first = if large.stream {
+        text.lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .context("no stream event")?
+            .to_owned()
+    } else {
+        text
+    };
+    let v: serde_json::Value = serde_json::from_str(&first)?;
+    Ok(v["id"].as_str().context("no id")?.to_owned())
+}
+
+/// An 8 MB prompt, streamed and not; a 30,000-token stream with no usage in it; whole
+/// responses of 30,000 tokens, compressed and not, and of 300,000 tokens (2.9 MB, gzip). Every record is
+/// exact (the app's own counts) and not partial, and Strike's peak memory is printed.
+#[test]
+#[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
+fn uvicorn_large_bodies() -> Result<()> {
+    let Some(env) = e2e_env("e2e uvicorn-large", &[Need::PythonApp]) else {
+        return Ok(());
+    };
+    let dir = servers::work_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "e2e-uvicorn-large")?;
+    let (mut service, app_log) = servers::start_openai_app(&env, &dir, 0.0)?;
+    let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
+    // A whole response is one write(2) of the server's: capture up to 1 MiB of each (the
+    // largest cap), so that the 300,000-token one (670 KB compressed) is seen whole.
+    let strike = Strike::start_with(
+        strike_bin,
+        service.port,
+        &["--max-capture-bytes", "1048576"],
+        &dir,
+        Duration::from_secs(90),
+    )?;
+    let before = strike.memory_kib();
+    // 8 MB of prompt: 1.6 M words the app counts one token each.
+    let words = "alpha beta gamma delta ".repeat(400_000);
+    let chat = |content: &str, max_tokens: u32, stream: bool| {
+        serde_json::json!({
+            "model": servers::APP_MODEL, "max_tokens": max_tokens, "stream": stream,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": content}],
+        })
+    };
+    let cases = [
+        Large {
+            what: "8 MB prompt, whole response",
+            path: "/v1/chat/completions",
+            body: chat(&words, 16, false),
+            stream: false,
+            compressed: false,
+        },
+        Large {
+            what: "8 MB prompt, streamed",
+            path: "/v1/chat/completions",
+            body: chat(&words, 16, true),
+            stream: true,
+            compressed: false,
+        },
+        Large {
+            what: "30,000-token stream without usage",
+            path: "/v1/completions",
+            body: serde_json::json!({"model": servers::APP_MODEL, "prompt": "count on", "max_tokens": 30_000, "stream": true}),
+            stream: true,
+            compressed: false,
+        },
+        Large {
+            what: "30,000-token whole response, gzip",
+            path: "/v1/chat/completions",
+            body: chat("count on", 30_000, false),
+            stream: false,
+            compressed: true,
+        },
+        Large {
+            what: "30,000-token whole response",
+            path: "/v1/chat/completions",
+            body: chat("count on", 30_000, false),
+            stream: false,
+            compressed: false,
+        },
+        Large {
+            what: "300,000-token whole response (2.9 MB), gzip",
+            path: "/v1/chat/completions",
+            body: chat("count on", 300_000, false),
+            stream: false,
+            compressed: true,
+        },
+    ];
+    let mut ids = Vec::new();
+    for case in &cases {
+        let url = format!("{}{}", service.base_url(), case.path);
+        ids.push(curl(&url, &dir, case)?);
+    }
+    let written = strike.wait_for_records(cases.len(), Duration::from_mins(1));
+    let after = strike.memory_kib();
+    let out = strike.finish(Duration::from_secs(30))?;
+    service.stop()?;
+    ensure!(out.status.success(), "strike exited with {}", out.status);
+    println!("strike summary: {}", out.summary);
+    if let (Some((rss0, _)), Some((rss, peak))) = (before, after) {
+        println!(
+            "e2e uvicorn-large: strike memory: {} MiB resident after attaching, {} MiB at the end, {} MiB peak",
+            rss0 / 1024,
+            rss / 1024,
+            peak / 1024
+        );
+    }
+    let app = check::read_app_log(&app_log)?;
+    let mut problems = check::summary_problems(&out.summary, out.records.len());
+    if written < cases.len() {
+        problems.push(format!("{written} of {} records", cases.len()));
+    }
+    for (case, id) in cases.iter().zip(&ids) {
+        let Some(r) = out.records.iter().find(|r| r["response_id"] == id.as_str()) else {
+            problems.push(format!("{}: no record with id {id}", case.what));
+            continue;
+        };
+        let want = app.get(id).context("the app did not log the request")?;
+        let got = (r["input_tokens"].as_u64(), r["output_tokens"].as_u64());
+        println!(
+            "e2e uvicorn-large: {}: request {} B, response {} B, tokens {:?} (app: {}/{}), sources {}/{}, partial {}, ttft {} ms",
+            case.what,
+            r["request_bytes"],
+            r["response_bytes"],
+            got,
+            want.prompt_tokens,
+            want.completion_tokens,
+            r["input_token_source"],
+            r["output_token_source"],
+            r["partial"],
+            r["ttft_ms"]
+        );
+        if r["partial"] != false {
+            problems.push(format!("{}: partial ({})", case.what, r["partial_reason"]));
+        }
+        // The stream without usage: its prompt is estimated (exact prompt counts are the
+        // tokenizer's work), its output counted event by event.
+        let exact_input = case.path != "/v1/completions";
+        if got.1 != Some(want.completion_tokens)
+            || (exact_input && got.0 != Some(want.prompt_tokens))
+        {
+            problems.push(format!(
+                "{}: tokens {got:?}, the app counted {}/{}",
+                case.what, want.prompt_tokens, want.completion_tokens
+            ));
+        }
+        if case.stream && r["ttft_ms"].as_f64().is_none() {
+            problems.push(format!("{}: no ttft", case.what));
+        }
+    }
+    let elided = out
+        .summary
+        .pointer("/tracker/bodies_elided")
+        .and_then(serde_json::Value::as_u64);
+    if elided < Some(3) {
+        problems.push(format!(
+            "bodies_elided = {elided:?}: the 8 MB prompts and the 2.9 MB response were not read past the bound"
+        ));
+    }
+    ensure!(problems.is_empty(), "e2e uvicorn-large: {problems:#?}");
+    Ok(())
+}
