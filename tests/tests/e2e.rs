@@ -223,28 +223,8 @@ fn curl(url: &str, dir: &Path, large: &Large) -> Result<String> {
     Ok(v["id"].as_str().context("no id")?.to_owned())
 }
 
-/// An 8 MB prompt, streamed and not; a 30,000-token stream with no usage in it; whole
-/// responses of 30,000 tokens, compressed and not, and of 300,000 tokens (2.9 MB, gzip). Every record is
-/// exact (the app's own counts) and not partial, and Strike's peak memory is printed.
-#[test]
-#[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
-fn uvicorn_large_bodies() -> Result<()> {
-    let Some(env) = e2e_env("e2e uvicorn-large", &[Need::PythonApp]) else {
-        return Ok(());
-    };
-    let dir = servers::work_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "e2e-uvicorn-large")?;
-    let (mut service, app_log) = servers::start_openai_app(&env, &dir, 0.0)?;
-    let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
-    // A whole response is one write(2) of the server's: capture up to 1 MiB of each (the
-    // largest cap), so that the 300,000-token one (670 KB compressed) is seen whole.
-    let strike = Strike::start_with(
-        strike_bin,
-        service.port,
-        &["--max-capture-bytes", "1048576"],
-        &dir,
-        Duration::from_secs(90),
-    )?;
-    let before = strike.memory_kib();
+/// The exchanges of [`uvicorn_large_bodies`].
+fn large_cases() -> Vec<Large> {
     // 8 MB of prompt: 1.6 M words the app counts one token each.
     let words = "alpha beta gamma delta ".repeat(400_000);
     let chat = |content: &str, max_tokens: u32, stream: bool| {
@@ -254,7 +234,7 @@ fn uvicorn_large_bodies() -> Result<()> {
             "messages": [{"role": "user", "content": content}],
         })
     };
-    let cases = [
+    vec![
         Large {
             what: "8 MB prompt, whole response",
             path: "/v1/chat/completions",
@@ -297,33 +277,19 @@ fn uvicorn_large_bodies() -> Result<()> {
             stream: false,
             compressed: true,
         },
-    ];
-    let mut ids = Vec::new();
-    for case in &cases {
-        let url = format!("{}{}", service.base_url(), case.path);
-        ids.push(curl(&url, &dir, case)?);
-    }
-    let written = strike.wait_for_records(cases.len(), Duration::from_mins(1));
-    let after = strike.memory_kib();
-    let out = strike.finish(Duration::from_secs(30))?;
-    service.stop()?;
-    ensure!(out.status.success(), "strike exited with {}", out.status);
-    println!("strike summary: {}", out.summary);
-    if let (Some((rss0, _)), Some((rss, peak))) = (before, after) {
-        println!(
-            "e2e uvicorn-large: strike memory: {} MiB resident after attaching, {} MiB at the end, {} MiB peak",
-            rss0 / 1024,
-            rss / 1024,
-            peak / 1024
-        );
-    }
-    let app = check::read_app_log(&app_log)?;
-    let mut problems = check::summary_problems(&out.summary, out.records.len());
-    if written < cases.len() {
-        problems.push(format!("{written} of {} records", cases.len()));
-    }
-    for (case, id) in cases.iter().zip(&ids) {
-        let Some(r) = out.records.iter().find(|r| r["response_id"] == id.as_str()) else {
+    ]
+}
+
+/// What is wrong with the records of [`large_cases`] (`ids`: the response ids curl got).
+fn large_problems(
+    cases: &[Large],
+    ids: &[String],
+    records: &[serde_json::Value],
+    app: &HashMap<String, Usage>,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for (case, id) in cases.iter().zip(ids) {
+        let Some(r) = records.iter().find(|r| r["response_id"] == id.as_str()) else {
             problems.push(format!("{}: no record with id {id}", case.what));
             continue;
         };
@@ -360,6 +326,57 @@ fn uvicorn_large_bodies() -> Result<()> {
             problems.push(format!("{}: no ttft", case.what));
         }
     }
+    Ok(problems)
+}
+
+/// An 8 MB prompt, streamed and not; a 30,000-token stream with no usage in it; whole
+/// responses of 30,000 tokens, compressed and not, and of 300,000 tokens (2.9 MB, gzip). Every record is
+/// exact (the app's own counts) and not partial, and Strike's peak memory is printed.
+#[test]
+#[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
+fn uvicorn_large_bodies() -> Result<()> {
+    let Some(env) = e2e_env("e2e uvicorn-large", &[Need::PythonApp]) else {
+        return Ok(());
+    };
+    let dir = servers::work_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "e2e-uvicorn-large")?;
+    let (mut service, app_log) = servers::start_openai_app(&env, &dir, 0.0)?;
+    let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
+    // A whole response is one write(2) of the server's: capture up to 1 MiB of each (the
+    // largest cap), so that the 300,000-token one (670 KB compressed) is seen whole.
+    let strike = Strike::start_with(
+        strike_bin,
+        service.port,
+        &["--max-capture-bytes", "1048576"],
+        &dir,
+        Duration::from_secs(90),
+    )?;
+    let before = strike.memory_kib();
+    let cases = large_cases();
+    let mut ids = Vec::new();
+    for case in &cases {
+        let url = format!("{}{}", service.base_url(), case.path);
+        ids.push(curl(&url, &dir, case)?);
+    }
+    let written = strike.wait_for_records(cases.len(), Duration::from_mins(1));
+    let after = strike.memory_kib();
+    let out = strike.finish(Duration::from_secs(30))?;
+    service.stop()?;
+    ensure!(out.status.success(), "strike exited with {}", out.status);
+    println!("strike summary: {}", out.summary);
+    if let (Some((rss0, _)), Some((rss, peak))) = (before, after) {
+        println!(
+            "e2e uvicorn-large: strike memory: {} MiB resident after attaching, {} MiB at the end, {} MiB peak",
+            rss0 / 1024,
+            rss / 1024,
+            peak / 1024
+        );
+    }
+    let app = check::read_app_log(&app_log)?;
+    let mut problems = check::summary_problems(&out.summary, out.records.len());
+    if written < cases.len() {
+        problems.push(format!("{written} of {} records", cases.len()));
+    }
+    problems.extend(large_problems(&cases, &ids, &out.records, &app)?);
     let elided = out
         .summary
         .pointer("/tracker/bodies_elided")
