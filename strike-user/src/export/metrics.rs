@@ -142,7 +142,7 @@ impl Instruments {
                 &token_attrs(sc::token_type::INPUT, record.input_token_source),
             );
         }
-        if !record.api.is_embeddings() {
+        if !record.api.generates_nothing() {
             if let Some(output) = record.output_tokens {
                 self.token_usage.record(
                     output,

@@ -136,6 +136,13 @@ pub mod operation {
     pub const TEXT_COMPLETION: &str = "text_completion";
     /// Embeddings.
     pub const EMBEDDINGS: &str = "embeddings";
+    /// Reranking documents against a query (`/rerank`): no predefined value fits, so a
+    /// system-specific one, as the conventions recommend.
+    pub const RERANK: &str = "rerank";
+    /// Scoring text pairs (`/score`): system-specific, as `rerank`.
+    pub const SCORE: &str = "score";
+    /// Counting a prompt's tokens (`/v1/messages/count_tokens`): system-specific.
+    pub const COUNT_TOKENS: &str = "count_tokens";
 }
 
 /// `gen_ai.token.type` values.

@@ -26,8 +26,13 @@ pub fn operation_name(api: Api) -> Option<&'static str> {
         Api::ChatCompletions | Api::Messages | Api::Responses | Api::OllamaChat => {
             Some(sc::operation::CHAT)
         }
-        Api::Completions | Api::OllamaGenerate => Some(sc::operation::TEXT_COMPLETION),
+        Api::Completions | Api::OllamaGenerate | Api::TgiGenerate | Api::TritonGenerate => {
+            Some(sc::operation::TEXT_COMPLETION)
+        }
         Api::Embeddings | Api::OllamaEmbed => Some(sc::operation::EMBEDDINGS),
+        Api::Rerank => Some(sc::operation::RERANK),
+        Api::Score => Some(sc::operation::SCORE),
+        Api::CountTokens => Some(sc::operation::COUNT_TOKENS),
         Api::Other => None,
     }
 }
@@ -165,7 +170,7 @@ pub(crate) fn span_attributes(
         sc::GEN_AI_USAGE_INPUT_TOKENS,
         record.input_tokens,
     );
-    if !record.api.is_embeddings() {
+    if !record.api.generates_nothing() {
         push_u64(
             &mut attrs,
             sc::GEN_AI_USAGE_OUTPUT_TOKENS,

@@ -22,14 +22,29 @@ pub enum Api {
     Messages,
     /// `POST /v1/responses`: the `OpenAI` Responses API (vLLM, `SGLang`).
     Responses,
+    /// `POST /v1/messages/count_tokens`: the Messages API's prompt count (nothing generated).
+    CountTokens,
+    /// TGI's native `POST /generate` and `POST /generate_stream` (SSE).
+    TgiGenerate,
+    /// Triton's generate extension: `POST /v2/models/{model}[/versions/{v}]/generate` and
+    /// `…/generate_stream` (SSE).
+    TritonGenerate,
+    /// `POST /rerank`, `/v1/rerank`, `/v2/rerank` (vLLM, TEI, Jina- and Cohere-style).
+    Rerank,
+    /// `POST /score`, `/v1/score` (vLLM).
+    Score,
     /// Any other request (health checks, `/metrics`, `/v1/models`...): head only.
     Other,
 }
 
 impl Api {
-    /// An embeddings API: nothing is generated.
-    pub fn is_embeddings(self) -> bool {
-        matches!(self, Self::Embeddings | Self::OllamaEmbed)
+    /// An API that generates nothing (embeddings, rerank, score, prompt counts): its
+    /// output is 0 tokens.
+    pub fn generates_nothing(self) -> bool {
+        matches!(
+            self,
+            Self::Embeddings | Self::OllamaEmbed | Self::CountTokens | Self::Rerank | Self::Score
+        )
     }
 }
 

@@ -156,8 +156,16 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
             ));
         }
         // content_block_stop, message_stop, ping, and types to come: nothing to take.
-        // An OpenAI-style error body from a server's error path.
-        _ => info.error = body_error(&map),
+        // An OpenAI-style error body from a server's error path; `count_tokens`' answer.
+        _ => {
+            info.error = body_error(&map);
+            if let Some(n) = map.get("input_tokens").and_then(Value::as_u64) {
+                info.usage = Some(Usage {
+                    prompt_tokens: Some(n),
+                    ..Usage::default()
+                });
+            }
+        }
     }
     Ok(info)
 }
@@ -168,6 +176,13 @@ mod tests {
 
     /// What llama.cpp's llama-server answered (captured here, `-a tiny`).
     const MESSAGE: &str = r#"{"id":"chatcmpl-GxFH8yv0I2RQFTOinI87K4QNcCUQeTLt","type":"message","role":"assistant","content":[{"type":"text","text":"toX of lan wer uX"}],"model":"tiny","stop_reason":"max_tokens","stop_sequence":null,"usage":{"cache_read_input_tokens":0,"input_tokens":19,"output_tokens":8}}"#;
+
+    #[test]
+    fn count_tokens_answer() {
+        let info = parse_response(br#"{"input_tokens":2095}"#).unwrap();
+        assert_eq!(info.usage.unwrap().prompt_tokens, Some(2095));
+        assert_eq!((info.content_choices, info.error), (0, None));
+    }
 
     #[test]
     fn a_whole_message() {

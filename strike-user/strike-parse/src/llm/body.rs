@@ -146,8 +146,8 @@ impl JsonBody<PromptText> {
     }
 
     /// What measures a request's prompt in this dialect.
-    pub fn paths(dialect: Dialect) -> impl FnOnce() -> PromptText {
-        move || PromptText(openai::prompt_keys(dialect))
+    pub fn paths(api: Api, dialect: Dialect) -> impl FnOnce() -> PromptText {
+        move || PromptText(openai::prompt_keys(api, dialect))
     }
 }
 
@@ -172,7 +172,12 @@ mod tests {
         let mut stats = TrackerStats::default();
         let mut b = JsonBody::default();
         for c in body.chunks(1000) {
-            assert!(!b.feed(c, JsonBody::paths(dialect), max, &mut stats));
+            assert!(!b.feed(
+                c,
+                JsonBody::paths(Api::ChatCompletions, dialect),
+                max,
+                &mut stats
+            ));
         }
         (b.request(Api::ChatCompletions, dialect, &mut stats), stats)
     }

@@ -4,6 +4,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::body::{JsonBody, OutputText, PromptText};
+use super::generate;
 use super::openai::{self, Dialect, ErrorInfo, RequestInfo, ResponseInfo, ServerTimes};
 use super::TrackerStats;
 use crate::clock::wall_clock;
@@ -199,7 +200,7 @@ impl InFlight {
     fn keep_request_body(&mut self, data: &[u8], max: usize, stats: &mut TrackerStats) {
         if self
             .req_json
-            .feed(data, JsonBody::paths(self.dialect), max, stats)
+            .feed(data, JsonBody::paths(self.api, self.dialect), max, stats)
         {
             self.mark_partial("request_body_over_limit");
         }
@@ -216,6 +217,14 @@ impl InFlight {
         }
         if self.api != Api::Other && !self.req_coding.has_failed() {
             self.req_info = self.req_json.request(self.api, self.dialect, stats);
+            if self.api == Api::TritonGenerate {
+                if let Some(info) = self.req_info.as_mut() {
+                    info.model = info
+                        .model
+                        .take()
+                        .or_else(|| generate::model_in_path(&self.path));
+                }
+            }
         }
         self.req_json = JsonBody::default();
     }

@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 mod body;
+pub mod generate;
 mod inflight;
 pub mod openai;
 pub mod responses;

@@ -19,6 +19,8 @@ pub enum Dialect {
     Anthropic,
     /// The `OpenAI` Responses API (`llm/responses.rs`).
     Responses,
+    /// TGI's and Triton's native generate APIs (`llm/generate.rs`).
+    Generate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,16 +47,22 @@ pub fn classify(method: &str, path: &str) -> (Api, Dialect) {
     let openai = path.strip_prefix("/v1").unwrap_or(path);
     match openai {
         "/messages" => return (Api::Messages, Dialect::Anthropic),
+        "/messages/count_tokens" => return (Api::CountTokens, Dialect::Anthropic),
         "/responses" => return (Api::Responses, Dialect::Responses),
-        _ => {}
-    }
-    match openai {
         "/chat/completions" => return (Api::ChatCompletions, Dialect::OpenAi),
         "/completions" => return (Api::Completions, Dialect::OpenAi),
         "/embeddings" => return (Api::Embeddings, Dialect::OpenAi),
+        "/rerank" => return (Api::Rerank, Dialect::OpenAi),
+        "/score" => return (Api::Score, Dialect::OpenAi),
         _ => {}
     }
+    match super::generate::classify(path) {
+        Some(false) => return (Api::TgiGenerate, Dialect::Generate),
+        Some(true) => return (Api::TritonGenerate, Dialect::Generate),
+        None => {}
+    }
     match path {
+        "/v2/rerank" => (Api::Rerank, Dialect::OpenAi),
         "/api/chat" => (Api::OllamaChat, Dialect::Ollama),
         "/api/generate" => (Api::OllamaGenerate, Dialect::Ollama),
         "/api/embed" | "/api/embeddings" => (Api::OllamaEmbed, Dialect::Ollama),
@@ -113,12 +121,18 @@ fn measure_prompt(v: &Value, info: &mut RequestInfo, depth: u32) {
     }
 }
 
-/// The request fields whose text is the prompt, in each dialect.
-pub fn prompt_keys(dialect: Dialect) -> &'static [&'static str] {
-    match dialect {
-        Dialect::OpenAi | Dialect::Ollama => &["messages", "prompt", "input", "system", "suffix"],
-        Dialect::Anthropic => super::anthropic::PROMPT_KEYS,
-        Dialect::Responses => super::responses::PROMPT_KEYS,
+/// The request fields whose text is the prompt, for each API.
+pub fn prompt_keys(api: Api, dialect: Dialect) -> &'static [&'static str] {
+    match (api, dialect) {
+        // Rerank: `query` and `documents` (strings or `{"text"}`), TEI's `texts`; score:
+        // `text_1` and `text_2`.
+        (Api::Rerank | Api::Score, _) => &["query", "documents", "texts", "text_1", "text_2"],
+        (_, Dialect::OpenAi | Dialect::Ollama) => {
+            &["messages", "prompt", "input", "system", "suffix"]
+        }
+        (_, Dialect::Anthropic) => super::anthropic::PROMPT_KEYS,
+        (_, Dialect::Responses) => super::responses::PROMPT_KEYS,
+        (_, Dialect::Generate) => super::generate::PROMPT_KEYS,
     }
 }
 
@@ -127,11 +141,12 @@ pub fn parse_request(api: Api, dialect: Dialect, body: &[u8]) -> Result<RequestI
     match dialect {
         Dialect::Anthropic => return super::anthropic::parse_request(body),
         Dialect::Responses => return super::responses::parse_request(body),
+        Dialect::Generate => return super::generate::parse_request(body),
         Dialect::OpenAi | Dialect::Ollama => {}
     }
     let map = object(body)?;
-    let mut info = parse_request_fields(&map, prompt_keys(dialect));
-    if dialect == Dialect::Ollama && info.stream.is_none() && !api.is_embeddings() {
+    let mut info = parse_request_fields(&map, prompt_keys(api, dialect));
+    if dialect == Dialect::Ollama && info.stream.is_none() && !api.generates_nothing() {
         info.stream = Some(true); // Ollama streams unless told not to.
     }
     Ok(info)
@@ -326,6 +341,7 @@ pub fn parse_response_in(dialect: Dialect, data: &[u8]) -> Result<ResponseInfo, 
     match dialect {
         Dialect::Anthropic => super::anthropic::parse_response(data),
         Dialect::Responses => super::responses::parse_response(data),
+        Dialect::Generate => super::generate::parse_response(data),
         Dialect::OpenAi | Dialect::Ollama => parse_response(data),
     }
 }
@@ -335,7 +351,13 @@ pub fn parse_response_in(dialect: Dialect, data: &[u8]) -> Result<ResponseInfo, 
 fn counts(map: &Map<String, Value>, info: &mut ResponseInfo) {
     if let Some(Value::Object(u)) = map.get("usage") {
         info.usage = Some(Usage {
-            prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64),
+            // A rerank's usage has `total_tokens` alone: all of them are input.
+            prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64).or_else(|| {
+                u.get("completion_tokens")
+                    .is_none()
+                    .then(|| u.get("total_tokens").and_then(Value::as_u64))
+                    .flatten()
+            }),
             completion_tokens: u.get("completion_tokens").and_then(Value::as_u64),
             cached_tokens: u
                 .get("prompt_tokens_details")
@@ -478,6 +500,57 @@ mod tests {
         assert_eq!(classify("GET", "/v1/chat/completions").0, Api::Other);
         assert_eq!(classify("GET", "/health").0, Api::Other);
         assert_eq!(classify("POST", "/v1/models").0, Api::Other);
+        for (path, want) in [
+            (
+                "/v1/messages/count_tokens",
+                (Api::CountTokens, Dialect::Anthropic),
+            ),
+            ("/generate", (Api::TgiGenerate, Dialect::Generate)),
+            ("/generate_stream?x", (Api::TgiGenerate, Dialect::Generate)),
+            (
+                "/v2/models/ensemble/generate_stream",
+                (Api::TritonGenerate, Dialect::Generate),
+            ),
+            ("/rerank", (Api::Rerank, Dialect::OpenAi)),
+            ("/v1/rerank", (Api::Rerank, Dialect::OpenAi)),
+            ("/v2/rerank", (Api::Rerank, Dialect::OpenAi)),
+            ("/v1/score", (Api::Score, Dialect::OpenAi)),
+        ] {
+            assert_eq!(classify("POST", path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn rerank_and_score() {
+        // vLLM's rerank: usage has total_tokens alone, all input.
+        let rerank = parse_response(br#"{"id":"rerank-1","model":"bge","usage":{"total_tokens":42},"results":[{"index":1,"document":{"text":"b"},"relevance_score":0.9}]}"#).unwrap();
+        let u = rerank.usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(42), None));
+        assert_eq!(rerank.content_choices, 0);
+        let score = parse_response(br#"{"id":"score-1","object":"list","model":"bge","data":[{"index":0,"object":"score","score":0.5}],"usage":{"prompt_tokens":9,"total_tokens":9,"completion_tokens":0}}"#).unwrap();
+        let u = score.usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (Some(9), Some(0)));
+        let req = parse_request(
+            Api::Rerank,
+            Dialect::OpenAi,
+            br#"{"model":"bge","query":"abcd","documents":["ef",{"text":"ghij"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((req.model.as_deref(), req.prompt_bytes), (Some("bge"), 10));
+        let tei = parse_request(
+            Api::Rerank,
+            Dialect::OpenAi,
+            br#"{"query":"ab","texts":["cd","ef"]}"#,
+        )
+        .unwrap();
+        assert_eq!(tei.prompt_bytes, 6);
+        let pair = parse_request(
+            Api::Score,
+            Dialect::OpenAi,
+            br#"{"model":"m","text_1":"abc","text_2":["de","f"]}"#,
+        )
+        .unwrap();
+        assert_eq!(pair.prompt_bytes, 6);
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn decide(i: &TokenInputs) -> TokenCounts {
     let mut cached = None;
     let mut input_source = None;
     let mut output_source = None;
-    let embeddings = i.api.is_some_and(Api::is_embeddings);
+    let embeddings = i.api.is_some_and(Api::generates_nothing);
 
     if let Some(u) = i.usage {
         if let Some(p) = u.prompt_tokens {
