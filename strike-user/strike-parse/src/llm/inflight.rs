@@ -507,9 +507,13 @@ impl InFlight {
 
     /// When the first token left: the first content-bearing stream event, or the first body
     /// byte of a non-streaming LLM response. An error response (4xx/5xx) carries no token: its
-    /// latency is e2e, not a TTFT.
+    /// latency is e2e, not a TTFT; nor does an API that generates nothing (embeddings,
+    /// rerank, score, prompt counts).
     fn first_token_ns(&self) -> Option<u64> {
-        if self.status.is_some_and(|s| s >= 400) || (!self.streamed && self.api == Api::Other) {
+        if self.status.is_some_and(|s| s >= 400)
+            || (!self.streamed && self.api == Api::Other)
+            || self.api.generates_nothing()
+        {
             None
         } else if self.streamed {
             self.first_content_ns

@@ -366,7 +366,8 @@ fn embeddings_make_no_output_tokens() {
     assert_eq!((r.input_tokens, r.output_tokens), (Some(4), Some(0)));
     assert_eq!(r.output_token_source, Some(CountSource::Api));
     assert_eq!(r.token_source, TokenSource::Usage);
-    assert_eq!(r.ttft_ms, Some(4.0));
+    assert_eq!(r.ttft_ms, None, "nothing generated, no first token");
+    assert_eq!(r.e2e_ms, Some(4.0));
 }
 
 #[test]
