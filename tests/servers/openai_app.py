@@ -25,6 +25,12 @@ carry no usage against this log.
 With `--gzip`, responses are gzip-compressed for clients that send
 `Accept-Encoding: gzip` (JSON bodies; Starlette does not compress event streams).
 
+Beside the OpenAI API it answers in the shapes of TGI's native `/generate[_stream]`,
+Triton's `/v2/models/{m}/generate[_stream]`, vLLM's `/v1/rerank` and `/score`, and
+Anthropic's `/v1/messages/count_tokens`; shapes without a response id log the trace id of
+the request's `traceparent` as their id. `HEAD /health`, `DELETE /v1/cache` (204) and
+`GET /v1/models/{m}` with `If-None-Match` (304) answer without a body.
+
 Run: python openai_app.py --host 127.0.0.1 --port 8000 [--log requests.jsonl] [--gzip]
 Needs: pip install fastapi uvicorn uvloop httptools
 """
@@ -38,7 +44,7 @@ import uuid
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 MODEL = os.environ.get("STRIKE_APP_MODEL", "strike-test-model")
 
@@ -237,6 +243,179 @@ async def embeddings(request: Request):
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens,
                   "completion_tokens": 0, "prompt_tokens_details": None},
     })
+
+
+def trace_id(request, fallback):
+    """The trace id of the request's `traceparent`: the log's key for shapes without an id."""
+    parts = request.headers.get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else fallback
+
+
+# ---- TGI's native API: /generate, /generate_stream (TGI 3 framing: `data:` without a space)
+
+
+def tgi_parts(body):
+    params = body.get("parameters") or {}
+    n = max(0, int(params.get("max_new_tokens") or 16))
+    prompt_tokens = count_words(body.get("inputs", ""))
+    return params, n, prompt_tokens
+
+
+def tgi_details(params, n, prompt_tokens):
+    d = {"finish_reason": "length", "generated_tokens": n, "seed": None}
+    if params.get("decoder_input_details"):
+        d["prefill"] = [{"id": i, "text": "w", "logprob": None} for i in range(prompt_tokens)]
+    return d
+
+
+@app.post("/generate")
+async def tgi_generate(request: Request):
+    body = await request.json()
+    params, n, prompt_tokens = tgi_parts(body)
+    text = "".join([t async for _, t in generate(n)])
+    key = trace_id(request, uuid.uuid4().hex)
+    log_request({"id": key, "endpoint": "tgi_generate", "stream": False, "include_usage": True,
+                 "prompt_tokens": prompt_tokens, "completion_tokens": n})
+    out = {"generated_text": text}
+    if params.get("details"):
+        out["details"] = tgi_details(params, n, prompt_tokens)
+        out["details"]["tokens"] = []
+    return JSONResponse(out, headers={"x-prompt-tokens": str(prompt_tokens), "x-generated-tokens": str(n)})
+
+
+@app.post("/generate_stream")
+async def tgi_generate_stream(request: Request):
+    body = await request.json()
+    params, n, prompt_tokens = tgi_parts(body)
+    key = trace_id(request, uuid.uuid4().hex)
+
+    async def events():
+        text = ""
+        async for i, t in generate(n):
+            text += t
+            last = i == n - 1
+            ev = {"index": i + 1, "token": {"id": i, "text": t, "logprob": -0.5, "special": False},
+                  "generated_text": text if last else None,
+                  "details": tgi_details(params, n, prompt_tokens) if last else None}
+            yield f"data:{dumps(ev)}\n\n"
+        log_request({"id": key, "endpoint": "tgi_generate", "stream": True, "include_usage": True,
+                     "prompt_tokens": prompt_tokens, "completion_tokens": n})
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+# ---- Triton's generate extension (TensorRT-LLM backend fields)
+
+
+def triton_parts(body):
+    params = body.get("parameters") or {}
+    n = body.get("max_tokens", params.get("max_tokens", 16))
+    counts = bool(body.get("return_num_input_tokens") or params.get("return_num_input_tokens"))
+    return max(0, int(n)), count_words(body.get("text_input", "")), counts
+
+
+@app.post("/v2/models/{model}/generate")
+async def triton_generate(model: str, request: Request):
+    body = await request.json()
+    n, prompt_tokens, counts = triton_parts(body)
+    text = "".join([t async for _, t in generate(n)])
+    key = trace_id(request, uuid.uuid4().hex)
+    log_request({"id": key, "endpoint": "triton_generate", "stream": False, "include_usage": counts,
+                 "prompt_tokens": prompt_tokens, "completion_tokens": n})
+    out = {"model_name": model, "model_version": "1", "sequence_end": False, "sequence_id": 0,
+           "sequence_start": False, "text_output": text}
+    if counts:
+        out.update(num_input_tokens=prompt_tokens, num_output_tokens=n)
+    return JSONResponse(out)
+
+
+@app.post("/v2/models/{model}/generate_stream")
+async def triton_generate_stream(model: str, request: Request):
+    body = await request.json()
+    n, prompt_tokens, counts = triton_parts(body)
+    key = trace_id(request, uuid.uuid4().hex)
+
+    async def events():
+        async for i, t in generate(n):
+            ev = {"model_name": model, "model_version": "1", "text_output": t}
+            if counts:
+                ev.update(num_input_tokens=prompt_tokens, num_output_tokens=i + 1)
+            yield f"data: {dumps(ev)}\n\n"
+        log_request({"id": key, "endpoint": "triton_generate", "stream": True, "include_usage": counts,
+                     "prompt_tokens": prompt_tokens, "completion_tokens": n})
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+# ---- Rerank and score (vLLM's shapes), Anthropic's count_tokens
+
+
+def texts_of(v):
+    if isinstance(v, list):
+        return [d.get("text", "") if isinstance(d, dict) else d for d in v]
+    return [v] if isinstance(v, str) else []
+
+
+@app.post("/v1/rerank")
+@app.post("/rerank")
+async def rerank(request: Request):
+    body = await request.json()
+    docs = texts_of(body.get("documents", []))
+    tokens = count_words(body.get("query", "")) + sum(count_words(d) for d in docs)
+    rid = f"rerank-{uuid.uuid4().hex}"
+    log_request({"id": rid, "endpoint": "rerank", "stream": False, "include_usage": True,
+                 "prompt_tokens": tokens, "completion_tokens": 0})
+    return JSONResponse({
+        "id": rid, "model": body.get("model") or MODEL, "usage": {"total_tokens": tokens},
+        "results": [{"index": i, "document": {"text": d}, "relevance_score": 1.0 / (i + 1)}
+                    for i, d in enumerate(docs)],
+    })
+
+
+@app.post("/score")
+@app.post("/v1/score")
+async def score(request: Request):
+    body = await request.json()
+    left, right = texts_of(body.get("text_1", "")), texts_of(body.get("text_2", ""))
+    tokens = sum(count_words(t) for t in left + right)
+    rid = f"score-{uuid.uuid4().hex}"
+    log_request({"id": rid, "endpoint": "score", "stream": False, "include_usage": True,
+                 "prompt_tokens": tokens, "completion_tokens": 0})
+    return JSONResponse({
+        "id": rid, "object": "list", "created": int(time.time()), "model": body.get("model") or MODEL,
+        "data": [{"index": i, "object": "score", "score": 0.5} for i in range(len(right))],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+    })
+
+
+@app.post("/v1/messages/count_tokens")
+async def count_tokens(request: Request):
+    body = await request.json()
+    tokens = chat_prompt_tokens(body.get("messages", []))
+    log_request({"id": trace_id(request, uuid.uuid4().hex), "endpoint": "count_tokens", "stream": False,
+                 "include_usage": True, "prompt_tokens": tokens, "completion_tokens": 0})
+    return JSONResponse({"input_tokens": tokens})
+
+
+# ---- Bodiless responses: HEAD, 204, 304
+
+
+@app.head("/health")
+async def health_head():
+    return Response(status_code=200, headers={"content-length": "2", "content-type": "application/json"})
+
+
+@app.delete("/v1/cache")
+async def clear_cache():
+    return Response(status_code=204)
+
+
+@app.get("/v1/models/{model}")
+async def model_info(model: str, request: Request):
+    etag = '"strike-models-1"'
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"etag": etag})
+    return JSONResponse({"id": model, "object": "model", "owned_by": "strike"}, headers={"etag": etag})
 
 
 def main():

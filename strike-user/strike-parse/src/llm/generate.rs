@@ -111,10 +111,11 @@ pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
             info.finish_reasons.push((0, reason.to_owned()));
         }
         usage.completion_tokens = u64_in(d, "generated_tokens");
-        usage.prompt_tokens = match d.get("prefill") {
+        // `input_length` in newer TGI's stream details; else the prefill tokens listed.
+        usage.prompt_tokens = u64_in(d, "input_length").or(match d.get("prefill") {
             Some(Value::Array(p)) if !p.is_empty() => Some(p.len() as u64),
             _ => None,
-        };
+        });
     }
     usage.prompt_tokens = usage
         .prompt_tokens

@@ -12,7 +12,7 @@ use crate::conn::ConnInfo;
 use crate::num::u64_to_f64;
 use crate::protocol::encoding::{BodyCoding, DecodeError};
 use crate::protocol::exchange::EndReason;
-use crate::protocol::http::{split_host, RequestHead, ResponseHead};
+use crate::protocol::http::{split_host, HeaderTokens, RequestHead, ResponseHead};
 use crate::protocol::ndjson::NdjsonDecoder;
 use crate::protocol::sse::{SseDecoder, SseEvent};
 use crate::record::{Api, RequestRecord};
@@ -256,6 +256,15 @@ impl InFlight {
     pub fn response_head(&mut self, ts_ns: u64, head: &ResponseHead) {
         self.status = Some(head.status);
         self.response_head_ns = Some(ts_ns);
+        let HeaderTokens { prompt, generated } = head.header_tokens;
+        if self.api != Api::Other && (prompt.is_some() || generated.is_some()) {
+            // The server's own counts, beneath any a body gives.
+            self.usage = Some(Usage {
+                prompt_tokens: prompt,
+                completion_tokens: generated,
+                ..Usage::default()
+            });
+        }
         // A request not seen (empty method) may still have an LLM response worth parsing.
         if self.api == Api::Other && !self.method.is_empty() {
             return;

@@ -107,6 +107,16 @@ pub struct ResponseHead {
     pub connection_close: bool,
     pub body: BodyKind,
     pub head_len: usize,
+    /// The token counts TGI's `/generate` sends as headers (`x-prompt-tokens`,
+    /// `x-generated-tokens`).
+    pub header_tokens: HeaderTokens,
+}
+
+/// Token counts a response's headers carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeaderTokens {
+    pub prompt: Option<u64>,
+    pub generated: Option<u64>,
 }
 
 impl ResponseHead {
@@ -317,6 +327,7 @@ struct Framing {
     traceparent: Option<String>,
     tenant: Option<String>,
     api_key_hash: Option<String>,
+    header_tokens: HeaderTokens,
 }
 
 /// `Host` header value → host and port: `example.com:8080`, `[::1]:8080`, `example.com`.
@@ -377,6 +388,10 @@ fn framing(
             f.connection_close = value
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        } else if h.name.eq_ignore_ascii_case("x-prompt-tokens") {
+            f.header_tokens.prompt = value.trim().parse().ok();
+        } else if h.name.eq_ignore_ascii_case("x-generated-tokens") {
+            f.header_tokens.generated = value.trim().parse().ok();
         } else if h.name.eq_ignore_ascii_case("host") {
             f.host = short_value(value, 255);
         } else if h.name.eq_ignore_ascii_case("traceparent") {
@@ -658,6 +673,7 @@ impl ResponseDecoder {
                     connection_close: f.connection_close,
                     body,
                     head_len,
+                    header_tokens: f.header_tokens,
                 };
                 buf.advance(head_len);
                 if !head.is_interim() {

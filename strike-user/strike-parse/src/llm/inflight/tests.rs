@@ -44,6 +44,7 @@ fn res_head(status: u16, content_type: Option<&str>) -> ResponseHead {
         connection_close: false,
         body: BodyKind::Chunked,
         head_len: 80,
+        header_tokens: HeaderTokens::default(),
     }
 }
 
@@ -1355,4 +1356,99 @@ fn clock_offset_dates_the_start() {
         start_with(u64::MAX, i64::MIN),
         "2262-04-11T23:47:16.854775807Z"
     );
+}
+
+// ---- TGI and Triton -------------------------------------------------------------------
+
+#[test]
+fn tgi_generate_counts_from_its_headers_beneath_its_body() {
+    for (body, want) in [
+        // No details asked: the headers' counts.
+        (&br#"{"generated_text":"tok0 tok1 tok2 tok3 "}"#[..], (Some(4), Some(4))),
+        // details.generated_tokens wins over the header; the prompt stays the header's.
+        (
+            br#"{"generated_text":"a b","details":{"finish_reason":"length","generated_tokens":2,"seed":null}}"#,
+            (Some(4), Some(2)),
+        ),
+    ] {
+        let mut x = Ex::new();
+        x.request("POST", "/generate", &[br#"{"inputs":"What is deep learning","parameters":{"max_new_tokens":4}}"#], 90);
+        let mut head = res_head(200, Some("application/json"));
+        head.header_tokens = HeaderTokens {
+            prompt: Some(4),
+            generated: Some(4),
+        };
+        x.f.response_head(at(3), &head);
+        x.body(4, body);
+        x.end(5, 200);
+        let (r, stats) = x.record();
+        assert_eq!(r.api, Api::TgiGenerate);
+        assert_eq!((r.input_tokens, r.output_tokens), want);
+        assert_eq!(r.token_source, TokenSource::Usage);
+        assert_eq!(r.max_tokens, Some(4));
+        assert_eq!(stats, TrackerStats::default());
+    }
+}
+
+#[test]
+fn tgi_stream_counts_tokens_not_the_final_text() {
+    let mut x = Ex::new();
+    x.request(
+        "POST",
+        "/generate_stream",
+        &[br#"{"inputs":"Tell me","parameters":{"max_new_tokens":3}}"#],
+        90,
+    );
+    x.head(3, 200, Some("text/event-stream"));
+    let ev = |i: u32, last: bool| {
+        format!(
+            "data:{{\"index\":{i},\"token\":{{\"id\":{i},\"text\":\"t{i} \",\"special\":false}},\"generated_text\":{},\"details\":{}}}\n\n",
+            if last { "\"t1 t2 t3 \"" } else { "null" },
+            if last { r#"{"finish_reason":"length","generated_tokens":3,"seed":null}"# } else { "null" }
+        )
+    };
+    x.body(4, ev(1, false).as_bytes());
+    x.body(6, ev(2, false).as_bytes());
+    x.body(8, ev(3, true).as_bytes());
+    x.end(9, 500);
+    let (r, stats) = x.record();
+    assert_eq!((r.content_events, r.stream_events), (3, 3));
+    assert_eq!(r.output_tokens, Some(3));
+    assert_eq!(r.output_token_source, Some(CountSource::Usage));
+    assert_eq!(r.input_token_source, Some(CountSource::PromptBytes));
+    assert_eq!(r.finish_reason.as_deref(), Some("length"));
+    assert_eq!((r.ttft_ms, r.e2e_ms), (Some(4.0), Some(9.0)));
+    assert_eq!(stats, TrackerStats::default());
+}
+
+#[test]
+fn triton_names_its_model_in_the_path() {
+    let mut x = Ex::new();
+    x.request(
+        "POST",
+        "/v2/models/ensemble/versions/2/generate_stream",
+        &[br#"{"text_input":"Hi","max_tokens":2,"stream":true}"#],
+        90,
+    );
+    x.head(3, 200, Some("text/event-stream"));
+    x.body(
+        4,
+        b"data: {\"model_name\":\"ensemble\",\"model_version\":\"2\",\"text_output\":\"a\"}\n\n",
+    );
+    x.body(
+        5,
+        b"data: {\"model_name\":\"ensemble\",\"model_version\":\"2\",\"text_output\":\"b\"}\n\n",
+    );
+    x.end(6, 300);
+    let (r, _) = x.record();
+    assert_eq!(r.api, Api::TritonGenerate);
+    assert_eq!(
+        (r.request_model.as_deref(), r.model.as_deref()),
+        (Some("ensemble"), Some("ensemble"))
+    );
+    assert_eq!(
+        (r.stream, r.max_tokens, r.output_tokens),
+        (true, Some(2), Some(2))
+    );
+    assert_eq!(r.output_token_source, Some(CountSource::StreamCount));
 }
