@@ -27,8 +27,8 @@ With `--gzip`, responses are gzip-compressed for clients that send
 
 Beside the OpenAI API it answers in the shapes of TGI's native `/generate[_stream]`,
 Triton's `/v2/models/{m}/generate[_stream]`, vLLM's `/v1/rerank` and `/score`, and
-Anthropic's `/v1/messages/count_tokens`; shapes without a response id log the trace id of
-the request's `traceparent` as their id. `HEAD /health`, `DELETE /v1/cache` (204) and
+Anthropic's `/v1/messages/count_tokens`; these log the trace id of the request's
+`traceparent` as their id when it has one (TGI, Triton and count_tokens answer with none). `HEAD /health`, `DELETE /v1/cache` (204) and
 `GET /v1/models/{m}` with `If-None-Match` (304) answer without a body.
 
 Run: python openai_app.py --host 127.0.0.1 --port 8000 [--log requests.jsonl] [--gzip]
@@ -363,7 +363,7 @@ async def rerank(request: Request):
     docs = texts_of(body.get("documents", []))
     tokens = count_words(body.get("query", "")) + sum(count_words(d) for d in docs)
     rid = f"rerank-{uuid.uuid4().hex}"
-    log_request({"id": rid, "endpoint": "rerank", "stream": False, "include_usage": True,
+    log_request({"id": trace_id(request, rid), "endpoint": "rerank", "stream": False, "include_usage": True,
                  "prompt_tokens": tokens, "completion_tokens": 0})
     return JSONResponse({
         "id": rid, "model": body.get("model") or MODEL, "usage": {"total_tokens": tokens},
@@ -379,7 +379,7 @@ async def score(request: Request):
     left, right = texts_of(body.get("text_1", "")), texts_of(body.get("text_2", ""))
     tokens = sum(count_words(t) for t in left + right)
     rid = f"score-{uuid.uuid4().hex}"
-    log_request({"id": rid, "endpoint": "score", "stream": False, "include_usage": True,
+    log_request({"id": trace_id(request, rid), "endpoint": "score", "stream": False, "include_usage": True,
                  "prompt_tokens": tokens, "completion_tokens": 0})
     return JSONResponse({
         "id": rid, "object": "list", "created": int(time.time()), "model": body.get("model") or MODEL,

@@ -8,6 +8,8 @@
 //!   start `strike trace --format json` and wait for `strike: attached`; stop both.
 //! - [`load`]: a concurrent load generator over kept-alive connections that parses every
 //!   response itself and keeps what the server reported (id, usage, llama.cpp timings, deltas).
+//! - [`native`]: load in the native APIs' shapes (TGI, Triton, rerank, score, `count_tokens`) and
+//!   bodiless responses, matched to records by `traceparent`.
 //! - [`servers`]: llama-server and the uvicorn app, started the same way by every test.
 //! - [`sse`]: the `data:` line splitter the load generator uses.
 //! - [`check`]: matches strike's records to the requests sent and lists every disagreement.
@@ -16,6 +18,7 @@ pub mod check;
 pub mod collector;
 pub mod env;
 pub mod load;
+pub mod native;
 pub mod process;
 pub mod servers;
 pub mod sse;

@@ -13,6 +13,7 @@ use anyhow::{ensure, Context as _, Result};
 use strike_tests::check;
 use strike_tests::env::{e2e_env, Need};
 use strike_tests::load::{self, run_load, LoadPlan, Usage};
+use strike_tests::native;
 use strike_tests::process::{Service, Strike};
 use strike_tests::servers;
 
@@ -387,5 +388,56 @@ fn uvicorn_large_bodies() -> Result<()> {
         ));
     }
     ensure!(problems.is_empty(), "e2e uvicorn-large: {problems:#?}");
+    Ok(())
+}
+
+/// The native APIs' shapes (TGI, Triton, rerank, score, `count_tokens`) and bodiless responses
+/// (HEAD, 204, 304), concurrent on kept-alive connections, half of them asking for gzip: every
+/// request has exactly one record with its api and status, exact counts where the server
+/// gives them, and a TTFT exactly when something is generated.
+#[test]
+#[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
+fn uvicorn_native_apis() -> Result<()> {
+    let Some(env) = e2e_env("e2e uvicorn-native", &[Need::PythonApp]) else {
+        return Ok(());
+    };
+    let dir = servers::work_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "e2e-uvicorn-native")?;
+    let (mut service, app_log) = servers::start_openai_app(&env, &dir, 1.0)?;
+    let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
+    let strike = Strike::start(strike_bin, service.port, &dir, Duration::from_secs(90))?;
+    let sent = native::run_native(&service.base_url(), 6, 30)?;
+    let written = strike.wait_for_records(sent.len(), Duration::from_mins(1));
+    let out = strike.finish(Duration::from_secs(30))?;
+    service.stop()?;
+    ensure!(out.status.success(), "strike exited with {}", out.status);
+    println!("strike summary: {}", out.summary);
+    let app = check::read_app_log(&app_log)?;
+    let (rows, mut problems) = native::native_problems(&sent, &out.records, &app);
+    println!(
+        "e2e uvicorn-native: kind | sent | records | exact input | exact output | ttft | gzip"
+    );
+    for (kind, r) in &rows {
+        println!(
+            "e2e uvicorn-native: {kind:?} | {} | {} | {} | {} | {} | {}",
+            r.sent, r.records, r.exact_input, r.exact_output, r.ttft, r.compressed
+        );
+    }
+    problems.extend(check::summary_problems(&out.summary, out.records.len()));
+    if written != sent.len() || out.records.len() != sent.len() {
+        problems.push(format!(
+            "{} requests, {} records",
+            sent.len(),
+            out.records.len()
+        ));
+    }
+    if !rows.iter().any(|(_, r)| r.compressed > 0) {
+        problems.push("no response came compressed".to_owned());
+    }
+    ensure!(
+        problems.is_empty(),
+        "e2e uvicorn-native: {} problems: {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(25)]
+    );
     Ok(())
 }
