@@ -300,6 +300,63 @@ pub fn compare<'a>(
     report
 }
 
+/// A table by request kind and response encoding: sent, records matched, exact input, exact
+/// output, TTFT present; one line a row, each starting with `prefix`.
+pub fn table(prefix: &str, sent: &[Sent], report: &Report<'_>) -> String {
+    #[derive(Default)]
+    struct Row {
+        sent: usize,
+        records: usize,
+        input: usize,
+        output: usize,
+        ttft: usize,
+    }
+    let key = |s: &Sent| {
+        (
+            s.kind.label(),
+            if s.compressed { "gzip" } else { "identity" },
+        )
+    };
+    let mut rows: Vec<((String, &str), Row)> = Vec::new();
+    let mut row = |k: (String, &'static str)| -> usize {
+        rows.iter().position(|(r, _)| *r == k).unwrap_or_else(|| {
+            rows.push((k, Row::default()));
+            rows.len() - 1
+        })
+    };
+    let mut at = HashMap::new();
+    for s in sent {
+        let i = row(key(s));
+        at.insert(s.seq, i);
+    }
+    for s in sent {
+        rows[at[&s.seq]].1.sent += 1;
+    }
+    for m in &report.matches {
+        let r = &mut rows[at[&m.sent.seq]].1;
+        r.records += 1;
+        let rec = m.record;
+        if let Some(e) = m.expected {
+            r.input += usize::from(rec["input_tokens"].as_u64() == Some(e.input));
+            let out = rec["output_tokens"]
+                .as_u64()
+                .or((e.output == 0).then_some(0));
+            r.output += usize::from(out == Some(e.output));
+        }
+        r.ttft += usize::from(rec["ttft_ms"].is_number());
+    }
+    let mut out =
+        format!("{prefix} kind | encoding | sent | records | exact input | exact output | ttft");
+    for ((kind, coding), r) in &rows {
+        let _ = write!(
+            out,
+            "\n{prefix} {kind} | {coding} | {} | {} | {} | {} | {}",
+            r.sent, r.records, r.input, r.output, r.ttft
+        );
+    }
+    out
+}
+
 /// Counts `record` as exact or as a declared input estimate, or reports it.
 fn check_tokens(what: &str, s: &Sent, record: &Value, e: Expected, report: &mut Report<'_>) {
     let input = record.get("input_tokens").and_then(Value::as_u64);

@@ -71,6 +71,7 @@ fn trace_and_check(
     let app_log: Option<HashMap<String, Usage>> = app_log.map(check::read_app_log).transpose()?;
     let report = check::compare(&sent, &out.records, app_log.as_ref());
     println!("e2e {name}: {}", report.counts());
+    println!("{}", check::table(&format!("e2e {name}:"), &sent, &report));
     println!("{}", check::samples(&report, 8));
     let mut problems = report.problems.clone();
     problems.extend(check::server_problems(&sent, app_log.as_ref()));
