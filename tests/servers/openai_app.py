@@ -29,7 +29,8 @@ Beside the OpenAI API it answers in the shapes of TGI's native `/generate[_strea
 Triton's `/v2/models/{m}/generate[_stream]`, vLLM's `/v1/rerank` and `/score`, and
 Anthropic's `/v1/messages/count_tokens`; these log the trace id of the request's
 `traceparent` as their id when it has one (TGI, Triton and count_tokens answer with none). `HEAD /health`, `DELETE /v1/cache` (204) and
-`GET /v1/models/{m}` with `If-None-Match` (304) answer without a body.
+`GET /v1/models/{m}` with `If-None-Match` (304) answer without a body; `/v1/realtime`
+upgrades to a WebSocket (101) and echoes one message.
 
 Run: python openai_app.py --host 127.0.0.1 --port 8000 [--log requests.jsonl] [--gzip]
 Needs: pip install fastapi uvicorn uvloop httptools
@@ -43,7 +44,7 @@ import time
 import uuid
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 MODEL = os.environ.get("STRIKE_APP_MODEL", "strike-test-model")
@@ -416,6 +417,17 @@ async def model_info(model: str, request: Request):
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers={"etag": etag})
     return JSONResponse({"id": model, "object": "model", "owned_by": "strike"}, headers={"etag": etag})
+
+
+# ---- A WebSocket (the Realtime API's transport): `101 Switching Protocols`, then frames
+
+
+@app.websocket("/v1/realtime")
+async def realtime(ws: WebSocket):
+    await ws.accept()
+    message = await ws.receive_text()
+    await ws.send_text(dumps({"type": "echo", "text": message}))
+    await ws.close()
 
 
 def main():

@@ -348,3 +348,44 @@ pub fn native_problems(
     }
     (rows, problems)
 }
+
+/// Opens a WebSocket on the app's `/v1/realtime` over a plain TCP connection: the upgrade
+/// request (with `traceparent`), its `101`, one masked text frame out and the echo back, a
+/// close. Returns the trace id sent and the bytes of the echo frame's payload.
+pub fn websocket_exchange(port: u16) -> Result<(String, String)> {
+    use std::io::{Read as _, Write as _};
+    let trace_id = format!("{:032x}", 0x5712_ffff_u64);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /v1/realtime HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\
+         traceparent: 00-{trace_id}-00000000000000aa-01\r\n\r\n"
+    )?;
+    // The 101 head, byte by byte up to its blank line.
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b)
+            .context("reading the upgrade response")?;
+        head.push(b[0]);
+        anyhow::ensure!(head.len() < 4096, "no end to the upgrade response");
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    anyhow::ensure!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+    // A client's frames are masked (RFC 6455 5.3).
+    let payload = b"hello over a websocket";
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81, 0x80 | u8::try_from(payload.len())?];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, p)| p ^ mask[i % 4]));
+    s.write_all(&frame)?;
+    let mut hdr = [0u8; 2];
+    s.read_exact(&mut hdr)?;
+    anyhow::ensure!(hdr[0] == 0x81 && hdr[1] < 126, "unexpected frame {hdr:?}");
+    let mut echo = vec![0u8; usize::from(hdr[1])];
+    s.read_exact(&mut echo)?;
+    s.write_all(&[0x88, 0x80, 1, 2, 3, 4])?;
+    Ok((trace_id, String::from_utf8_lossy(&echo).into_owned()))
+}

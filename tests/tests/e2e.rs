@@ -395,7 +395,8 @@ fn uvicorn_large_bodies() -> Result<()> {
 /// The native APIs' shapes (TGI, Triton, rerank, score, `count_tokens`) and bodiless responses
 /// (HEAD, 204, 304), concurrent on kept-alive connections, half of them asking for gzip: every
 /// request has exactly one record with its api and status, exact counts where the server
-/// gives them, and a TTFT exactly when something is generated.
+/// gives them, and a TTFT exactly when something is generated. Then a WebSocket upgrade
+/// (101): one record, and the connection counted as upgraded.
 #[test]
 #[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
 fn uvicorn_native_apis() -> Result<()> {
@@ -407,7 +408,9 @@ fn uvicorn_native_apis() -> Result<()> {
     let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
     let strike = Strike::start(strike_bin, service.port, &dir, Duration::from_secs(90))?;
     let sent = native::run_native(&service.base_url(), 6, 30)?;
-    let written = strike.wait_for_records(sent.len(), Duration::from_mins(1));
+    let (ws_trace, echo) = native::websocket_exchange(service.port)?;
+    println!("e2e uvicorn-native: websocket echo {echo}");
+    let written = strike.wait_for_records(sent.len() + 1, Duration::from_mins(1));
     let out = strike.finish(Duration::from_secs(30))?;
     service.stop()?;
     ensure!(out.status.success(), "strike exited with {}", out.status);
@@ -424,11 +427,28 @@ fn uvicorn_native_apis() -> Result<()> {
         );
     }
     problems.extend(check::summary_problems(&out.summary, out.records.len()));
-    if written != sent.len() || out.records.len() != sent.len() {
+    if written != sent.len() + 1 || out.records.len() != sent.len() + 1 {
         problems.push(format!(
-            "{} requests, {} records",
+            "{} requests and a websocket, {} records",
             sent.len(),
             out.records.len()
+        ));
+    }
+    // The upgrade: one record (101, api=other), the connection counted as upgraded, the
+    // frames after it not read as HTTP.
+    let ws: Vec<_> = out
+        .records
+        .iter()
+        .filter(|r| r["traceparent"].as_str().and_then(|t| t.get(3..35)) == Some(&ws_trace))
+        .collect();
+    match ws.as_slice() {
+        [r] if r["status"] == 101 && r["api"] == "other" && r["partial"] == false => {}
+        other => problems.push(format!("the websocket's records: {other:?}")),
+    }
+    let upgraded = out.summary.pointer("/tracker/upgraded_connections");
+    if upgraded.and_then(serde_json::Value::as_u64) != Some(1) {
+        problems.push(format!(
+            "tracker.upgraded_connections = {upgraded:?}, expected 1"
         ));
     }
     if !rows.iter().any(|(_, r)| r.compressed > 0) {

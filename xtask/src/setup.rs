@@ -24,7 +24,7 @@ const APT_PACKAGES: [&str; 6] = [
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const PIP_PACKAGES: [&str; 9] = [
+const PIP_PACKAGES: [&str; 10] = [
     "gguf==0.19.0",
     // A real OpenTelemetry collector (Rust) for the export end-to-end test.
     "rotel==0.0.1a15",
@@ -33,11 +33,13 @@ const PIP_PACKAGES: [&str; 9] = [
     "uvicorn",
     "uvloop",
     "httptools",
+    // uvicorn's WebSocket protocol: the app's `101 Switching Protocols` in the native e2e.
+    "websockets",
     "cmake",
     "ninja",
 ];
 const PYTHON_CHECK: &str =
-    "import importlib.metadata as m, fastapi, uvicorn, uvloop, httptools, numpy, gguf, rotel; \
+    "import importlib.metadata as m, fastapi, uvicorn, uvloop, httptools, websockets, numpy, gguf, rotel; \
                             assert m.version('gguf') == '0.19.0', m.version('gguf')";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
