@@ -13,8 +13,15 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// Default bound on the size of a request or response head.
 pub const DEFAULT_MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields accepted in one head.
+/// Header fields parsed on the stack; a head with more is parsed again with room for as
+/// many as its bytes can hold ([`header_room`]): servers (uvicorn, Go, hyper) accept more than
+/// 128, so a head that they accept is never an error here.
 const MAX_HEADERS: usize = 128;
+
+/// Header fields that `len` bytes of head can hold at most (`a:\r\n` is 4 bytes).
+fn header_room(len: usize, max_head: usize) -> usize {
+    len.min(max_head) / 4 + 1
+}
 /// Bound on a chunk-size line, extensions included.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -523,8 +530,15 @@ impl RequestDecoder {
             return Ok(None);
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut more;
         let mut req = httparse::Request::new(&mut headers);
-        match req.parse(buf) {
+        let mut parsed = req.parse(buf);
+        if parsed == Err(httparse::Error::TooManyHeaders) {
+            more = vec![httparse::EMPTY_HEADER; header_room(buf.len(), self.max_head)];
+            req = httparse::Request::new(&mut more);
+            parsed = req.parse(buf);
+        }
+        match parsed {
             Ok(httparse::Status::Complete(head_len)) => {
                 let f = framing(req.headers, self.tenant_header.as_deref())?;
                 let body = if f.transfer_encoding {
@@ -644,8 +658,15 @@ impl ResponseDecoder {
             return Ok(None);
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut more;
         let mut res = httparse::Response::new(&mut headers);
-        match res.parse(buf) {
+        let mut parsed = res.parse(buf);
+        if parsed == Err(httparse::Error::TooManyHeaders) {
+            more = vec![httparse::EMPTY_HEADER; header_room(buf.len(), self.max_head)];
+            res = httparse::Response::new(&mut more);
+            parsed = res.parse(buf);
+        }
+        match parsed {
             Ok(httparse::Status::Complete(head_len)) => {
                 let f = framing(res.headers, None)?;
                 let status = res.code.unwrap_or_default();
@@ -707,6 +728,33 @@ pub enum Sniff {
 const METHODS: &[&[u8]] = &[
     b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
 ];
+
+impl RequestHead {
+    /// What a request line says, for a request whose head did not parse: its method and
+    /// target (each bounded), nothing else.
+    pub fn from_request_line(buf: &[u8]) -> Option<Self> {
+        let line = buf.get(..buf.len().min(8192))?;
+        let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+        let mut parts = line.split(|b| *b == b' ');
+        let method = std::str::from_utf8(parts.next()?).ok()?;
+        let target = String::from_utf8_lossy(parts.next()?);
+        Some(Self {
+            method: method.to_owned(),
+            path: target.chars().take(2048).collect(),
+            version_minor: 1,
+            content_type: None,
+            content_encoding: None,
+            expect_continue: false,
+            connection_close: false,
+            host: None,
+            traceparent: None,
+            tenant: None,
+            api_key_hash: None,
+            body: BodyKind::None,
+            head_len: 0,
+        })
+    }
+}
 
 /// Checks for `METHOD SP target SP HTTP/1.` at the start of `buf`.
 pub fn sniff_request_line(buf: &[u8]) -> Sniff {

@@ -4,7 +4,7 @@
 
 use super::side::{Decode, Mode, Step};
 use super::{Dead, EndReason, ExchangeEvent, ExchangeMachine, Pending, ProtocolCounters};
-use crate::protocol::http::{sniff_request_line, HttpError, RequestDecoder, Sniff};
+use crate::protocol::http::{sniff_request_line, HttpError, RequestDecoder, RequestHead, Sniff};
 
 /// Where the next plausible request line starts in `buf` (at `from` or just after a LF), and
 /// whether it is whole; `buf.len()` when none can start there.
@@ -158,7 +158,8 @@ impl ExchangeMachine {
         if matches!(err, HttpError::HeadTooLarge { .. }) {
             counters.heads_too_large = counters.heads_too_large.saturating_add(1);
         }
-        if self.requests_seen == 0 && self.req.mode == Mode::Normal {
+        let request_line = sniff_request_line(&self.req.buf) == Sniff::Yes;
+        if self.requests_seen == 0 && self.req.mode == Mode::Normal && !request_line {
             // The very first bytes of a connection seen from its start are not HTTP.
             counters.not_http_connections = counters.not_http_connections.saturating_add(1);
             counters.ignored_bytes = counters
@@ -170,6 +171,29 @@ impl ExchangeMachine {
             return;
         }
         self.req.abort(ts_ns, EndReason::ParseError, out);
+        if let Some(head) = RequestHead::from_request_line(&self.req.buf).filter(|_| request_line) {
+            // A request whose head the server may well accept (a lenient one, or more header
+            // fields than Strike parses): a record with what its request line says, paired
+            // with the response that comes, and marked.
+            let seq = self.next_seq;
+            self.next_seq = self.next_seq.saturating_add(1);
+            self.requests_seen = self.requests_seen.saturating_add(1);
+            let head_request = head.method.eq_ignore_ascii_case("HEAD");
+            self.push_pending(seq, head_request, false, ts_ns, out, counters);
+            let start_ns = self.req_start_ns.unwrap_or(ts_ns);
+            out.push(ExchangeEvent::RequestHead {
+                seq,
+                start_ns,
+                ts_ns,
+                head,
+            });
+            out.push(RequestDecoder::abort_event(
+                seq,
+                ts_ns,
+                0,
+                EndReason::ParseError,
+            ));
+        }
         // The bytes stay: the resync looks for a request line after the one that failed.
         self.req.dec.reset();
         self.req_start_ns = None;

@@ -2,6 +2,8 @@
 //! interim responses, framing, bounds and losses, and that where a segment boundary falls
 //! never changes what is seen.
 
+use std::fmt::Write as _;
+
 use super::*;
 
 const REQ_A: &[u8] =
@@ -320,4 +322,68 @@ fn a_gap_before_the_direction_is_known_counts_the_held_bytes() {
     m.on_data(Ingress, 1, b"PO", &mut out, &mut counters);
     m.on_gap(Ingress, 2, &mut out, &mut counters);
     assert_eq!(counters.resync_skipped_bytes, 2, "{counters:?}");
+}
+
+/// A head of `n` header fields after `line`.
+fn many_headers(line: &str, n: usize) -> Vec<u8> {
+    let mut head = format!("{line}\r\nhost: a\r\n");
+    for i in 0..n {
+        let _ = write!(head, "x-h{i}: {i}\r\n");
+    }
+    head.push_str("content-length: 2\r\n\r\n{}");
+    head.into_bytes()
+}
+
+#[test]
+fn heads_with_hundreds_of_header_fields_are_http() {
+    use Direction::{Egress, Ingress};
+    // 130 and 1000 fields (uvicorn and Go accept them): the request and the response both
+    // parse, and the 5 ordinary requests after them on the connection are all seen.
+    for n in [130, 1000] {
+        let req = many_headers("POST /v1/chat/completions HTTP/1.1", n);
+        let res = many_headers("HTTP/1.1 200 OK", n);
+        let mut segments: Vec<(Direction, &[u8])> = vec![(Ingress, &req), (Egress, &res)];
+        for _ in 0..5 {
+            segments.extend([(Ingress, REQ_A), (Egress, RES_A)]);
+        }
+        let (events, counters) = run(&mut server(), &segments, 1024);
+        let (kinds, ..) = shape(&events);
+        let ends = kinds.iter().filter(|k| k.0 == "res_end").count();
+        assert_eq!(ends, 6, "{n} fields: {kinds:?}");
+        assert_eq!(counters, ProtocolCounters::default(), "{n} fields");
+    }
+}
+
+#[test]
+fn a_first_head_that_does_not_parse_is_recorded_and_the_connection_kept() {
+    use Direction::{Egress, Ingress};
+    // A request line, then a header line without a colon: an error the server may well
+    // accept. The request still gets its record (a head with what the line says, aborted),
+    // paired with the response, and the connection stays HTTP for the five after it.
+    let bad: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nhost: a\r\nno colon here\r\n\r\n";
+    let mut segments: Vec<(Direction, &[u8])> = vec![(Ingress, bad), (Egress, RES_A)];
+    for _ in 0..5 {
+        segments.extend([(Ingress, REQ_A), (Egress, RES_A)]);
+    }
+    for piece in [1, 7, 1024] {
+        let (events, counters) = run(&mut server(), &segments, piece);
+        let (kinds, ..) = shape(&events);
+        assert_eq!(
+            kinds[..2],
+            [("req_head", 0, 0), ("req_abort", 0, 0)],
+            "pieces of {piece}"
+        );
+        let heads = kinds.iter().filter(|k| k.0 == "req_head").count();
+        let ends = kinds.iter().filter(|k| k.0 == "res_end").count();
+        assert_eq!((heads, ends), (6, 6), "pieces of {piece}: {kinds:?}");
+        assert_eq!(counters.request_parse_errors, 1, "pieces of {piece}");
+        assert_eq!(counters.not_http_connections, 0, "pieces of {piece}");
+        let ExchangeEvent::RequestHead { head, .. } = &events[0] else {
+            panic!("{:?}", events[0]);
+        };
+        assert_eq!(
+            (head.method.as_str(), head.path.as_str()),
+            ("POST", "/v1/chat/completions")
+        );
+    }
 }
