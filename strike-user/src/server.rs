@@ -41,6 +41,9 @@ pub struct RecentRecords {
 #[derive(Debug, Default)]
 struct Recent {
     capacity: usize,
+    /// Serve the server's error messages (`otlp.include_error_messages`): they can echo
+    /// request content, so by default the endpoint leaves them out as the exporters do.
+    error_messages: bool,
     order: VecDeque<Arc<RequestRecord>>,
     by_request_id: HashMap<String, Arc<RequestRecord>>,
     /// Response id → the newest record that carried it.
@@ -49,11 +52,13 @@ struct Recent {
 }
 
 impl RecentRecords {
-    /// Keeps `capacity` records at most (0 keeps none).
-    pub fn new(capacity: usize) -> Self {
+    /// Keeps `capacity` records at most (0 keeps none), their `error_message` only with
+    /// `error_messages`.
+    pub fn new(capacity: usize, error_messages: bool) -> Self {
         Self {
             inner: Mutex::new(Recent {
                 capacity,
+                error_messages,
                 ..Recent::default()
             }),
         }
@@ -64,8 +69,11 @@ impl RecentRecords {
     }
 
     /// Adds a record, evicting the oldest when full.
-    pub fn insert(&self, record: RequestRecord) {
+    pub fn insert(&self, mut record: RequestRecord) {
         let mut r = self.lock();
+        if !r.error_messages {
+            record.error_message = None;
+        }
         if r.capacity == 0 {
             r.evicted += 1;
             return;
@@ -234,8 +242,24 @@ mod tests {
     }
 
     #[test]
+    fn error_messages_are_served_only_when_enabled() {
+        for enabled in [false, true] {
+            let recent = RecentRecords::new(4, enabled);
+            let mut r = record("a", None);
+            r.error_message = Some("prompt echoed: my secret plan".to_owned());
+            recent.insert(r);
+            let got = recent.get("a").unwrap();
+            assert_eq!(got.error_message.is_some(), enabled);
+            let held = recent.newest(10);
+            let newest: Vec<&RequestRecord> = held.iter().map(AsRef::as_ref).collect();
+            let json = serde_json::to_string(&newest).unwrap();
+            assert_eq!(json.contains("secret plan"), enabled);
+        }
+    }
+
+    #[test]
     fn recent_records_are_bounded_and_found_by_either_id() {
-        let recent = RecentRecords::new(2);
+        let recent = RecentRecords::new(2, false);
         recent.insert(record("a", Some("chatcmpl-1")));
         recent.insert(record("b", Some("chatcmpl-2")));
         assert_eq!(recent.get("a").unwrap().request_id, "a");
@@ -258,7 +282,7 @@ mod tests {
             .collect();
         assert_eq!(newest, ["d", "c"]);
 
-        let none = RecentRecords::new(0);
+        let none = RecentRecords::new(0, false);
         none.insert(record("x", None));
         assert!(none.get("x").is_none());
         assert_eq!(none.counts(), (0, 1));
@@ -277,7 +301,7 @@ mod tests {
         .unwrap();
         let stats = Arc::new(Mutex::new(Summary::default()));
         exporter.observe_pipeline(Arc::clone(&stats));
-        let recent = Arc::new(RecentRecords::new(10));
+        let recent = Arc::new(RecentRecords::new(10, false));
         let rec = record("0194c3a0-0000-7000-8000-00000000abcd", Some("chatcmpl-9"));
         exporter.export(&rec);
         recent.insert(rec);

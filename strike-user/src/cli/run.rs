@@ -133,7 +133,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let exporter = Arc::new(Exporter::new(&export_config).context("starting the exporter")?);
     let stats = Arc::new(Mutex::new(Summary::default()));
     exporter.observe_pipeline(Arc::clone(&stats));
-    let recent = Arc::new(RecentRecords::new(config.server.recent_requests));
+    let recent = Arc::new(RecentRecords::new(
+        config.server.recent_requests,
+        config.otlp.include_error_messages,
+    ));
     let ready = Arc::new(AtomicBool::new(false));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -81,7 +81,8 @@ pub enum BodyKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     pub method: String,
-    /// Request target as sent (path and query).
+    /// The request target without its query string or fragment ([`path_only`]): a query
+    /// can carry credentials (`?api_key=…`), so it is never kept.
     pub path: String,
     /// HTTP/1.`minor`.
     pub version_minor: u8,
@@ -551,7 +552,7 @@ impl RequestDecoder {
                 };
                 let head = RequestHead {
                     method: req.method.unwrap_or_default().to_owned(),
-                    path: req.path.unwrap_or_default().to_owned(),
+                    path: path_only(req.path.unwrap_or_default()).to_owned(),
                     version_minor: req.version.unwrap_or(1),
                     content_type: f.content_type,
                     content_encoding: f.content_encoding,
@@ -729,6 +730,11 @@ const METHODS: &[&[u8]] = &[
     b"GET", b"POST", b"PUT", b"DELETE", b"HEAD", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE",
 ];
 
+/// A request target up to its query string or fragment.
+pub fn path_only(target: &str) -> &str {
+    target.split(['?', '#']).next().unwrap_or_default()
+}
+
 impl RequestHead {
     /// What a request line says, for a request whose head did not parse: its method and
     /// target (each bounded), nothing else.
@@ -740,7 +746,7 @@ impl RequestHead {
         let target = String::from_utf8_lossy(parts.next()?);
         Some(Self {
             method: method.to_owned(),
-            path: target.chars().take(2048).collect(),
+            path: path_only(&target).chars().take(2048).collect(),
             version_minor: 1,
             content_type: None,
             content_encoding: None,
@@ -839,6 +845,24 @@ mod tests {
         assert_eq!(h, api_key_hash("sk-secret-123"));
         assert_ne!(h, api_key_hash("sk-secret-124"));
         assert!(!h.contains("secret"));
+    }
+
+    #[test]
+    fn query_strings_are_never_kept() {
+        let frames = req_frames(&[
+            b"POST /v1/chat/completions?api_key=SECRET&x=1#frag HTTP/1.1\r\nhost: a\r\n\r\n",
+        ])
+        .unwrap();
+        let RequestFrame::Head(head) = &frames[0] else {
+            panic!("{frames:?}");
+        };
+        assert_eq!(head.path, "/v1/chat/completions");
+        let line =
+            RequestHead::from_request_line(b"GET /v1/models?token=SECRET HTTP/1.1\r\n").unwrap();
+        assert_eq!(
+            (line.method.as_str(), line.path.as_str()),
+            ("GET", "/v1/models")
+        );
     }
 
     fn req_frames(input: &[&[u8]]) -> Result<Vec<RequestFrame>, HttpError> {
