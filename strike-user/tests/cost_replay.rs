@@ -93,7 +93,9 @@ fn concurrent_requests_on_two_gpus_cost_what_the_ledger_says() {
     );
     let config: RunConfig =
         serde_yaml_ng::from_str(&fs::read_to_string(dir.join("cost.yaml")).unwrap()).unwrap();
-    let cost = config.cost;
+    let mut cost = config.cost;
+    // A fixed secret, so the keyed api_key_hash is the same on every run.
+    cost.api_key_hash_key_file = Some(dir.join("api-key-hash.key"));
     let gpu = parse("gpu.jsonl", &gpu_text).unwrap();
     let (records, summary) = replay_with(
         &capture,

@@ -174,6 +174,21 @@ impl GpuMode {
     }
 }
 
+/// Says, after the session's ready line, that its `api_key_hash` secret is its own.
+pub fn note_random_key(live: &LiveConfig) -> impl Fn() {
+    let random = live
+        .processor
+        .tracker
+        .key_hasher
+        .as_ref()
+        .is_some_and(|k| k.is_random());
+    move || {
+        if random {
+            eprintln!("{}", crate::cost::RANDOM_KEY_NOTE);
+        }
+    }
+}
+
 /// Sets up the cost stage of a live session: prices, the tenant header, and GPU sampling
 /// as `mode` asks (NVML; a clear message and no GPU cost where it is absent, unless `On`).
 pub fn live_cost(live: &mut LiveConfig, config: &RunConfig) -> anyhow::Result<()> {
@@ -181,6 +196,7 @@ pub fn live_cost(live: &mut LiveConfig, config: &RunConfig) -> anyhow::Result<()
     let mode = GpuMode::from_enabled(config.gpu.enabled);
     let interval_ms = config.gpu.sample_interval_ms;
     live.processor.tracker.tenant_header = cost.tenant_header.as_deref().map(Arc::from);
+    live.processor.tracker.key_hasher = Some(crate::cost::key_hasher(&cost)?);
     live.processor.cost = cost;
     live.gpu = match mode {
         GpuMode::Off => None,

@@ -58,11 +58,13 @@ pub fn replay_with(
         .with_context(|| format!("reading {}", path.display()))?;
     let header = reader.header().clone();
     let tenant_header = options.cost.tenant_header.as_deref().map(Arc::from);
+    let key_hasher = Some(crate::cost::key_hasher(&options.cost)?);
     let mut processor = Processor::new(ProcessorConfig {
         stream: StreamConfig::default(),
         tracker: TrackerConfig {
             clock_offset_ns: header.clock_offset_ns,
             tenant_header,
+            key_hasher,
             ..TrackerConfig::default()
         },
         max_capture_bytes: header.max_capture_bytes,

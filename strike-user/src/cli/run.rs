@@ -180,6 +180,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         "nowhere (OTLP off)".to_owned()
     };
     let ready_flag = Arc::clone(&ready);
+    let note = super::note_random_key(&live);
     let summary = runtime.block_on(async {
         stop_on_signal(Arc::clone(&stop));
         run_live(
@@ -194,6 +195,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                     pids.len(),
                     if dynamic { ", more picked up as they start" } else { "" },
                 );
+                note();
             },
             sink,
         )

@@ -103,6 +103,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     };
     let summary = runtime.block_on(async {
         stop_on_signal(Arc::clone(&stop));
+        let note = super::note_random_key(&live);
         run_live(
             capture,
             live,
@@ -114,6 +115,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                     pids.len(),
                     list.join(" ")
                 );
+                note();
             },
             sink,
         )

@@ -59,6 +59,7 @@ pub(super) const SETTINGS: &[(&str, Shape)] = &[
     ("cost.prefill_weight", Shape::Scalar),
     ("cost.decode_weight", Shape::Scalar),
     ("cost.tenant_header", Shape::Text),
+    ("cost.api_key_hash_key_file", Shape::Text),
     ("cost.max_hold_s", Shape::Scalar),
 ];
 

@@ -34,6 +34,10 @@ pub struct CostConfig {
     pub token_prices: Option<TokenPrices>,
     /// Request header naming the tenant (`x-tenant-id`), when set.
     pub tenant_header: Option<String>,
+    /// A file holding the deployment's secret for `api_key_hash` (at least 16 bytes; a
+    /// mounted Kubernetes Secret). Without one each process draws its own, and hashes hold
+    /// for that process only.
+    pub api_key_hash_key_file: Option<std::path::PathBuf>,
     /// Seconds a record may wait for the requests that overlapped it to finish before its
     /// cost is settled with what is known.
     pub max_hold_s: f64,
@@ -50,6 +54,7 @@ impl Default for CostConfig {
             decode_weight: 1.0,
             token_prices: None,
             tenant_header: None,
+            api_key_hash_key_file: None,
             max_hold_s: 120.0,
         }
     }
@@ -149,9 +154,70 @@ fn words(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// What a session says when its `api_key_hash` secret is its own.
+pub const RANDOM_KEY_NOTE: &str = "strike: api_key_hash: no cost.api_key_hash_key_file, so a secret of this process's own: hashes change when it restarts";
+
+/// The hasher of API keys the configuration asks for: keyed with the secret in
+/// `api_key_hash_key_file` (its bytes, surrounding whitespace trimmed), or a random one of
+/// this process's when none is set ([`RANDOM_KEY_NOTE`] says so).
+///
+/// # Errors
+/// The file cannot be read, or holds fewer than 16 bytes.
+pub fn key_hasher(
+    config: &CostConfig,
+) -> anyhow::Result<std::sync::Arc<strike_parse::protocol::http::KeyHasher>> {
+    use strike_parse::protocol::http::KeyHasher;
+    let Some(path) = &config.api_key_hash_key_file else {
+        return Ok(std::sync::Arc::new(KeyHasher::random()));
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cost.api_key_hash_key_file: reading {}: {e}",
+            path.display()
+        )
+    })?;
+    let secret = bytes.trim_ascii();
+    KeyHasher::new(secret)
+        .map(std::sync::Arc::new)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "cost.api_key_hash_key_file: {} holds {} bytes, at least {} are needed",
+                path.display(),
+                secret.len(),
+                KeyHasher::MIN_SECRET
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_hasher_is_the_files_or_the_processs_own() {
+        let dir = std::env::temp_dir().join(format!("strike-keyhash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("key");
+        std::fs::write(&good, "  a secret of thirty-two bytes or so\n").unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, "tiny\n").unwrap();
+        let with = |f: Option<&std::path::Path>| CostConfig {
+            api_key_hash_key_file: f.map(std::path::Path::to_path_buf),
+            ..CostConfig::default()
+        };
+        let a = key_hasher(&with(Some(&good))).unwrap();
+        let b = key_hasher(&with(Some(&good))).unwrap();
+        assert!(!a.is_random());
+        assert_eq!(a.hash("sk-1"), b.hash("sk-1"), "one file, one hash");
+        assert!(key_hasher(&with(None)).unwrap().is_random());
+        let e = key_hasher(&with(Some(&short))).unwrap_err().to_string();
+        assert!(e.contains("holds 4 bytes, at least 16"), "{e}");
+        let e = key_hasher(&with(Some(&dir.join("absent"))))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cost.api_key_hash_key_file: reading"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn prices_by_device_and_tokens() {

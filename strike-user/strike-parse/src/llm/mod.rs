@@ -18,6 +18,7 @@ use crate::conn::{ConnInfo, ConnKey, Role, StreamEvent};
 use crate::protocol::exchange::{
     EndReason, ExchangeConfig, ExchangeEvent, ExchangeMachine, ProtocolCounters,
 };
+use crate::protocol::http::KeyHasher;
 use crate::record::RequestRecord;
 use inflight::InFlight;
 
@@ -38,6 +39,9 @@ pub struct TrackerConfig {
     pub idle_timeout_ns: u64,
     /// The request header naming the tenant (`cost.tenant_header`), when configured.
     pub tenant_header: Option<Arc<str>>,
+    /// Hashes API keys into `api_key_hash` (`cost.api_key_hash_key_file`); without one
+    /// keys are not recorded.
+    pub key_hasher: Option<Arc<KeyHasher>>,
 }
 
 impl Default for TrackerConfig {
@@ -48,6 +52,7 @@ impl Default for TrackerConfig {
             max_connections: 65_536,
             idle_timeout_ns: 10 * 60 * 1_000_000_000,
             tenant_header: None,
+            key_hasher: None,
         }
     }
 }
@@ -205,6 +210,7 @@ impl RequestTracker {
         let machine = ExchangeMachine::new(
             ExchangeConfig {
                 tenant_header: self.config.tenant_header.clone(),
+                key_hasher: self.config.key_hasher.clone(),
                 ..ExchangeConfig::default()
             },
             info.role,

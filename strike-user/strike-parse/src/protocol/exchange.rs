@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 
 use self::side::{Mode, Side};
 use super::http::{
-    sniff_request_line, sniff_status_line, RequestDecoder, RequestHead, ResponseDecoder,
+    sniff_request_line, sniff_status_line, KeyHasher, RequestDecoder, RequestHead, ResponseDecoder,
     ResponseHead, Sniff, DEFAULT_MAX_HEAD_BYTES,
 };
 use crate::conn::{Direction, Role};
@@ -38,6 +38,8 @@ pub struct ExchangeConfig {
     pub max_pending: usize,
     /// The request header naming the tenant, when configured.
     pub tenant_header: Option<Arc<str>>,
+    /// Hashes API keys; without one they are not recorded.
+    pub key_hasher: Option<Arc<KeyHasher>>,
 }
 
 impl Default for ExchangeConfig {
@@ -46,6 +48,7 @@ impl Default for ExchangeConfig {
             max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
             max_pending: 64,
             tenant_header: None,
+            key_hasher: None,
         }
     }
 }
@@ -237,7 +240,8 @@ impl ExchangeMachine {
             sniff: [BytesMut::new(), BytesMut::new()],
             req: Side::new(
                 RequestDecoder::new(cfg.max_head_bytes)
-                    .with_tenant_header(cfg.tenant_header.clone()),
+                    .with_tenant_header(cfg.tenant_header.clone())
+                    .with_key_hasher(cfg.key_hasher.clone()),
                 start_mode,
             ),
             req_start_ns: None,

@@ -97,7 +97,7 @@ pub struct RequestHead {
     pub traceparent: Option<String>,
     /// The configured tenant header's value (at most 128 bytes).
     pub tenant: Option<String>,
-    /// A hash of the API key ([`api_key_hash`]); the key itself is never kept.
+    /// A hash of the API key ([`KeyHasher`]); the key itself is never kept.
     pub api_key_hash: Option<String>,
     pub body: BodyKind,
     /// Bytes of the head, request line and final CRLF included.
@@ -359,9 +359,30 @@ fn short_value(value: &str, max: usize) -> Option<String> {
     (!value.is_empty() && value.len() <= max).then(|| value.to_owned())
 }
 
+/// What an `Authorization` value identifies: a bearer token (or any scheme's credentials)
+/// whole, but of Basic credentials the user name alone, never its password.
+fn credential(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let (scheme, rest) = value.split_once(' ').unwrap_or(("", value));
+    let rest = rest.trim();
+    let id = if scheme.eq_ignore_ascii_case("bearer") {
+        rest.to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let user = decoded.split(|b| *b == b':').next().unwrap_or_default();
+        format!("basic-user:{}", String::from_utf8_lossy(user))
+    } else {
+        value.to_owned()
+    };
+    (!id.is_empty() && id != "basic-user:").then_some(id)
+}
+
 fn framing(
     headers: &[httparse::Header<'_>],
     tenant_header: Option<&str>,
+    hasher: Option<&KeyHasher>,
 ) -> Result<Framing, HttpError> {
     let mut f = Framing::default();
     for h in headers {
@@ -405,20 +426,15 @@ fn framing(
         } else if h.name.eq_ignore_ascii_case("traceparent") {
             f.traceparent = short_value(value, 128);
         } else if h.name.eq_ignore_ascii_case("authorization") {
-            // `Bearer <key>`; other schemes (Basic) carry credentials too: hash them all.
-            let key = value
-                .split_once(' ')
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map_or(value, |(_, key)| key.trim());
-            if !key.is_empty() {
-                f.api_key_hash = Some(api_key_hash(key));
+            if let (Some(hasher), Some(id)) = (hasher, credential(value)) {
+                f.api_key_hash = Some(hasher.hash(&id));
             }
         } else if (h.name.eq_ignore_ascii_case("x-api-key")
             || h.name.eq_ignore_ascii_case("api-key"))
             && f.api_key_hash.is_none()
             && !value.is_empty()
         {
-            f.api_key_hash = Some(api_key_hash(value));
+            f.api_key_hash = hasher.map(|k| k.hash(value));
         }
         if tenant_header.is_some_and(|t| h.name.eq_ignore_ascii_case(t)) {
             f.tenant = short_value(value, 128);
@@ -469,6 +485,8 @@ pub struct RequestDecoder {
     max_head: usize,
     /// The request header naming the tenant, when configured.
     tenant_header: Option<Arc<str>>,
+    /// Hashes API keys; without one they are not recorded at all.
+    key_hasher: Option<Arc<KeyHasher>>,
     state: MsgState,
 }
 
@@ -483,6 +501,7 @@ impl RequestDecoder {
         Self {
             max_head,
             tenant_header: None,
+            key_hasher: None,
             state: MsgState::Head,
         }
     }
@@ -491,6 +510,13 @@ impl RequestDecoder {
     #[must_use]
     pub fn with_tenant_header(mut self, name: Option<Arc<str>>) -> Self {
         self.tenant_header = name;
+        self
+    }
+
+    /// Also keeps the hash of each request's API key ([`RequestHead::api_key_hash`]).
+    #[must_use]
+    pub fn with_key_hasher(mut self, hasher: Option<Arc<KeyHasher>>) -> Self {
+        self.key_hasher = hasher;
         self
     }
 
@@ -541,7 +567,11 @@ impl RequestDecoder {
         }
         match parsed {
             Ok(httparse::Status::Complete(head_len)) => {
-                let f = framing(req.headers, self.tenant_header.as_deref())?;
+                let f = framing(
+                    req.headers,
+                    self.tenant_header.as_deref(),
+                    self.key_hasher.as_deref(),
+                )?;
                 let body = if f.transfer_encoding {
                     if !f.chunked {
                         return Err(HttpError::BadTransferEncoding);
@@ -669,7 +699,7 @@ impl ResponseDecoder {
         }
         match parsed {
             Ok(httparse::Status::Complete(head_len)) => {
-                let f = framing(res.headers, None)?;
+                let f = framing(res.headers, None, None)?;
                 let status = res.code.unwrap_or_default();
                 let body = if self.head_request
                     || (100..200).contains(&status)
@@ -817,21 +847,77 @@ pub fn sniff_status_line(buf: &[u8]) -> Sniff {
     }
 }
 
-/// A short, stable hash of an API key, usable as an attribution key: the first 16 hex
-/// digits of SHA-256 over `strike-api-key:` + the key. Never the key itself.
-pub fn api_key_hash(key: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::new()
-        .chain_update(b"strike-api-key:")
-        .chain_update(key.as_bytes())
-        .finalize();
-    digest[..8]
-        .iter()
-        .fold(String::with_capacity(16), |mut out, b| {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+/// Hashes API keys into attribution keys: the first 16 hex digits of HMAC-SHA256 under a
+/// secret of the deployment's (`cost.api_key_hash_key_file`), so a hash is stable where
+/// that secret is shared, unlinkable across deployments, and no dictionary of likely keys
+/// can be tried against it without the secret. Never the key itself.
+#[derive(Clone)]
+pub struct KeyHasher {
+    mac: hmac::Hmac<sha2::Sha256>,
+    random: bool,
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyHasher")
+            .field("random", &self.random)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyHasher {
+    /// Shortest secret accepted, in bytes.
+    pub const MIN_SECRET: usize = 16;
+
+    /// A hasher keyed with `secret`; `None` when it is shorter than [`Self::MIN_SECRET`].
+    pub fn new(secret: &[u8]) -> Option<Self> {
+        use hmac::KeyInit as _;
+        if secret.len() < Self::MIN_SECRET {
+            return None;
+        }
+        let mac = hmac::Hmac::new_from_slice(secret).ok()?;
+        Some(Self { mac, random: false })
+    }
+
+    /// A hasher keyed with 32 random bytes: hashes hold for this process only.
+    pub fn random() -> Self {
+        let mut secret = [0u8; 32];
+        if getrandom::fill(&mut secret).is_err() {
+            // No entropy source: still a per-process secret, from the clock and pid.
+            let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(seed.as_bytes());
+            secret.copy_from_slice(&digest);
+        }
+        let mut h = Self::new(&secret).unwrap_or_else(|| unreachable!("32 bytes"));
+        h.random = true;
+        h
+    }
+
+    /// Whether the secret is this process's own (none was configured).
+    pub fn is_random(&self) -> bool {
+        self.random
+    }
+
+    /// The hash of `key`.
+    pub fn hash(&self, key: &str) -> String {
+        use hmac::Mac as _;
+        let mut mac = self.mac.clone();
+        mac.update(key.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        digest[..8]
+            .iter()
+            .fold(String::with_capacity(16), |mut out, b| {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{b:02x}");
+                out
+            })
+    }
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        Self::random()
+    }
 }
 
 #[cfg(test)]
@@ -839,12 +925,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn api_key_hash_is_stable_short_and_not_the_key() {
-        let h = api_key_hash("sk-secret-123");
+    fn api_key_hash_is_keyed_stable_short_and_not_the_key() {
+        let k = KeyHasher::new(b"a deployment's own secret").unwrap();
+        let h = k.hash("sk-secret-123");
         assert_eq!(h.len(), 16);
-        assert_eq!(h, api_key_hash("sk-secret-123"));
-        assert_ne!(h, api_key_hash("sk-secret-124"));
+        assert_eq!(h, k.hash("sk-secret-123"));
+        assert_ne!(h, k.hash("sk-secret-124"));
         assert!(!h.contains("secret"));
+        // HMAC-SHA256, as RFC 4231 test case 2 gives it ("Jefe", "what do ya want for
+        // nothing?"), with a key of the minimum length padded the same way HMAC does.
+        let rfc = KeyHasher::new(b"Jefe\0\0\0\0\0\0\0\0\0\0\0\0").unwrap();
+        assert_eq!(rfc.hash("what do ya want for nothing?"), "5bdcc146bf60754e");
+        // Another deployment's secret, or none (a random one), gives other hashes.
+        assert_ne!(
+            KeyHasher::new(b"another deployment secret")
+                .unwrap()
+                .hash("sk-secret-123"),
+            h
+        );
+        let random = KeyHasher::random();
+        assert!(random.is_random() && !k.is_random());
+        assert_ne!(random.hash("sk-secret-123"), h);
+        assert!(KeyHasher::new(b"too short").is_none());
+    }
+
+    #[test]
+    fn api_keys_are_hashed_with_the_secret_and_basic_auth_by_user_only() {
+        let hasher = Arc::new(KeyHasher::new(b"the deployment secret").unwrap());
+        let head = |auth: &str| {
+            let mut dec = RequestDecoder::default().with_key_hasher(Some(Arc::clone(&hasher)));
+            let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\n{auth}\r\n\r\n").as_str());
+            match dec.decode(&mut buf).unwrap() {
+                Some(RequestFrame::Head(h)) => h.api_key_hash,
+                other => panic!("{other:?}"),
+            }
+        };
+        let bearer = head("authorization: Bearer sk-123");
+        assert_eq!(bearer, Some(hasher.hash("sk-123")));
+        assert_eq!(
+            head("x-api-key: sk-123"),
+            bearer,
+            "the same key, the same hash"
+        );
+        // Basic alice:pw1 and alice:pw2: the user alone, so one hash, and no password in it.
+        let b1 = head("authorization: Basic YWxpY2U6cHcx");
+        let b2 = head("authorization: Basic YWxpY2U6cHcy");
+        assert_eq!(b1, b2);
+        assert_eq!(b1, Some(hasher.hash("basic-user:alice")));
+        assert_eq!(head("authorization: Basic !!notbase64"), None);
+        // Without a hasher no key is recorded at all.
+        let mut dec = RequestDecoder::default();
+        let mut buf = BytesMut::from("GET / HTTP/1.1\r\nauthorization: Bearer sk-1\r\n\r\n");
+        let Some(RequestFrame::Head(h)) = dec.decode(&mut buf).unwrap() else {
+            panic!("no head");
+        };
+        assert_eq!(h.api_key_hash, None);
     }
 
     #[test]
