@@ -68,6 +68,8 @@ pub struct ExportStats {
     pub spans_dropped: u64,
     /// Metric exports that failed.
     pub metric_exports_failed: u64,
+    /// Label values past their bound (distinct models or tenants), exported as `_other`.
+    pub label_overflows: u64,
 }
 
 /// Everything a session counted.

@@ -8,6 +8,7 @@ use opentelemetry::{
 };
 
 use super::{
+    labels::{LabelLimiter, Origin},
     semconv as sc,
     spans::{count_source_name, operation_name, SpanOptions},
 };
@@ -26,11 +27,15 @@ pub(crate) struct Instruments {
     gpu_time: Counter<f64>,
     gpu_energy: Counter<f64>,
     tokens_per_joule: Histogram<f64>,
+    labels: Arc<LabelLimiter>,
+    label_overflows: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Instruments {
     pub(crate) fn new(meter: &Meter) -> Self {
         Self {
+            labels: Arc::default(),
+            label_overflows: Arc::default(),
             request_duration: meter
                 .f64_histogram(sc::METRIC_SERVER_REQUEST_DURATION)
                 .with_unit("s")
@@ -88,6 +93,22 @@ impl Instruments {
         }
     }
 
+    /// A bounded label ([`LabelLimiter`]), its overflow counted.
+    fn label(&self, key: &'static str, value: &str, origin: Origin) -> KeyValue {
+        let (value, overflowed) = self.labels.admit(key, value, origin);
+        if overflowed {
+            self.label_overflows
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        KeyValue::new(key, value)
+    }
+
+    /// Label values past their bound, exported as `_other`.
+    pub(crate) fn label_overflows(&self) -> u64 {
+        self.label_overflows
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records one request. Requests that are not `GenAI` operations are not recorded.
     /// Returns whether the record was recorded.
     pub(crate) fn record(&self, record: &RequestRecord, options: &SpanOptions) -> bool {
@@ -100,11 +121,14 @@ impl Instruments {
             sc::GEN_AI_PROVIDER_NAME,
             options.provider_name.clone(),
         ));
-        if let Some(model) = &record.request_model {
-            attrs.push(KeyValue::new(sc::GEN_AI_REQUEST_MODEL, model.clone()));
-        }
+        // The server's model name first: a client asking for it is then that value.
         if let Some(model) = &record.model {
-            attrs.push(KeyValue::new(sc::GEN_AI_RESPONSE_MODEL, model.clone()));
+            attrs.push(self.label(sc::GEN_AI_RESPONSE_MODEL, model, Origin::Server));
+            self.labels
+                .admit(sc::GEN_AI_REQUEST_MODEL, model, Origin::Server);
+        }
+        if let Some(model) = &record.request_model {
+            attrs.push(self.label(sc::GEN_AI_REQUEST_MODEL, model, Origin::Client));
         }
         if let Some(address) = &record.server_address {
             attrs.push(KeyValue::new(sc::SERVER_ADDRESS, address.clone()));
@@ -175,7 +199,7 @@ impl Instruments {
         };
         let mut attrs = base.to_vec();
         if let Some(tenant) = &record.tenant {
-            attrs.push(KeyValue::new(sc::STRIKE_TENANT, tenant.clone()));
+            attrs.push(self.label(sc::STRIKE_TENANT, tenant, Origin::Client));
         }
         self.cost.add(cost, &attrs);
         if let Some(s) = record.gpu_seconds {

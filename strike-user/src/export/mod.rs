@@ -14,6 +14,7 @@
 //! Privacy: prompts and completions are never exported (records hold none); the server's
 //! `error_message` only with [`ExportConfig::include_error_messages`]. See `docs/EXPORT.md`.
 
+pub mod labels;
 pub mod metrics;
 pub mod semconv;
 pub mod spans;
@@ -585,7 +586,10 @@ impl Exporter {
 
     /// The counters so far.
     pub fn stats(&self) -> ExportStats {
-        stats_of(&self.counters)
+        ExportStats {
+            label_overflows: self.instruments.label_overflows(),
+            ..stats_of(&self.counters)
+        }
     }
 }
 
@@ -602,6 +606,7 @@ fn stats_of(c: &Counters) -> ExportStats {
         spans_failed: get(&c.spans_failed),
         spans_dropped: get(&c.spans_dropped),
         metric_exports_failed: get(&c.metric_exports_failed),
+        label_overflows: 0,
     }
 }
 

@@ -14,7 +14,9 @@
 
 use serde_json::{Map, Value};
 
-use super::openai::{body_error, object, parse_error, parse_request_fields, ErrorInfo, LlmError};
+use super::openai::{
+    body_error, object, parse_error, parse_request_fields, str_of, ErrorInfo, LlmError,
+};
 use super::openai::{RequestInfo, ResponseInfo};
 use crate::tokens::Usage;
 
@@ -95,8 +97,8 @@ fn usage(u: &Map<String, Value>) -> Usage {
 
 /// The parts of a whole message (a response body, or `message_start`'s `message`).
 fn message(msg: &Map<String, Value>, info: &mut ResponseInfo) {
-    info.id = msg.get("id").and_then(Value::as_str).map(str::to_owned);
-    info.model = msg.get("model").and_then(Value::as_str).map(str::to_owned);
+    info.id = str_of(msg.get("id"));
+    info.model = str_of(msg.get("model"));
     if let Some(Value::Array(blocks)) = msg.get("content") {
         for block in blocks.iter().filter_map(Value::as_object) {
             take_content(info, block_content(block));

@@ -19,7 +19,7 @@
 use serde_json::{Map, Value};
 
 use super::openai::{
-    body_error, object, parse_request_fields, LlmError, RequestInfo, ResponseInfo,
+    body_error, object, parse_request_fields, str_of, LlmError, RequestInfo, ResponseInfo,
 };
 use crate::tokens::Usage;
 
@@ -51,7 +51,7 @@ pub fn parse_request(body: &[u8]) -> Result<RequestInfo, LlmError> {
 pub fn model_in_path(path: &str) -> Option<String> {
     let rest = path.strip_prefix("/v2/models/")?;
     let model = rest.split('/').next().filter(|m| !m.is_empty())?;
-    Some(model.chars().take(256).collect())
+    Some(model.chars().take(super::openai::MAX_NAME_CHARS).collect())
 }
 
 /// Whether `path` (query string removed) is a generate endpoint: TGI's (`Some(false)`) or
@@ -86,10 +86,7 @@ fn take_content(info: &mut ResponseInfo, bytes: usize) {
 pub fn parse_response(data: &[u8]) -> Result<ResponseInfo, LlmError> {
     let map = object(data)?;
     let mut info = ResponseInfo {
-        model: map
-            .get("model_name")
-            .and_then(Value::as_str)
-            .map(|m| m.chars().take(256).collect()),
+        model: str_of(map.get("model_name")),
         ..ResponseInfo::default()
     };
     // TGI: a stream event's token, else a whole response's text.

@@ -92,8 +92,14 @@ pub(super) fn object(data: &[u8]) -> Result<Map<String, Value>, LlmError> {
     }
 }
 
-fn str_of(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str).map(str::to_owned)
+/// Longest id or model name kept, in characters: both are chosen by whoever sends the
+/// bytes (a client's `model`, a server echoing it), and end up in records and labels.
+pub const MAX_NAME_CHARS: usize = 256;
+
+/// A string field, at most [`MAX_NAME_CHARS`] long.
+pub(super) fn str_of(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .map(|s| s.chars().take(MAX_NAME_CHARS).collect())
 }
 
 /// Adds up text bytes and token ids found in a prompt-like value.
@@ -518,6 +524,18 @@ mod tests {
         ] {
             assert_eq!(classify("POST", path), want, "{path}");
         }
+    }
+
+    #[test]
+    fn ids_and_model_names_are_bounded() {
+        let long = "m".repeat(65_536);
+        let body = format!(r#"{{"id":"{long}","model":"{long}","choices":[]}}"#);
+        let info = parse_response(body.as_bytes()).unwrap();
+        assert_eq!(info.model.unwrap().len(), MAX_NAME_CHARS);
+        assert_eq!(info.id.unwrap().len(), MAX_NAME_CHARS);
+        let req = format!(r#"{{"model":"{long}","prompt":"x"}}"#);
+        let info = parse_request(Api::Completions, Dialect::OpenAi, req.as_bytes()).unwrap();
+        assert_eq!(info.model.unwrap().len(), MAX_NAME_CHARS);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 use serde_json::{Map, Value};
 
 use super::openai::{
-    body_error, object, parse_request_fields, text_in, truncate_message, ErrorInfo, LlmError,
+    body_error, object, parse_request_fields, str_of, text_in, truncate_message, ErrorInfo,
+    LlmError,
 };
 use super::openai::{RequestInfo, ResponseInfo};
 use crate::tokens::Usage;
@@ -70,8 +71,8 @@ fn take(info: &mut ResponseInfo, bytes: u64, answer: bool) {
 
 /// The parts of a whole response object (a body, or the `response` of a stream event).
 fn response(r: &Map<String, Value>, info: &mut ResponseInfo, with_output: bool) {
-    info.id = r.get("id").and_then(Value::as_str).map(str::to_owned);
-    info.model = r.get("model").and_then(Value::as_str).map(str::to_owned);
+    info.id = str_of(r.get("id"));
+    info.model = str_of(r.get("model"));
     if with_output {
         if let Some(Value::Array(items)) = r.get("output") {
             for item in items.iter().filter_map(Value::as_object) {
