@@ -844,9 +844,10 @@ fn request_body_over_its_hard_bound() {
     );
 }
 
-#[test]
-fn response_json_body_over_its_bound_is_read_whole() {
-    let mut x = Ex::with_max(128);
+/// A chat request for model `asked` (a 2-token prompt) and the head of its JSON response,
+/// with bodies kept up to `max`.
+fn asked_for_json(max: usize) -> Ex {
+    let mut x = Ex::with_max(max);
     x.request(
         "POST",
         CHAT,
@@ -854,6 +855,12 @@ fn response_json_body_over_its_bound_is_read_whole() {
         100,
     );
     x.head(10, 200, Some("application/json"));
+    x
+}
+
+#[test]
+fn response_json_body_over_its_bound_is_read_whole() {
+    let mut x = asked_for_json(128);
     let text = "Hi there! ".repeat(5000);
     let res = String::from_utf8(CHAT_RES.to_vec())
         .unwrap()
@@ -873,14 +880,7 @@ fn response_json_body_over_its_bound_is_read_whole() {
 
 #[test]
 fn response_json_body_over_its_hard_bound() {
-    let mut x = Ex::with_max(128);
-    x.request(
-        "POST",
-        CHAT,
-        &[br#"{"model":"asked","messages":[{"role":"user","content":"Say hi"}]}"#],
-        100,
-    );
-    x.head(10, 200, Some("application/json"));
+    let mut x = asked_for_json(128);
     let body = members_without_end(20_000);
     let (a, b) = body.split_at(100);
     x.body(11, a);
