@@ -152,11 +152,23 @@ impl JsonBody<PromptText> {
 }
 
 impl JsonBody<OutputText> {
-    /// What the response says, its output measured whole.
-    pub fn response(&mut self, dialect: Dialect, stats: &mut TrackerStats) -> Option<ResponseInfo> {
+    /// What the response says, its output measured whole. A rerank or score answered with
+    /// a bare JSON array (TEI's `[{"index", "score"}]`) says nothing more than that it came.
+    pub fn response(
+        &mut self,
+        api: Api,
+        dialect: Dialect,
+        stats: &mut TrackerStats,
+    ) -> Option<ResponseInfo> {
+        let bare_list_ok = matches!(api, Api::Rerank | Api::Score);
         let (mut info, elided) = self.finish(
             stats,
-            |copy| openai::parse_response_in(dialect, copy),
+            |copy| match openai::parse_response_in(dialect, copy) {
+                Err(LlmError::NotObject) if bare_list_ok && copy.first() == Some(&b'[') => {
+                    Ok(ResponseInfo::default())
+                }
+                other => other,
+            },
             "response body",
         )?;
         info.content_bytes = info.content_bytes.saturating_add(elided.text_bytes);
@@ -238,7 +250,11 @@ mod tests {
         for c in body.chunks(4096) {
             b.feed(c, || OutputText, 1 << 20, &mut stats);
         }
-        assert_eq!(b.response(Dialect::OpenAi, &mut stats).unwrap(), whole);
+        assert_eq!(
+            b.response(Api::ChatCompletions, Dialect::OpenAi, &mut stats)
+                .unwrap(),
+            whole
+        );
     }
 
     #[test]
@@ -247,8 +263,23 @@ mod tests {
         let mut b = JsonBody::<OutputText>::default();
         b.feed(b"<html>", || OutputText, 1 << 20, &mut stats);
         assert!(!b.reading());
-        assert!(b.response(Dialect::OpenAi, &mut stats).is_none());
+        assert!(b
+            .response(Api::ChatCompletions, Dialect::OpenAi, &mut stats)
+            .is_none());
         assert_eq!(stats.json_errors, 1);
+        // TEI's rerank answers with a list: a response, not an error; a chat cannot.
+        for (api, ok) in [(Api::Rerank, true), (Api::ChatCompletions, false)] {
+            let mut stats = TrackerStats::default();
+            let mut b = JsonBody::<OutputText>::default();
+            b.feed(
+                br#"[{"index":1,"score":0.9}]"#,
+                || OutputText,
+                1 << 20,
+                &mut stats,
+            );
+            assert_eq!(b.response(api, Dialect::OpenAi, &mut stats).is_some(), ok);
+            assert_eq!(stats.json_errors, u64::from(!ok));
+        }
         let (info, stats) = request(Dialect::OpenAi, b"", 1 << 20);
         assert_eq!((info, stats.json_errors), (None, 0));
     }

@@ -478,7 +478,7 @@ impl InFlight {
         match self.mode {
             BodyMode::Json => {
                 if !self.res_coding.has_failed() {
-                    if let Some(info) = self.res_json.response(self.dialect, stats) {
+                    if let Some(info) = self.res_json.response(self.api, self.dialect, stats) {
                         self.merge(ts_ns, info, false);
                     }
                 }
