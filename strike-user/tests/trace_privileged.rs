@@ -88,6 +88,8 @@ fn replay_of_a_recording_gives_the_live_records() {
         "strike-replay-equals-live-{}.strikecap",
         std::process::id()
     ));
+    // Strike writes a recording only to a new file: a stale one of an earlier run goes.
+    let _ = std::fs::remove_file(&recording);
     let pid = server.0.id().to_string();
     let recording_arg = recording.to_string_lossy().into_owned();
     let (strike, err, attached) = start_strike([

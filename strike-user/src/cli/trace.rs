@@ -152,14 +152,27 @@ async fn wait_for_signal() {
     }
 }
 
+/// A new file only its owner can read (a recording holds prompts and API keys): never an
+/// existing one (`O_EXCL`, which a symlink counts as), never through a symlink
+/// (`O_NOFOLLOW`), mode 0600 whatever the umask.
 fn create_private(path: &std::path::Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
     fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(path)
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                io::Error::new(
+                    e.kind(),
+                    "it exists (Strike writes a recording only to a new file)",
+                )
+            } else {
+                e
+            }
+        })
 }
 
 #[cfg(test)]
@@ -168,6 +181,29 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
+
+    #[test]
+    fn recordings_are_new_private_files_never_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("strike-record-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("capture.strikecap");
+        drop(create_private(&path).unwrap());
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let again = create_private(&path).unwrap_err();
+        assert!(again.to_string().contains("only to a new file"), "{again}");
+        let target = dir.join("elsewhere");
+        fs::write(&target, "keep me").unwrap();
+        let link = dir.join("link.strikecap");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(create_private(&link).is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep me");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn trace(args: &[&str]) -> Result<RunConfig, String> {
         let cli = Cli::try_parse_from(["strike", "trace"].iter().chain(args))
