@@ -183,6 +183,12 @@ pub fn fuzz_entry_openai_event(data: &[u8]) {
 /// The tracker fed an event sequence decoded from bytes: each op byte picks an event for
 /// one of two connections; Data takes a length byte and that many bytes.
 pub fn fuzz_entry_tracker(data: &[u8]) {
+    tracker_records(data);
+}
+
+/// [`fuzz_entry_tracker`]'s run: the records it gave, each one serialisable, every
+/// connection closed at the end and every record counted.
+pub fn tracker_records(data: &[u8]) -> Vec<crate::record::RequestRecord> {
     let mut tracker = RequestTracker::new(TrackerConfig {
         max_body_bytes: 512,
         max_connections: 2,
@@ -252,6 +258,7 @@ pub fn fuzz_entry_tracker(data: &[u8]) {
     assert_eq!(stats.connections_open, 0);
     assert_eq!(stats.records, out.len() as u64);
     for r in &out {
-        let _ = serde_json::to_string(r);
+        assert!(serde_json::to_string(r).is_ok());
     }
+    out
 }
