@@ -8,9 +8,11 @@ use opentelemetry::{
 };
 
 use super::{
+    bump,
     labels::{LabelLimiter, Origin},
     semconv as sc,
     spans::{count_source_name, operation_name, SpanOptions},
+    Counters,
 };
 use crate::telemetry::ExportStats;
 use crate::{cost::ledger::CostTotals, record::RequestRecord, telemetry::Summary};
@@ -28,14 +30,15 @@ pub(crate) struct Instruments {
     gpu_energy: Counter<f64>,
     tokens_per_joule: Histogram<f64>,
     labels: Arc<LabelLimiter>,
-    label_overflows: Arc<std::sync::atomic::AtomicU64>,
+    /// The exporter's counters (`label_overflows`).
+    counters: Arc<Counters>,
 }
 
 impl Instruments {
-    pub(crate) fn new(meter: &Meter) -> Self {
+    pub(super) fn new(meter: &Meter, counters: Arc<Counters>) -> Self {
         Self {
             labels: Arc::default(),
-            label_overflows: Arc::default(),
+            counters,
             request_duration: meter
                 .f64_histogram(sc::METRIC_SERVER_REQUEST_DURATION)
                 .with_unit("s")
@@ -97,16 +100,9 @@ impl Instruments {
     fn label(&self, key: &'static str, value: &str, origin: Origin) -> KeyValue {
         let (value, overflowed) = self.labels.admit(key, value, origin);
         if overflowed {
-            self.label_overflows
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bump(&self.counters.label_overflows, 1);
         }
         KeyValue::new(key, value)
-    }
-
-    /// Label values past their bound, exported as `_other`.
-    pub(crate) fn label_overflows(&self) -> u64 {
-        self.label_overflows
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records one request. Requests that are not `GenAI` operations are not recorded.

@@ -198,6 +198,7 @@ struct Counters {
     spans_failed: AtomicU64,
     spans_dropped: AtomicU64,
     metric_exports_failed: AtomicU64,
+    label_overflows: AtomicU64,
 }
 
 impl Counters {
@@ -459,7 +460,10 @@ impl Exporter {
         let tracer = tracer_provider
             .as_ref()
             .map(|p| p.tracer_with_scope(scope.clone()));
-        let instruments = metrics::Instruments::new(&meter_provider.meter_with_scope(scope));
+        let instruments = metrics::Instruments::new(
+            &meter_provider.meter_with_scope(scope),
+            Arc::clone(&counters),
+        );
         Ok(Self {
             tracer_provider,
             meter_provider,
@@ -586,10 +590,7 @@ impl Exporter {
 
     /// The counters so far.
     pub fn stats(&self) -> ExportStats {
-        ExportStats {
-            label_overflows: self.instruments.label_overflows(),
-            ..stats_of(&self.counters)
-        }
+        stats_of(&self.counters)
     }
 }
 
@@ -606,7 +607,7 @@ fn stats_of(c: &Counters) -> ExportStats {
         spans_failed: get(&c.spans_failed),
         spans_dropped: get(&c.spans_dropped),
         metric_exports_failed: get(&c.metric_exports_failed),
-        label_overflows: 0,
+        label_overflows: get(&c.label_overflows),
     }
 }
 

@@ -186,3 +186,32 @@ fn cost_energy_and_tenant_on_spans_and_metrics() {
     assert_eq!(tpj[0].count(), 2);
     assert!((tpj[0].sum() - 1.0).abs() < 1e-12);
 }
+
+#[test]
+fn distinct_client_models_past_their_bound_are_other_and_counted() {
+    let h = harness(&ExportConfig::default());
+    for i in 0..50 {
+        let mut r = record();
+        r.request_model = Some(format!("client-model-{i}"));
+        r.model = None;
+        h.exporter.export(&r);
+    }
+    let other = crate::export::labels::OVERFLOW;
+    let client_limit = crate::export::labels::MAX_CLIENT_VALUES;
+    let expected = u64::try_from(50 - client_limit).unwrap();
+    assert_eq!(h.exporter.stats().label_overflows, expected);
+    let models: std::collections::BTreeSet<String> = h.metric("strike.requests", |m| {
+        u64_sum(m)
+            .iter()
+            .flat_map(|p| p.attributes().cloned().collect::<Vec<_>>())
+            .filter(|kv| kv.key.as_str() == "gen_ai.request.model")
+            .map(|kv| kv.value.to_string())
+            .collect()
+    });
+    assert_eq!(
+        models.len(),
+        client_limit + 1,
+        "the admitted values and {other}"
+    );
+    assert!(models.contains(other));
+}
