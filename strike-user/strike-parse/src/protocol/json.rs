@@ -179,7 +179,6 @@ pub struct BoundedJson<P> {
     str_text: Option<bool>,
     /// Continuation bytes the last character written still needs.
     utf8_need: usize,
-    fed: u64,
     elided: Elided,
     failed: Option<JsonError>,
 }
@@ -204,16 +203,9 @@ impl<P: TextPaths> BoundedJson<P> {
             str_kept: 0,
             str_text: None,
             utf8_need: 0,
-            fed: 0,
             elided: Elided::default(),
             failed: None,
         }
-    }
-
-    /// Body bytes fed so far.
-    #[must_use]
-    pub fn fed(&self) -> u64 {
-        self.fed
     }
 
     /// The error that stopped the reading, if one did.
@@ -227,7 +219,6 @@ impl<P: TextPaths> BoundedJson<P> {
         if self.failed.is_some() {
             return;
         }
-        self.fed = self.fed.saturating_add(data.len() as u64);
         if let Err(e) = self.lex(data) {
             self.fail(e);
         } else if self.out.len() > self.hard {
