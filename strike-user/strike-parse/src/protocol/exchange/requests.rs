@@ -55,19 +55,8 @@ impl ExchangeMachine {
                 Step::NeedMore => return,
                 Step::Framed => {}
                 Step::Head(head, consumed) => {
-                    let seq = self.next_seq;
-                    self.next_seq = self.next_seq.saturating_add(1);
-                    self.requests_seen = self.requests_seen.saturating_add(1);
+                    let seq = self.announce_request(ts_ns, head, out, counters);
                     self.req.begin(Some(seq), consumed);
-                    let head_request = head.method.eq_ignore_ascii_case("HEAD");
-                    self.push_pending(seq, head_request, false, ts_ns, out, counters);
-                    let start_ns = self.req_start_ns.take().unwrap_or(ts_ns);
-                    out.push(ExchangeEvent::RequestHead {
-                        seq,
-                        start_ns,
-                        ts_ns,
-                        head,
-                    });
                 }
                 Step::Error(err) => {
                     self.request_error(ts_ns, &err, out, counters);
@@ -108,6 +97,30 @@ impl ExchangeMachine {
             self.req.mode = Mode::Normal;
         }
         synced
+    }
+
+    /// A request whose head was read (or, for a head that did not parse, its request line):
+    /// numbered, queued for its response and announced. Returns its number.
+    fn announce_request(
+        &mut self,
+        ts_ns: u64,
+        head: RequestHead,
+        out: &mut Vec<ExchangeEvent>,
+        counters: &mut ProtocolCounters,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.saturating_add(1);
+        self.requests_seen = self.requests_seen.saturating_add(1);
+        let head_request = head.method.eq_ignore_ascii_case("HEAD");
+        self.push_pending(seq, head_request, false, ts_ns, out, counters);
+        let start_ns = self.req_start_ns.take().unwrap_or(ts_ns);
+        out.push(ExchangeEvent::RequestHead {
+            seq,
+            start_ns,
+            ts_ns,
+            head,
+        });
+        seq
     }
 
     /// A request that certainly happened but was not seen.
@@ -175,18 +188,7 @@ impl ExchangeMachine {
             // A request whose head the server may well accept (a lenient one, or more header
             // fields than Strike parses): a record with what its request line says, paired
             // with the response that comes, and marked.
-            let seq = self.next_seq;
-            self.next_seq = self.next_seq.saturating_add(1);
-            self.requests_seen = self.requests_seen.saturating_add(1);
-            let head_request = head.method.eq_ignore_ascii_case("HEAD");
-            self.push_pending(seq, head_request, false, ts_ns, out, counters);
-            let start_ns = self.req_start_ns.unwrap_or(ts_ns);
-            out.push(ExchangeEvent::RequestHead {
-                seq,
-                start_ns,
-                ts_ns,
-                head,
-            });
+            let seq = self.announce_request(ts_ns, head, out, counters);
             out.push(RequestDecoder::abort_event(
                 seq,
                 ts_ns,
