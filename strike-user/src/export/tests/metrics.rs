@@ -196,8 +196,8 @@ fn distinct_client_models_past_their_bound_are_other_and_counted() {
         r.model = None;
         h.exporter.export(&r);
     }
-    let other = crate::export::labels::OVERFLOW;
-    let client_limit = crate::export::labels::MAX_CLIENT_VALUES;
+    let other = labels::OVERFLOW;
+    let client_limit = labels::MAX_CLIENT_VALUES;
     let expected = u64::try_from(50 - client_limit).unwrap();
     assert_eq!(h.exporter.stats().label_overflows, expected);
     let models: std::collections::BTreeSet<String> = h.metric("strike.requests", |m| {
