@@ -17,8 +17,14 @@ pub const MAP_COUNTERS: &str = "COUNTERS";
 
 /// Name of the global that caps the bytes captured from one syscall.
 pub const GLOBAL_MAX_CAPTURE: &str = "MAX_CAPTURE_BYTES";
-/// Name of the global with the offset of `child_pid` in `sched/sched_process_fork`.
-pub const GLOBAL_FORK_CHILD_OFF: &str = "FORK_CHILD_PID_OFF";
+/// Name of the global with the offset of `pid` in `task/task_newtask`.
+pub const GLOBAL_NEWTASK_PID_OFF: &str = "NEWTASK_PID_OFF";
+/// Name of the global with the offset of `clone_flags` in `task/task_newtask`.
+pub const GLOBAL_NEWTASK_FLAGS_OFF: &str = "NEWTASK_FLAGS_OFF";
+/// Name of the global with the ring buffer bytes kept free for control events: a data
+/// event is dropped (counted) rather than fill them, so opens, closes, forks and exits are
+/// not lost with data when the reader falls behind.
+pub const GLOBAL_CONTROL_RESERVE: &str = "CONTROL_RESERVE_BYTES";
 
 /// Payload bytes carried by one data event. A syscall that moved more is split into
 /// several events, each with its own stream offset.
@@ -49,6 +55,11 @@ pub mod kind {
     pub const FORK: u8 = 4;
     /// [`crate::ProcEvent`]: a target process exited.
     pub const EXIT: u8 = 5;
+    /// [`crate::ProcEvent`]: a target process called `execve` (its close-on-exec sockets
+    /// are gone; userspace checks which).
+    pub const EXEC: u8 = 6;
+    /// [`crate::CloseRangeEvent`]: a target process closed a range of fds at once.
+    pub const CLOSE_RANGE: u8 = 7;
 }
 
 /// Flags in [`EventHeader::flags`].
@@ -66,6 +77,13 @@ pub mod direction {
     pub const INGRESS: u8 = 0;
     /// Bytes the traced process wrote to the socket.
     pub const EGRESS: u8 = 1;
+}
+
+/// Flags in [`SockState::flags`].
+pub mod sock_flag {
+    /// Userspace gave up on the connection (not HTTP, or upgraded to another protocol):
+    /// its bytes are no longer copied.
+    pub const IGNORE: u8 = 1 << 0;
 }
 
 /// Which end of the connection the traced process is.
@@ -98,8 +116,15 @@ pub mod counter {
     pub const READ_FAULTS: u32 = 7;
     /// Targets not added on fork because the target map was full.
     pub const TARGETS_FULL: u32 = 8;
+    /// Control events (open, close, fork, exit, exec, `close_range`) lost because the ring
+    /// buffer was full even in the space reserved for them.
+    pub const CONTROL_LOST: u32 = 9;
+    /// `dup`/`dup2`/`dup3` of a tracked socket: the copy's bytes are not captured.
+    pub const DUP_ALIASES: u32 = 10;
+    /// Data syscalls on connections userspace marked ignored (not copied).
+    pub const IGNORED_CALLS: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 12;
 }
 
 /// First field of every ring-buffer record.
@@ -175,6 +200,16 @@ pub struct CloseEvent {
     pub seq: [u64; 2],
 }
 
+/// A target process closed the fds `header.fd..=last` with `close_range(2)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseRangeEvent {
+    pub header: EventHeader,
+    /// Last fd of the range (inclusive).
+    pub last: u32,
+    pub pad: [u8; 4],
+}
+
 /// [`OpenEvent::origin`] of a socket found already open when capture started.
 pub const OPEN_PREEXISTING: u8 = 1;
 
@@ -205,7 +240,9 @@ pub struct SockState {
     pub seq: [u64; 2],
     /// `role::*`.
     pub role: u8,
-    pub pad: [u8; 7],
+    /// `sock_flag::*`.
+    pub flags: u8,
+    pub pad: [u8; 6],
 }
 
 /// Value of the target map.
@@ -226,6 +263,7 @@ const _: () = assert!(DATA_EVENT_HEADER_LEN == 56);
 const _: () = assert!(size_of::<OpenEvent>() == 72);
 const _: () = assert!(size_of::<ProcEvent>() == 40);
 const _: () = assert!(size_of::<CloseEvent>() == 48);
+const _: () = assert!(size_of::<CloseRangeEvent>() == 40);
 const _: () = assert!(size_of::<SockKey>() == 8);
 const _: () = assert!(size_of::<SockState>() == 32);
 const _: () = assert!(size_of::<TargetState>() == 8);

@@ -6,7 +6,15 @@
 //! - exit probes read the return value and copy exactly the bytes transferred, in chunks of
 //!   at most `DATA_CHUNK`, up to the per-syscall capture cap, into one ring buffer;
 //! - accept/connect/close maintain the socket map and its session-unique connection ids;
-//! - sched fork/exit follow the target's child processes.
+//! - `close_range`, `dup2`/`dup3` over a socket, and `execve` end sockets the way `close`
+//!   does, or tell userspace to check which ended;
+//! - `task_newtask` (processes, not threads) and `sched_process_exit` follow the target's
+//!   child processes.
+//!
+//! Control events (open, close, fork, exit, exec, close_range) have a share of the ring
+//! buffer that data events may not fill (`CONTROL_RESERVE_BYTES`), so a reader that falls
+//! behind loses data, counted and seen as gaps, but not the events that say which
+//! connections and processes exist.
 //!
 //! Every drop is counted in `COUNTERS`; every byte has a stream offset (`seq`), so userspace
 //! sees any byte that was not delivered as a gap.
@@ -26,9 +34,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use strike_common::{
-    counter, direction, flag, kind, role, CloseEvent, DataEvent, EventHeader, OpenEvent, ProcEvent,
-    SockKey, SockState, TargetState, DATA_CHUNK, DATA_EVENT_HEADER_LEN, DEFAULT_MAX_CAPTURE,
-    MAX_CAPTURE_LIMIT, MAX_CHUNKS, MAX_IOV_SEGMENTS,
+    counter, direction, flag, kind, role, sock_flag, CloseEvent, CloseRangeEvent, DataEvent,
+    EventHeader, OpenEvent, ProcEvent, SockKey, SockState, TargetState, DATA_CHUNK,
+    DATA_EVENT_HEADER_LEN, DEFAULT_MAX_CAPTURE, MAX_CAPTURE_LIMIT, MAX_CHUNKS, MAX_IOV_SEGMENTS,
 };
 
 // Map names are the `strike_common::MAP_*` constants; userspace looks them up by name.
@@ -63,10 +71,16 @@ static CONN_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Bytes captured from one syscall at most; userspace overrides it (`GLOBAL_MAX_CAPTURE`).
 #[no_mangle]
 static MAX_CAPTURE_BYTES: u32 = DEFAULT_MAX_CAPTURE;
-/// Offset of `child_pid` in `sched/sched_process_fork`; it moved when the comm fields became
-/// `__data_loc`, so userspace reads it from the format file.
+/// Offsets of `pid` and `clone_flags` in `task/task_newtask`, which userspace reads from
+/// the format file.
 #[no_mangle]
-static FORK_CHILD_PID_OFF: u32 = 44;
+static NEWTASK_PID_OFF: u32 = 8;
+#[no_mangle]
+static NEWTASK_FLAGS_OFF: u32 = 32;
+/// Ring buffer bytes that data events leave free for control events; userspace sets it
+/// from the ring's size.
+#[no_mangle]
+static CONTROL_RESERVE_BYTES: u64 = 1024 * 1024;
 
 const OP_BUF: u8 = 1;
 const OP_IOV: u8 = 2;
@@ -76,6 +90,9 @@ const OP_CONNECT: u8 = 4;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+/// Ring buffer record header (`BPF_RINGBUF_HDR_SZ`); records are rounded up to 8 bytes.
+const RINGBUF_HDR: u64 = 8;
 /// Bytes waiting in the ring buffer before the reader is woken up.
 const WAKEUP_BYTES: u64 = 256 * 1024;
 
@@ -83,6 +100,10 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const EINPROGRESS: i64 = 115;
+/// `CLONE_THREAD`: the new task is a thread of the caller, not a process.
+const CLONE_THREAD: u64 = 0x0001_0000;
+/// `CLOSE_RANGE_CLOEXEC`: the range is only marked close-on-exec (closed at `execve`).
+const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 
 /// Offsets in `/sys/kernel/tracing/events/syscalls/*/format`: the first argument is at 16,
 /// each argument takes 8 bytes; `ret` of `sys_exit_*` is at 16.
@@ -149,8 +170,12 @@ fn enter_data(ctx: &TracePointContext, op: u8, dir: u8, msg: bool) -> Result<u32
     }
     // SAFETY: offsets from the tracepoint format (see ARG0..ARG2).
     let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
-    // SAFETY: presence test only.
-    if unsafe { SOCKS.get(SockKey { tgid, fd }) }.is_none() {
+    // SAFETY: the flags are copied out at once.
+    let Some(flags) = (unsafe { SOCKS.get(SockKey { tgid, fd }) }).map(|s| s.flags) else {
+        return Ok(0);
+    };
+    if flags & sock_flag::IGNORE != 0 {
+        count(counter::IGNORED_CALLS, 1);
         return Ok(0);
     }
     let ptr = unsafe { ctx.read_at::<u64>(ARG1) }.map_err(|_| 1u32)?;
@@ -388,12 +413,36 @@ fn emit_data(
             DATA_EVENT_HEADER_LEN + n,
         )
     };
-    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_ok() {
+    let Some(wakeup) = data_room(bytes.len() as u64) else {
+        count(counter::RINGBUF_FULL, 1);
+        return;
+    };
+    if EVENTS.output::<[u8]>(bytes, wakeup).is_ok() {
         count(counter::EVENTS, 1);
         count(counter::BYTES, len);
     } else {
         count(counter::RINGBUF_FULL, 1);
     }
+}
+
+/// The wakeup flags for a data record of `len` bytes, or `None` when it would eat into the
+/// space reserved for control events. CPUs race for the last free bytes, so the reserve
+/// is kept approximately, which is all it needs.
+#[inline(always)]
+fn data_room(len: u64) -> Option<u64> {
+    let used = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let size = EVENTS.query(BPF_RB_RING_SIZE);
+    // SAFETY: a global set by the loader before the program runs.
+    let reserve = unsafe { ptr::read_volatile(&CONTROL_RESERVE_BYTES) };
+    let need = used + reserve + RINGBUF_HDR + ((len + 7) & !7);
+    if need > size {
+        return None;
+    }
+    Some(if used >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    })
 }
 
 /// A tracepoint program in the thin form: `$body(&ctx, args…)` (`Result<u32, u32>`) does
@@ -515,7 +564,8 @@ fn try_exit_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
         conn_id,
         seq: [0; 2],
         role: sock_role,
-        pad: [0; 7],
+        flags: 0,
+        pad: [0; 6],
     };
     if SOCKS.insert(SockKey { tgid, fd }, state, 0).is_err() {
         count(counter::SOCKS_FULL, 1);
@@ -587,9 +637,17 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     }
     let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
+    close_sock(pid_tgid, fd);
+    Ok(0)
+}
+
+/// Ends the tracking of `fd` of the current process, if it is a tracked socket.
+#[inline(always)]
+fn close_sock(pid_tgid: u64, fd: u32) {
+    let tgid = (pid_tgid >> 32) as u32;
     let key = SockKey { tgid, fd };
     let Some(state) = (unsafe { SOCKS.get(key) }).copied() else {
-        return Ok(0);
+        return;
     };
     let _ = SOCKS.remove(key);
     let close = CloseEvent {
@@ -606,6 +664,88 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
         seq: state.seq,
     };
     output(&close);
+}
+
+probe!(
+    /// `syscalls/sys_enter_dup2` and `sys_enter_dup3`: oldfd at 16, newfd at 24. A tracked
+    /// socket at `newfd` is closed by the call; a copy of one is counted, not followed.
+    enter_dup2 => try_enter_dup2
+);
+
+fn try_enter_dup2(ctx: &TracePointContext) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    let old = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
+    let new = unsafe { ctx.read_at::<u64>(ARG1) }.map_err(|_| 1u32)? as u32;
+    if old == new {
+        return Ok(0);
+    }
+    count_alias(tgid, old);
+    close_sock(pid_tgid, new);
+    Ok(0)
+}
+
+probe!(
+    /// `syscalls/sys_enter_dup`: fildes at 16. A copy of a tracked socket is counted.
+    enter_dup => try_enter_dup
+);
+
+fn try_enter_dup(ctx: &TracePointContext) -> Result<u32, u32> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    let fd = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
+    count_alias(tgid, fd);
+    Ok(0)
+}
+
+#[inline(always)]
+fn count_alias(tgid: u32, fd: u32) {
+    // SAFETY: presence test only.
+    if unsafe { SOCKS.get(SockKey { tgid, fd }) }.is_some() {
+        count(counter::DUP_ALIASES, 1);
+    }
+}
+
+probe!(
+    /// `syscalls/sys_enter_close_range`: fd at 16, max_fd at 24, flags at 32. Userspace
+    /// knows the process's sockets and ends those in the range; a range that is only marked
+    /// close-on-exec ends at `execve`.
+    enter_close_range => try_enter_close_range
+);
+
+fn try_enter_close_range(ctx: &TracePointContext) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    let first = unsafe { ctx.read_at::<u64>(ARG0) }.map_err(|_| 1u32)? as u32;
+    let last = unsafe { ctx.read_at::<u64>(ARG1) }.map_err(|_| 1u32)? as u32;
+    let flags = unsafe { ctx.read_at::<u64>(ARG2) }.map_err(|_| 1u32)?;
+    // A range only marked close-on-exec ends at `execve`; a reversed one is EINVAL.
+    if flags & CLOSE_RANGE_CLOEXEC != 0 || last < first {
+        return Ok(0);
+    }
+    let ev = CloseRangeEvent {
+        header: EventHeader {
+            kind: kind::CLOSE_RANGE,
+            flags: 0,
+            pad: [0; 2],
+            tgid,
+            tid: pid_tgid as u32,
+            fd: first,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            conn_id: 0,
+        },
+        last,
+        pad: [0; 4],
+    };
+    output(&ev);
     Ok(0)
 }
 
@@ -613,22 +753,26 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<u32, u32> {
 // Process tree
 
 probe!(
-    /// `sched/sched_process_fork`: parent_pid and child_pid at the offsets userspace read
-    /// from the format file. The child of a target becomes a target (threads are pruned by
-    /// userspace).
-    sched_fork => try_sched_fork
+    /// `task/task_newtask`: pid and clone_flags at the offsets userspace read from the
+    /// format file; runs in the parent before the child can run. A child process of a
+    /// target becomes a target at once (no race with its first accept); a thread shares
+    /// its process's tgid and needs nothing.
+    task_newtask => try_newtask
 );
 
-fn try_sched_fork(ctx: &TracePointContext) -> Result<u32, u32> {
+fn try_newtask(ctx: &TracePointContext) -> Result<u32, u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if !is_target(tgid) {
         return Ok(0);
     }
-    let child_off = unsafe { ptr::read_volatile(&FORK_CHILD_PID_OFF) } as usize;
-    let child = unsafe { ctx.read_at::<u32>(child_off) }.map_err(|_| 1u32)?;
-    // Threads of the target share its tgid and need no entry; we cannot tell them apart
-    // here, so userspace removes the ones that turn out to be threads.
+    let flags_off = unsafe { ptr::read_volatile(&NEWTASK_FLAGS_OFF) } as usize;
+    let clone_flags = unsafe { ctx.read_at::<u64>(flags_off) }.map_err(|_| 1u32)?;
+    if clone_flags & CLONE_THREAD != 0 {
+        return Ok(0);
+    }
+    let pid_off = unsafe { ptr::read_volatile(&NEWTASK_PID_OFF) } as usize;
+    let child = unsafe { ctx.read_at::<u32>(pid_off) }.map_err(|_| 1u32)?;
     let state = TargetState { origin: 2, pad: 0 };
     if TARGETS.insert(child, state, 0).is_err() {
         count(counter::TARGETS_FULL, 1);
@@ -683,6 +827,36 @@ fn try_sched_exit(_ctx: &TracePointContext) -> Result<u32, u32> {
     Ok(0)
 }
 
+probe!(
+    /// `sched/sched_process_exec`: runs in the process after a successful `execve`; its
+    /// close-on-exec sockets are closed, which userspace finds out from `/proc`.
+    sched_exec => try_sched_exec
+);
+
+fn try_sched_exec(_ctx: &TracePointContext) -> Result<u32, u32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    let ev = ProcEvent {
+        header: EventHeader {
+            kind: kind::EXEC,
+            flags: 0,
+            pad: [0; 2],
+            tgid,
+            tid: pid_tgid as u32,
+            fd: 0,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            conn_id: 0,
+        },
+        pid: tgid,
+        pad: [0; 4],
+    };
+    output(&ev);
+    Ok(0)
+}
+
 /// Wake the reader only once enough is waiting: a wakeup per record (the default when the
 /// reader keeps up) costs more than the copy itself. The reader also drains on a short timer.
 #[inline(always)]
@@ -694,12 +868,13 @@ fn wakeup_flags() -> u64 {
     }
 }
 
+/// A control event: it may use the space data events leave free.
 #[inline(always)]
 fn output<T>(value: &T) {
     if EVENTS.output::<T>(value, wakeup_flags()).is_ok() {
         count(counter::EVENTS, 1);
     } else {
-        count(counter::RINGBUF_FULL, 1);
+        count(counter::CONTROL_LOST, 1);
     }
 }
 

@@ -7,7 +7,10 @@
 //! | `GET /v1/requests/{id}` | the record whose `request_id` (or server `response_id`) is `id` |
 //! | `GET /v1/requests?limit=N` | the N most recent records, newest first (default 100) |
 //! | `GET /v1/status` | the session's counters (capture, streams, tracker, export) |
-//! | `GET /healthz` | 200 once capture is attached, 503 before |
+//! | `GET /healthz` | 200 once capture is attached and while the processor makes progress; 503 before, and when events have waited for it for 10 s |
+//!
+//! Gathering the metrics and serialising records run on the blocking pool: a large scrape
+//! never holds up the runtime's workers, which the ring reader shares.
 //!
 //! Records hold no prompt or completion text and no credentials (see `docs/EXPORT.md`).
 
@@ -29,7 +32,15 @@ use axum::{
 };
 use serde::Deserialize;
 
-use crate::{export::Exporter, record::RequestRecord, telemetry::Summary};
+use crate::{
+    clock::monotonic_ns,
+    export::Exporter,
+    record::RequestRecord,
+    telemetry::{Liveness, Summary},
+};
+
+/// How long events may wait with no progress of the processor before `/healthz` fails.
+const STALL_PATIENCE_NS: u64 = 10_000_000_000;
 
 /// The most recent records, looked up by Strike's `request_id` or the server's
 /// `response_id`. Bounded: the oldest is evicted first (counted).
@@ -137,6 +148,8 @@ pub struct AppState {
     pub stats: Arc<Mutex<Summary>>,
     /// Set once capture is attached.
     pub ready: Arc<AtomicBool>,
+    /// The processor's progress.
+    pub liveness: Arc<Liveness>,
 }
 
 /// The routes.
@@ -167,7 +180,18 @@ pub async fn serve(
         .await
 }
 
+/// Runs `f` on the blocking pool; a panic there is a 500, not a dead endpoint.
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response())
+}
+
 async fn metrics(State(state): State<AppState>) -> Response {
+    blocking(move || metrics_text(&state)).await
+}
+
+fn metrics_text(state: &AppState) -> Response {
     match state.exporter.prometheus_text() {
         Some(text) => (
             [(
@@ -201,12 +225,19 @@ struct ListQuery {
 }
 
 async fn list_requests(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
-    let records = state.recent.newest(q.limit.unwrap_or(100).min(10_000));
-    let records: Vec<&RequestRecord> = records.iter().map(AsRef::as_ref).collect();
-    Json(records).into_response()
+    blocking(move || {
+        let records = state.recent.newest(q.limit.unwrap_or(100).min(10_000));
+        let records: Vec<&RequestRecord> = records.iter().map(AsRef::as_ref).collect();
+        Json(records).into_response()
+    })
+    .await
 }
 
 async fn status(State(state): State<AppState>) -> Response {
+    blocking(move || status_json(&state)).await
+}
+
+fn status_json(state: &AppState) -> Response {
     let summary = state
         .stats
         .lock()
@@ -223,10 +254,23 @@ async fn status(State(state): State<AppState>) -> Response {
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    health(&state, monotonic_ns())
+}
+
+fn health(state: &AppState, now_ns: u64) -> Response {
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    }
+    match state.liveness.stalled_for(now_ns, STALL_PATIENCE_NS) {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(ns) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stalled: events have waited {} s for the processor\n",
+                ns / 1_000_000_000
+            ),
+        )
+            .into_response(),
     }
 }
 
@@ -310,6 +354,7 @@ mod tests {
             recent,
             stats,
             ready: Arc::new(AtomicBool::new(true)),
+            liveness: Arc::new(Liveness::default()),
         };
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -352,5 +397,33 @@ mod tests {
         assert!(status.contains("\"export\""), "{status}");
         let _ = stop_tx.send(());
         server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn healthz_fails_when_events_wait_on_a_stalled_processor() {
+        let state = AppState {
+            exporter: Arc::new(Exporter::new(&crate::export::ExportConfig::default()).unwrap()),
+            recent: Arc::new(RecentRecords::new(1, false)),
+            stats: Arc::default(),
+            ready: Arc::new(AtomicBool::new(true)),
+            liveness: Arc::new(Liveness::default()),
+        };
+        let s = 1_000_000_000;
+        state.liveness.progressed(100 * s);
+        // Idle: nothing waits, however long since the last turn.
+        assert_eq!(health(&state, 200 * s).status(), StatusCode::OK);
+        state.liveness.waiting_bytes.store(4096, Ordering::Relaxed);
+        assert_eq!(health(&state, 105 * s).status(), StatusCode::OK);
+        assert_eq!(
+            health(&state, 111 * s).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.liveness.progressed(111 * s);
+        assert_eq!(health(&state, 112 * s).status(), StatusCode::OK);
+        state.ready.store(false, Ordering::Release);
+        assert_eq!(
+            health(&state, 112 * s).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

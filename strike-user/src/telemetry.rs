@@ -1,7 +1,7 @@
 //! Strike's self-telemetry: every drop, truncation, gap and eviction, from every stage, in
 //! one summary that `strike trace` prints at the end and writes as JSON (`--summary-file`).
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, sync::atomic::Ordering};
 
 use serde::Serialize;
 
@@ -16,8 +16,12 @@ pub struct PipelineStats {
     pub events_read: u64,
     /// Records that did not decode (a bug or a version mismatch; never expected).
     pub decode_errors: u64,
-    /// Events dropped because the processing stage was behind (its queue was full).
+    /// Data events dropped because the processing stage was behind (its queue was over its
+    /// byte budget, or full).
     pub events_dropped: u64,
+    /// Control events (open, close, fork, exit) dropped: the reader keeps them when it
+    /// drops data, up to a bound; past it they are lost, and reconciliation repairs.
+    pub control_events_dropped: u64,
     /// Records produced.
     pub records: u64,
     /// Records dropped because the output was behind.
@@ -31,8 +35,21 @@ pub struct PipelineStats {
     pub targets_released: u64,
     /// Sockets found already open at start or on fork and tracked.
     pub preexisting_sockets: u64,
+    /// Tracked sockets ended without a close event of their own: by `close_range`, by
+    /// `execve` (close-on-exec), or found gone by reconciliation.
+    pub sockets_closed_implicitly: u64,
+    /// Targets released or added by reconciling the kernel's target map with `/proc` (an
+    /// exit or fork event lost, a pid reused).
+    pub reconciled_targets: u64,
+    /// Socket map entries removed by reconciliation (their process or fd gone unseen).
+    pub reconciled_sockets: u64,
+    /// Connections given up on (not HTTP, upgraded) whose capture the kernel stopped.
+    pub connections_ignored: u64,
     /// Writes to the recording file that failed.
     pub recording_errors: u64,
+    /// Bytes of events left out of the recording: its writer was behind or failed, or the
+    /// recording reached its size cap (`--record-max-mib`).
+    pub recording_bytes_dropped: u64,
     /// GPU sample batches dropped because the processor was behind.
     pub gpu_samples_dropped: u64,
     /// GPU sampling calls that failed.
@@ -42,6 +59,32 @@ pub struct PipelineStats {
     /// Tasks or threads of the session that failed (the ring reader, the GPU sampler, the
     /// record output: a panicking exporter loses the records it had not taken).
     pub task_failures: u64,
+}
+
+/// Whether the processor makes progress: the session stamps each turn of its loop, and
+/// the reader adds what it queues for it. `/healthz` fails when events wait and no turn
+/// came for a while: a processor stuck on something is a dead agent, and the kubelet
+/// restarts it.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Monotonic ns of the processor's last turn.
+    progress_ns: std::sync::atomic::AtomicU64,
+    /// Bytes of capture events queued for the processor and not handled yet.
+    pub waiting_bytes: std::sync::atomic::AtomicUsize,
+}
+
+impl Liveness {
+    /// The processor made progress at `now_ns`.
+    pub fn progressed(&self, now_ns: u64) {
+        self.progress_ns.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// How long the processor has made no progress while events wait, if it has not for
+    /// longer than `patience_ns`.
+    pub fn stalled_for(&self, now_ns: u64, patience_ns: u64) -> Option<u64> {
+        let since = now_ns.saturating_sub(self.progress_ns.load(Ordering::Relaxed));
+        (self.waiting_bytes.load(Ordering::Relaxed) > 0 && since > patience_ns).then_some(since)
+    }
 }
 
 /// Counters of the export stage.
@@ -116,13 +159,18 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "  capture     {} events, {} bytes; ring buffer full: {} events lost; truncated: {} calls ({} bytes)",
-            k.events, k.bytes, k.ringbuf_full, k.truncated_calls, k.truncated_bytes
+            "  capture     {} events, {} bytes; ring buffer full: {} events lost ({} control events); truncated: {} calls ({} bytes)",
+            k.events, k.bytes, k.ringbuf_full, k.control_events_lost, k.truncated_calls, k.truncated_bytes
         );
         let _ = writeln!(
             out,
-            "  streams     {} connections ({} evicted, {} without open); gaps: {} ({} bytes); queue drops: {} events",
-            s.connections_opened, s.connections_evicted, s.connections_without_open, s.gaps, s.gap_bytes, p.events_dropped
+            "  streams     {} connections ({} evicted, {} without open, {} not HTTP and no longer copied); gaps: {} ({} bytes); queue drops: {} events ({} control events)",
+            s.connections_opened, s.connections_evicted, s.connections_without_open, p.connections_ignored, s.gaps, s.gap_bytes, p.events_dropped, p.control_events_dropped
+        );
+        let _ = writeln!(
+            out,
+            "  sockets     {} closed without a close event (close_range, execve, reconciliation); {} dup copies not followed; reconciled: {} targets, {} socket entries",
+            p.sockets_closed_implicitly, k.socket_dups, p.reconciled_targets, p.reconciled_sockets
         );
         let _ = writeln!(
             out,
@@ -162,6 +210,7 @@ impl Summary {
         if p.gpu_samples_dropped
             + p.gpu_sample_errors
             + p.recording_errors
+            + p.recording_bytes_dropped
             + p.process_facts_dropped
             + p.targets_not_added
             + p.task_failures
@@ -169,8 +218,8 @@ impl Summary {
         {
             let _ = writeln!(
                 out,
-                "  session     GPU samples: {} batches dropped, {} failed calls; recording write errors: {}; process facts dropped: {}; processes not traced: {}; failed tasks: {}",
-                p.gpu_samples_dropped, p.gpu_sample_errors, p.recording_errors, p.process_facts_dropped, p.targets_not_added, p.task_failures
+                "  session     GPU samples: {} batches dropped, {} failed calls; recording write errors: {}, bytes left out: {}; process facts dropped: {}; processes not traced: {}; failed tasks: {}",
+                p.gpu_samples_dropped, p.gpu_sample_errors, p.recording_errors, p.recording_bytes_dropped, p.process_facts_dropped, p.targets_not_added, p.task_failures
             );
         }
         if let Some(c) = &self.cost {

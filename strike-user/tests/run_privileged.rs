@@ -152,3 +152,124 @@ fn picks_up_a_container_started_later_and_releases_it() {
     assert_eq!(records[0]["container_id"], id.as_str());
     assert!(rest.contains("1 records (0 partial)"), "{rest}");
 }
+
+/// `tests/servers/fdplay.py`: ends sockets with `close_range` and `dup2`, then reuses their
+/// fd numbers for a file holding a request and a response that no network carried.
+const FDPLAY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/fdplay.py");
+
+/// One request to the fdplay server with `x-then: then`; the response.
+fn fdplay_request(port: u16, then: &str) -> String {
+    let body = r#"{"model":"fdplay-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-then: {then}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// Sockets ended without `close(2)` are no longer taken for the connection: after
+/// `close_range` or a `dup2` over the socket, the file at that fd (holding a request and a
+/// response no network carried) gets no record. A connection that is not HTTP is marked in
+/// the kernel, which stops copying its bytes. Each is counted in `/v1/status`.
+#[test]
+fn sockets_ended_without_close_and_not_http_connections_are_not_captured() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut cmd = Command::new("python3");
+    cmd.arg(FDPLAY);
+    let (server, mut server_out, port) = start_prefork(cmd);
+    let listen = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen_arg = format!("127.0.0.1:{listen}");
+    let pid = server.0.id().to_string();
+    let (strike, err, first) = start_strike([
+        "run",
+        "--pid",
+        &pid,
+        "--no-otlp",
+        "--output",
+        "json",
+        "--listen",
+        &listen_arg,
+    ]);
+    assert!(first.starts_with("strike: running: 1 process"), "{first}");
+    let status = || http_get(listen, "/v1/status")["session"].clone();
+
+    for then in ["close_range", "dup2", "close"] {
+        let response = fdplay_request(port, then);
+        assert!(response.contains("chatcmpl-fdplay-"), "{response}");
+        let done = line(&mut server_out);
+        let words: Vec<&str> = done.split(' ').collect();
+        assert_eq!(words[3], then, "{done}");
+        if then != "close" {
+            // The file really took the socket's fd number.
+            assert_eq!(words[1], words[5], "{done}");
+        }
+    }
+    wait_until("the three records", || {
+        status()["pipeline"]["records"].as_u64() == Some(3)
+    });
+
+    // Not HTTP: binary bytes, echoed; once the session has given up on the connection, more.
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut echo = [0u8; 8];
+    conn.write_all(b"\x00\x01\x02\x03zmq!").unwrap();
+    conn.read_exact(&mut echo).unwrap();
+    wait_until("the connection given up on in the kernel", || {
+        status()["pipeline"]["connections_ignored"].as_u64() == Some(1)
+    });
+    for _ in 0..20 {
+        conn.write_all(b"\x00\x01\x02\x03more").unwrap();
+        conn.read_exact(&mut echo).unwrap();
+    }
+    drop(conn);
+    assert_eq!(line(&mut server_out).split(' ').nth(3), Some("echo"));
+    let mut s = Value::Null;
+    wait_until(
+        "the kernel to skip the ignored connection's syscalls",
+        || {
+            s = status();
+            s["kernel"]["ignored_calls"].as_u64() >= Some(40)
+        },
+    );
+    let (p, k) = (&s["pipeline"], &s["kernel"]);
+    // close_range ends one socket in userspace; dup2 ends one in the kernel, like close.
+    assert_eq!(p["sockets_closed_implicitly"], 1, "{s}");
+    assert_eq!(s["tracker"]["not_http_connections"], 1, "{s}");
+    assert_eq!(k["control_events_lost"], 0, "{s}");
+    eprintln!(
+        "late bytes of the close_range socket dropped: {}",
+        s["stream"]["bytes_after_close"]
+    );
+
+    let (records, rest) = stop_strike(strike, err, libc::SIGTERM);
+    let ids: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["response_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "chatcmpl-fdplay-1",
+            "chatcmpl-fdplay-2",
+            "chatcmpl-fdplay-3"
+        ],
+        "{records:?}\n{rest}"
+    );
+    assert!(
+        records.iter().all(|r| r["model"] != "leaked-model"),
+        "a file at a reused fd was taken for the socket: {records:?}"
+    );
+    for r in &records {
+        assert_eq!(r["partial"], false, "{r}");
+    }
+}

@@ -6,17 +6,18 @@
 pub mod capture_file;
 pub mod procfs;
 
-use std::{fs, io, path::Path};
+use std::{fs, io, os::fd::AsFd as _, path::Path};
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, IterableMap as _, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
 use serde::Serialize;
 use strike_common::{
-    counter, role, SockKey, SockState, TargetState, GLOBAL_FORK_CHILD_OFF, GLOBAL_MAX_CAPTURE,
-    MAP_COUNTERS, MAP_EVENTS, MAP_SOCKS, MAP_TARGETS, USER_CONN_ID_BIT,
+    counter, role, sock_flag, SockKey, SockState, TargetState, GLOBAL_CONTROL_RESERVE,
+    GLOBAL_MAX_CAPTURE, GLOBAL_NEWTASK_FLAGS_OFF, GLOBAL_NEWTASK_PID_OFF, MAP_COUNTERS, MAP_EVENTS,
+    MAP_SOCKS, MAP_TARGETS, USER_CONN_ID_BIT,
 };
 
 use crate::conn::Role;
@@ -52,9 +53,18 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
     ("exit_accept", "syscalls", "sys_exit_accept4"),
     ("exit_connect", "syscalls", "sys_exit_connect"),
     ("enter_close", "syscalls", "sys_enter_close"),
-    ("sched_fork", "sched", "sched_process_fork"),
+    ("enter_close_range", "syscalls", "sys_enter_close_range"),
+    ("enter_dup", "syscalls", "sys_enter_dup"),
+    ("enter_dup2", "syscalls", "sys_enter_dup2"),
+    ("enter_dup2", "syscalls", "sys_enter_dup3"),
+    ("task_newtask", "task", "task_newtask"),
     ("sched_exit", "sched", "sched_process_exit"),
+    ("sched_exec", "sched", "sched_process_exec"),
 ];
+
+/// Tracepoints some architectures or older kernels lack: attached where they exist
+/// (arm64 has no `dup2`; `close_range` is Linux 5.9).
+const OPTIONAL: &[&str] = &["sys_enter_dup2", "sys_enter_close_range"];
 
 /// Settings of the kernel side, as validated by `config` (the one place that checks
 /// settings; the kernel program clamps the cap again on its side).
@@ -123,6 +133,12 @@ pub struct KernelCounters {
     pub pending_map_full: u64,
     pub read_faults: u64,
     pub targets_map_full: u64,
+    /// Control events lost although the ring keeps space for them (see `control_reserve`).
+    pub control_events_lost: u64,
+    /// `dup` copies of tracked sockets, whose bytes are not captured.
+    pub socket_dups: u64,
+    /// Data syscalls on connections marked ignored (not HTTP), not copied.
+    pub ignored_calls: u64,
 }
 
 /// The loaded and attached kernel programs and their control maps.
@@ -163,15 +179,25 @@ fn mount_tracefs() -> io::Result<()> {
     }
 }
 
-/// Offset of `child_pid` in `sched/sched_process_fork`, from its format file.
-fn fork_child_offset() -> Result<u32, CaptureError> {
-    let path = format!("{TRACEFS}/events/sched/sched_process_fork/format");
+/// Offsets of `pid` and `clone_flags` in `task/task_newtask`, from its format file.
+fn newtask_offsets() -> Result<(u32, u32), CaptureError> {
+    let path = format!("{TRACEFS}/events/task/task_newtask/format");
     let missing = || CaptureError::MissingTracepoint {
-        category: "sched".into(),
-        name: "sched_process_fork".into(),
+        category: "task".into(),
+        name: "task_newtask".into(),
     };
     let text = fs::read_to_string(path).map_err(|_| missing())?;
-    parse_field_offset(&text, "child_pid").ok_or_else(missing)
+    let pid = parse_field_offset(&text, "pid").ok_or_else(missing)?;
+    let flags = parse_field_offset(&text, "clone_flags").ok_or_else(missing)?;
+    Ok((pid, flags))
+}
+
+/// Ring buffer bytes kept for control events: an eighth of the ring, at least 64 KiB but
+/// never more than half (a control event is 40 to 72 bytes: a 16 MiB ring keeps room for
+/// some 30,000 of them however far the reader falls behind on data).
+fn control_reserve(ring_bytes: u32) -> u64 {
+    let ring = u64::from(ring_bytes);
+    (ring / 8).max(64 * 1024).min(ring / 2)
 }
 
 /// Finds `offset:N;` of the field named `name` in a tracepoint format file.
@@ -214,10 +240,13 @@ impl Capture {
             return Err(CaptureError::NoObject);
         }
         raise_memlock();
-        let fork_off = fork_child_offset()?;
+        let (pid_off, flags_off) = newtask_offsets()?;
+        let reserve = control_reserve(config.ring_bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_MAX_CAPTURE, &config.max_capture_bytes, true)
-            .override_global(GLOBAL_FORK_CHILD_OFF, &fork_off, true)
+            .override_global(GLOBAL_NEWTASK_PID_OFF, &pid_off, true)
+            .override_global(GLOBAL_NEWTASK_FLAGS_OFF, &flags_off, true)
+            .override_global(GLOBAL_CONTROL_RESERVE, &reserve, true)
             .map_max_entries(MAP_EVENTS, config.ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| CaptureError::Load(Box::new(e)))?;
@@ -230,6 +259,10 @@ impl Capture {
                 .join(name)
                 .exists()
             {
+                if OPTIONAL.contains(&name) {
+                    tracing::debug!("{category}/{name} does not exist here: not attached");
+                    continue;
+                }
                 return Err(CaptureError::MissingTracepoint {
                     category: category.into(),
                     name: name.into(),
@@ -314,7 +347,8 @@ impl Capture {
                 Role::Client => role::CLIENT,
                 Role::Unknown => role::UNKNOWN,
             },
-            pad: [0; 7],
+            flags: 0,
+            pad: [0; 6],
         };
         // BPF_NOEXIST: a socket the kernel started tracking meanwhile keeps its id.
         self.socks
@@ -326,27 +360,51 @@ impl Capture {
         Ok(conn_id)
     }
 
-    /// Forgets every socket of `tgid` (it exited); returns their `(fd, conn_id)`.
-    pub fn untrack_process(&mut self, tgid: u32) -> Vec<(u32, u64)> {
-        let keys: Vec<SockKey> = self
-            .socks
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.tgid == tgid)
-            .collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Ok(state) = self.socks.get(&key, 0) {
-                out.push((key.fd, state.conn_id));
-            }
+    /// Stops tracking `fd` of `tgid` if it is still connection `conn_id` (the kernel may
+    /// have tracked a new socket at that fd meanwhile, which keeps its entry). Between the
+    /// read and the removal the kernel may replace the entry: a window of one syscall.
+    pub fn untrack_socket(&mut self, tgid: u32, fd: u32, conn_id: u64) {
+        let key = SockKey { tgid, fd };
+        if self.socks.get(&key, 0).is_ok_and(|s| s.conn_id == conn_id) {
             let _ = self.socks.remove(&key);
         }
-        out
     }
 
-    /// Number of sockets tracked now.
-    pub fn tracked_sockets(&self) -> usize {
-        self.socks.keys().count()
+    /// Marks connection `conn_id` at `fd` of `tgid` ignored: the kernel stops copying its
+    /// bytes. Returns whether it was still there. The update rewrites the whole entry, so a
+    /// socket the kernel tracked at that fd between the read and the write would inherit
+    /// the old entry: a window of one syscall, taken only for connections found not HTTP.
+    pub fn ignore_socket(&mut self, tgid: u32, fd: u32, conn_id: u64) -> bool {
+        let key = SockKey { tgid, fd };
+        let Ok(mut state) = self.socks.get(&key, 0) else {
+            return false;
+        };
+        if state.conn_id != conn_id {
+            return false;
+        }
+        state.flags |= sock_flag::IGNORE;
+        self.socks.insert(key, state, BPF_EXIST).is_ok()
+    }
+
+    /// Second handles on the target and socket maps, for walking them off the data path.
+    pub fn map_view(&self) -> Result<MapView, CaptureError> {
+        fn reopen<K: aya::Pod, V: aya::Pod>(
+            map: &BpfHashMap<MapData, K, V>,
+            name: &'static str,
+        ) -> Result<BpfHashMap<MapData, K, V>, CaptureError> {
+            let fd = map
+                .map()
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| map_err(name, aya::maps::MapError::from(e)))?;
+            let data = MapData::from_fd(fd).map_err(|e| map_err(name, e))?;
+            BpfHashMap::try_from(aya::maps::Map::HashMap(data)).map_err(|e| map_err(name, e))
+        }
+        Ok(MapView {
+            targets: reopen(&self.targets, MAP_TARGETS)?,
+            socks: reopen(&self.socks, MAP_SOCKS)?,
+        })
     }
 
     /// The kernel counters, summed over CPUs.
@@ -363,12 +421,40 @@ impl Capture {
             pending_map_full: get(counter::PENDING_FULL),
             read_faults: get(counter::READ_FAULTS),
             targets_map_full: get(counter::TARGETS_FULL),
+            control_events_lost: get(counter::CONTROL_LOST),
+            socket_dups: get(counter::DUP_ALIASES),
+            ignored_calls: get(counter::IGNORED_CALLS),
         }
+    }
+}
+
+/// The target and socket maps, read-only, through handles of their own: what the session's
+/// scanner thread walks to reconcile them with `/proc`.
+pub struct MapView {
+    targets: BpfHashMap<MapData, u32, TargetState>,
+    socks: BpfHashMap<MapData, SockKey, SockState>,
+}
+
+impl MapView {
+    /// Every tgid in the target map.
+    pub fn target_pids(&self) -> Vec<u32> {
+        self.targets.keys().filter_map(Result::ok).collect()
+    }
+
+    /// Every socket the kernel tracks, as `(tgid, fd, conn_id)`.
+    pub fn sockets(&self) -> Vec<(u32, u32, u64)> {
+        self.socks
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, v)| (k.tgid, k.fd, v.conn_id))
+            .collect()
     }
 }
 
 /// `BPF_NOEXIST`: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
+/// `BPF_EXIST`: update only if the key is present.
+const BPF_EXIST: u64 = 2;
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, CaptureError> {
     ebpf.take_map(name)
@@ -401,6 +487,30 @@ format:
 \tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:0;
 \tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;
 ";
+
+    const NEWTASK_6_18: &str = "name: task_newtask
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:pid_t pid;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:char comm[16];\toffset:12;\tsize:16;\tsigned:0;
+\tfield:u64 clone_flags;\toffset:32;\tsize:8;\tsigned:0;
+\tfield:short oom_score_adj;\toffset:40;\tsize:2;\tsigned:1;
+";
+
+    #[test]
+    fn finds_newtask_offsets_not_common_pid() {
+        assert_eq!(parse_field_offset(NEWTASK_6_18, "pid"), Some(8));
+        assert_eq!(parse_field_offset(NEWTASK_6_18, "clone_flags"), Some(32));
+    }
+
+    #[test]
+    fn control_reserve_is_an_eighth_within_bounds() {
+        assert_eq!(control_reserve(16 << 20), 2 << 20);
+        assert_eq!(control_reserve(256 << 10), 64 << 10);
+        assert_eq!(control_reserve(64 << 10), 32 << 10);
+    }
 
     #[test]
     fn finds_fork_offsets_on_old_and_new_kernels() {

@@ -84,6 +84,17 @@ impl Proc {
             .is_some_and(|state| !matches!(state, 'Z' | 'X' | 'x'))
     }
 
+    /// When a live process started (`starttime` of `/proc/PID/stat`, clock ticks since
+    /// boot): with its pid, it names the process, so a reused pid is told apart. `None`
+    /// for a process that is gone or a zombie.
+    pub fn start_time(&self, pid: u32) -> Option<u64> {
+        let stat = fs::read_to_string(self.root.join(format!("{pid}/stat"))).ok()?;
+        if matches!(parse_stat_state(&stat)?, 'Z' | 'X' | 'x') {
+            return None;
+        }
+        parse_stat_start_time(&stat)
+    }
+
     /// Parent process id.
     pub fn ppid(&self, pid: u32) -> Option<u32> {
         let s = fs::read_to_string(self.root.join(format!("{pid}/stat"))).ok()?;
@@ -277,6 +288,12 @@ pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The starttime field (the 22nd) of `/proc/PID/stat`.
+pub fn parse_stat_start_time(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// The state letter of `/proc/PID/stat` (`R`, `S`, `Z` for a zombie, `X` for dead, …).
 pub fn parse_stat_state(stat: &str) -> Option<char> {
     let after = &stat[stat.rfind(')')? + 1..];
@@ -398,6 +415,9 @@ mod tests {
             Some(77)
         );
         assert_eq!(parse_stat_ppid("garbage"), None);
+        let stat = "7 (x) y) S 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 123456 8 9";
+        assert_eq!(parse_stat_start_time(stat), Some(123_456));
+        assert_eq!(parse_stat_start_time("7 (x) S 1 7"), None);
         assert_eq!(parse_socket_link("socket:[991]"), Some(991));
         assert_eq!(parse_socket_link("pipe:[991]"), None);
     }
@@ -416,5 +436,7 @@ mod tests {
             .tcp
             .is_some_and(|t| t.local.port() == port && t.state == TCP_LISTEN)));
         assert!(proc.with_descendants(&BTreeSet::from([me])).contains(&me));
+        assert!(proc.start_time(me).is_some_and(|t| t > 0));
+        assert_eq!(proc.start_time(u32::MAX), None);
     }
 }

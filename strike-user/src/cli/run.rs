@@ -25,7 +25,7 @@ use crate::{
     record::RequestRecord,
     server::{self, AppState, RecentRecords},
     session::{run_live, LiveConfig},
-    telemetry::Summary,
+    telemetry::{Liveness, Summary},
 };
 
 #[derive(clap::Args, Debug, Default)]
@@ -138,6 +138,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         config.otlp.include_error_messages,
     ));
     let ready = Arc::new(AtomicBool::new(false));
+    let liveness = Arc::new(Liveness::default());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -154,6 +155,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 recent: Arc::clone(&recent),
                 stats: Arc::clone(&stats),
                 ready: Arc::clone(&ready),
+                liveness: Arc::clone(&liveness),
             };
             Some(start_endpoint(&runtime, addr, state, server_stopped)?)
         }
@@ -165,6 +167,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut live = LiveConfig::new(selector, capture_config.max_capture_bytes);
     live.duration = args.session.duration;
     live.live_stats = Some(Arc::clone(&stats));
+    live.liveness = liveness;
     live_cost(&mut live, &config)?;
     let sink = record_sink(
         Arc::clone(&exporter),

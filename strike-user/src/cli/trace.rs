@@ -39,6 +39,9 @@ pub struct TraceArgs {
     /// prompts and credentials included: it is created readable by its owner only.
     #[arg(long, value_name = "PATH")]
     pub record: Option<PathBuf>,
+    /// Size cap of the recording: past it, later events are left out (counted and logged).
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub record_max_mib: u64,
 }
 
 impl TraceArgs {
@@ -83,6 +86,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let mut live = LiveConfig::new(selector, capture_config.max_capture_bytes);
     live.duration = args.session.duration;
     live.record_file = record_file;
+    live.record_max_bytes = args.record_max_mib << 20;
     live_cost(&mut live, &config)?;
     let format = args.format;
     let sink_stop = stop.clone();

@@ -282,13 +282,15 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
     (
         sc::METRIC_STRIKE_CAPTURE_LOST,
         "{event}",
-        "Capture events lost, by reason: the kernel ring buffer was full, the processing queue was full, or an event did not decode.",
+        "Capture events lost, by reason: the kernel ring buffer was full (data events), the ring's space kept for control events was full too (opens, closes, forks, exits), the processing queue was over its byte budget (data events) or full even for control events, or an event did not decode.",
         |s, _| {
             by(
                 sc::STRIKE_REASON,
                 &[
                     ("ringbuf_full", s.kernel.ringbuf_full),
+                    ("control_ringbuf_full", s.kernel.control_events_lost),
                     ("queue_full", s.pipeline.events_dropped),
+                    ("control_queue_full", s.pipeline.control_events_dropped),
                     ("decode_error", s.pipeline.decode_errors),
                 ],
             )

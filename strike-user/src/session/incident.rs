@@ -16,9 +16,11 @@ use crate::telemetry::PipelineStats;
 #[derive(Debug, Default)]
 pub struct Incidents {
     events_dropped: AtomicU64,
+    control_events_dropped: AtomicU64,
     decode_errors: AtomicU64,
     records_dropped: AtomicU64,
     recording_errors: AtomicU64,
+    recording_bytes_dropped: AtomicU64,
     gpu_samples_dropped: AtomicU64,
     gpu_sample_errors: AtomicU64,
     process_facts_dropped: AtomicU64,
@@ -31,9 +33,11 @@ impl Incidents {
     pub fn record_into(&self, stats: &mut PipelineStats) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         stats.events_dropped = get(&self.events_dropped);
+        stats.control_events_dropped = get(&self.control_events_dropped);
         stats.decode_errors = get(&self.decode_errors);
         stats.records_dropped = get(&self.records_dropped);
         stats.recording_errors = get(&self.recording_errors);
+        stats.recording_bytes_dropped = get(&self.recording_bytes_dropped);
         stats.gpu_samples_dropped = get(&self.gpu_samples_dropped);
         stats.gpu_sample_errors = get(&self.gpu_sample_errors);
         stats.process_facts_dropped = get(&self.process_facts_dropped);
@@ -67,6 +71,23 @@ impl Incident for EventsDropped {
             tracing::warn!(
                 "the processor is behind: capture events dropped ({total} so far); their \
                  requests are reported partial"
+            );
+        }
+    }
+}
+
+/// The processor was so far behind that even the control events (opens, closes, forks,
+/// exits) the reader holds back for it overflowed: reconciliation repairs the target and
+/// socket sets within a pass, and the streams involved see gaps.
+pub struct ControlEventsDropped {
+    pub count: u64,
+}
+
+impl Incident for ControlEventsDropped {
+    fn emit(self, incidents: &Incidents) {
+        if let Some(total) = count(&incidents.control_events_dropped, self.count) {
+            tracing::warn!(
+                "the processor is far behind: control events dropped ({total} so far);                  reconciliation with /proc repairs the target and socket sets"
             );
         }
     }
@@ -107,6 +128,24 @@ impl Incident for RecordingWriteFailed<'_> {
             tracing::error!(
                 "writing the recording failed ({total} so far): {}",
                 self.error
+            );
+        }
+    }
+}
+
+/// Events were left out of the recording (`--record`): its writer is behind, failed, or
+/// the recording reached its size cap. A replay sees them as gaps.
+pub struct RecordingIncomplete {
+    pub bytes: u64,
+    pub why: &'static str,
+}
+
+impl Incident for RecordingIncomplete {
+    fn emit(self, incidents: &Incidents) {
+        if let Some(total) = count(&incidents.recording_bytes_dropped, self.bytes) {
+            tracing::warn!(
+                "events left out of the recording: {} ({total} bytes so far)",
+                self.why
             );
         }
     }
@@ -206,10 +245,16 @@ mod tests {
         let i = Incidents::default();
         let error: &dyn Display = &"boom";
         EventsDropped { count: 3 }.emit(&i);
+        ControlEventsDropped { count: 4 }.emit(&i);
         UndecodableEvent { error }.emit(&i);
         RecordDropped.emit(&i);
         RecordDropped.emit(&i);
         RecordingWriteFailed { error }.emit(&i);
+        RecordingIncomplete {
+            bytes: 5,
+            why: "test",
+        }
+        .emit(&i);
         GpuSamplesDropped.emit(&i);
         GpuSampleFailed { error }.emit(&i);
         ProcessFactDropped { pid: 7 }.emit(&i);
@@ -225,9 +270,11 @@ mod tests {
             s,
             PipelineStats {
                 events_dropped: 3,
+                control_events_dropped: 4,
                 decode_errors: 1,
                 records_dropped: 2,
                 recording_errors: 1,
+                recording_bytes_dropped: 5,
                 gpu_samples_dropped: 1,
                 gpu_sample_errors: 1,
                 process_facts_dropped: 1,

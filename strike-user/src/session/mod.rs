@@ -15,6 +15,7 @@ mod gpu_sampler;
 mod incident;
 mod processor;
 mod reader;
+mod scanner;
 mod targets;
 
 use std::{
@@ -36,6 +37,7 @@ use self::{
     gpu_sampler::spawn_gpu_sampler,
     incident::{Incident as _, RecordDropped, TaskFailed},
     reader::{read_ring, ReaderShared, RingBatch},
+    scanner::{Scan, ScanSchedule, Scanner},
     targets::{apply_change, Targets},
 };
 use crate::{
@@ -44,12 +46,14 @@ use crate::{
         Capture,
     },
     clock::{clock_offset_ns, monotonic_ns},
+    conn::ConnKey,
     cost::CostConfig,
+    event::CaptureEvent,
     gpu::{DeviceSample, GpuSource},
     llm::TrackerConfig,
     record::RequestRecord,
     stream::StreamConfig,
-    telemetry::Summary,
+    telemetry::{Liveness, Summary},
 };
 
 /// Settings of a live session.
@@ -58,14 +62,21 @@ pub struct LiveConfig {
     pub processor: ProcessorConfig,
     /// Capacity of the events queue, in batches.
     pub event_queue: usize,
+    /// Byte budget of the events queue: past it, data events are dropped (counted) and
+    /// control events kept.
+    pub event_queue_bytes: usize,
     /// Capacity of the records queue.
     pub record_queue: usize,
     pub duration: Option<Duration>,
     pub record_file: Option<std::fs::File>,
+    /// Size cap of the recording, in bytes.
+    pub record_max_bytes: u64,
     /// Published every second while running: the session's counters so far.
     pub live_stats: Option<Arc<Mutex<Summary>>>,
     /// GPU sampling, when a source is configured (`processor.expects_gpu` should be set).
     pub gpu: Option<GpuSampling>,
+    /// Stamped at each turn of the processor's loop (for `/healthz`).
+    pub liveness: Arc<Liveness>,
 }
 
 /// A GPU source and how often to read it.
@@ -91,11 +102,14 @@ impl LiveConfig {
                 expects_gpu: false,
             },
             event_queue: 4096,
+            event_queue_bytes: 64 << 20,
             record_queue: 65_536,
             duration: None,
             record_file: None,
+            record_max_bytes: 1 << 30,
             live_stats: None,
             gpu: None,
+            liveness: Arc::default(),
         }
     }
 }
@@ -110,18 +124,11 @@ pub async fn run_live(
     sink: impl FnMut(RequestRecord) + Send + 'static,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let max_capture = config.processor.max_capture_bytes;
-    // The records' dates and the recording's come from one reading of the clocks.
-    let clock_offset = config.processor.tracker.clock_offset_ns;
-    let mut processor = Processor::new(config.processor);
-    if let Some(file) = config.record_file {
-        let header = CaptureFileHeader {
-            version: CAPTURE_FILE_VERSION,
-            clock_offset_ns: clock_offset,
-            max_capture_bytes: max_capture,
-        };
-        processor.write_capture_file(file, &header)?;
-    }
+    let processor = live_processor(
+        config.processor,
+        config.record_file,
+        config.record_max_bytes,
+    )?;
     let ring = capture
         .take_ring()
         .ok_or_else(|| anyhow::anyhow!("ring buffer already taken"))?;
@@ -135,7 +142,10 @@ pub async fn run_live(
     let reader = Arc::new(ReaderShared {
         events_read: AtomicU64::new(0),
         incidents: Arc::clone(&incidents),
+        liveness: Arc::clone(&config.liveness),
+        queue_bytes: config.event_queue_bytes,
     });
+    let maps = capture.map_view()?;
     let mut session = Session {
         processor,
         targets: Targets::new(config.selector),
@@ -145,6 +155,7 @@ pub async fn run_live(
         incidents,
         reader: Arc::clone(&reader),
         started,
+        given_up: Vec::new(),
     };
 
     // Register the initial targets and their open sockets before any event is read.
@@ -161,6 +172,16 @@ pub async fn run_live(
         )?),
         None => None,
     };
+    let selector = session.targets.selector.clone();
+    let mut scanner = Scanner::start(
+        ScanSchedule {
+            selector: selector.is_dynamic().then_some(selector),
+            rescan: Duration::from_secs(1),
+            reconcile: RECONCILE_INTERVAL,
+        },
+        maps,
+        session.targets.snapshot(),
+    )?;
     let reader_stop = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(read_ring(
         ring,
@@ -170,7 +191,6 @@ pub async fn run_live(
     ));
 
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut rescan = tokio::time::interval(Duration::from_secs(1));
     let mut publish_tick = tokio::time::interval(Duration::from_secs(1));
     let deadline = config.duration.map(|d| started + d);
     let live_stats = config.live_stats.as_ref();
@@ -184,27 +204,24 @@ pub async fn run_live(
                 session.batch(batch);
             }
             _ = tick.tick() => session.tick(),
-            _ = rescan.tick(), if session.targets.selector.is_dynamic() => session.rescan(),
-            _ = publish_tick.tick() => publish(live_stats, || session.summary()),
+            Some(scan) = scanner.results.recv() => session.scan(scan),
+            _ = publish_tick.tick() => {
+                publish(live_stats, || session.summary());
+                scanner.publish(session.targets.snapshot());
+            }
             Some(samples) = gpu_rx.recv() => session.gpu_samples(samples),
         }
         session.flush_records();
+        config.liveness.progressed(monotonic_ns());
     }
 
     // Stop reading, process what was already read (the same handling as while running: a
     // fork read only now still makes its child a target), then close out in-flight requests.
     reader_stop.store(true, Ordering::Relaxed);
     gpu_stop.store(true, Ordering::Relaxed);
-    session.join(reader, gpu_thread).await;
-    while let Ok(samples) = gpu_rx.try_recv() {
-        session.gpu_samples(samples);
-    }
-    while let Ok(batch) = event_rx.try_recv() {
-        session.batch(batch);
-    }
-    session.processor.finish(&mut session.records);
-    session.flush_records();
-    session.close_output();
+    let scanner = scanner.stop();
+    session.join(reader, gpu_thread, scanner).await;
+    session.finish(&mut gpu_rx, &mut event_rx);
     if output.join().is_err() {
         // A panicking consumer (an exporter, a writer): the records it had not taken are lost.
         session.task_failed("the record output", &"it panicked");
@@ -212,6 +229,27 @@ pub async fn run_live(
     let summary = session.summary();
     publish(live_stats, || summary.clone());
     Ok(summary)
+}
+
+/// The live session's processor: it reports the connections it gives up on, and records
+/// to `record_file` when given one.
+fn live_processor(
+    config: ProcessorConfig,
+    record_file: Option<std::fs::File>,
+    record_max_bytes: u64,
+) -> std::io::Result<Processor> {
+    // The records' dates and the recording's come from one reading of the clocks.
+    let header = CaptureFileHeader {
+        version: CAPTURE_FILE_VERSION,
+        clock_offset_ns: config.tracker.clock_offset_ns,
+        max_capture_bytes: config.max_capture_bytes,
+    };
+    let mut processor = Processor::new(config);
+    processor.report_given_up();
+    if let Some(file) = record_file {
+        processor.write_capture_file(file, &header, record_max_bytes)?;
+    }
+    Ok(processor)
 }
 
 /// The output thread: hands every record to `sink`, so a slow consumer never stalls capture.
@@ -231,6 +269,9 @@ fn spawn_output(
 /// Sample batches waiting for the processor at most.
 const GPU_QUEUE: usize = 64;
 
+/// How often the kernel maps are reconciled with `/proc`.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(15);
+
 /// The processor task's state: the processor, the target set and the capture it drives, and
 /// the records on their way to the output thread.
 struct Session {
@@ -245,6 +286,8 @@ struct Session {
     incidents: Arc<Incidents>,
     reader: Arc<ReaderShared>,
     started: Instant,
+    /// Connections the processor gave up on, to mark in the kernel.
+    given_up: Vec<ConnKey>,
 }
 
 impl Session {
@@ -254,32 +297,62 @@ impl Session {
             let events = self
                 .targets
                 .add(&mut self.capture, pid, &mut self.processor.stats)?;
-            for ev in events {
-                self.processor.handle(ev, &mut self.records);
-            }
+            self.handle_all(events);
         }
         self.flush_records();
         Ok(initial)
     }
 
+    /// The one way an event reaches the processor: the socket index follows it, and what
+    /// it changes in the target set is applied (its synthetic events handled in turn).
+    fn handle(&mut self, ev: CaptureEvent) {
+        self.targets.sockets.observe(&ev);
+        if let Some(change) = self.processor.handle(ev, &mut self.records) {
+            let synthetic = apply_change(
+                &mut self.targets,
+                &mut self.capture,
+                change,
+                &mut self.processor.stats,
+                &self.incidents,
+            );
+            for synthetic in synthetic {
+                self.targets.sockets.observe(&synthetic);
+                self.processor.handle(synthetic, &mut self.records);
+            }
+        }
+    }
+
+    fn handle_all(&mut self, events: Vec<CaptureEvent>) {
+        for ev in events {
+            self.handle(ev);
+        }
+        self.ignore_given_up();
+    }
+
     /// A batch of the ring, with what its process events change in the target set.
     fn batch(&mut self, batch: RingBatch) {
         for ev in batch.events {
-            if let Some(change) = self.processor.handle(ev, &mut self.records) {
-                let synthetic = apply_change(
-                    &mut self.targets,
-                    &mut self.capture,
-                    change,
-                    &mut self.processor.stats,
-                    &self.incidents,
-                );
-                for synthetic in synthetic {
-                    self.processor.handle(synthetic, &mut self.records);
-                }
-            }
+            self.handle(ev);
         }
+        self.reader
+            .liveness
+            .waiting_bytes
+            .fetch_sub(batch.bytes, Ordering::Relaxed);
+        self.ignore_given_up();
         if let Some(ts) = batch.drained_before_ns {
             self.processor.captured_until(ts);
+        }
+    }
+
+    /// Tells the kernel to stop copying the connections the processor gave up on.
+    fn ignore_given_up(&mut self) {
+        self.processor.take_given_up(&mut self.given_up);
+        for key in self.given_up.drain(..) {
+            if let Some(fd) = self.targets.sockets.fd(key) {
+                if self.capture.ignore_socket(key.tgid, fd, key.conn_id) {
+                    self.processor.stats.connections_ignored += 1;
+                }
+            }
         }
     }
 
@@ -287,15 +360,25 @@ impl Session {
         self.processor.tick(monotonic_ns(), &mut self.records);
     }
 
-    fn rescan(&mut self) {
-        self.targets
-            .rescan(&mut self.capture, &mut self.processor, &mut self.records);
+    /// What the scanner thread found: new processes to trace, or a reconciliation.
+    fn scan(&mut self, scan: Scan) {
+        let stats = &mut self.processor.stats;
+        let events = match scan {
+            Scan::Selected(pids) => {
+                self.targets
+                    .add_selected(&mut self.capture, &pids, stats, &self.incidents)
+            }
+            Scan::Reconciled(found) => {
+                self.targets
+                    .reconcile(&mut self.capture, &found, stats, &self.incidents)
+            }
+        };
+        self.handle_all(events);
     }
 
     fn gpu_samples(&mut self, samples: Vec<DeviceSample>) {
-        for fact in self.targets.describe_gpu_processes(&samples) {
-            self.processor.handle(fact, &mut self.records);
-        }
+        let facts = self.targets.describe_gpu_processes(&samples);
+        self.handle_all(facts);
         self.processor.gpu_samples(samples);
     }
 
@@ -312,8 +395,21 @@ impl Session {
         }
     }
 
-    /// Closes the records queue, so the output thread ends once it has written them.
-    fn close_output(&mut self) {
+    /// Handles what was queued when the session stopped, closes out in-flight requests,
+    /// and closes the records queue, so the output thread ends once it has written them.
+    fn finish(
+        &mut self,
+        gpu_rx: &mut mpsc::Receiver<Vec<DeviceSample>>,
+        event_rx: &mut mpsc::Receiver<RingBatch>,
+    ) {
+        while let Ok(samples) = gpu_rx.try_recv() {
+            self.gpu_samples(samples);
+        }
+        while let Ok(batch) = event_rx.try_recv() {
+            self.batch(batch);
+        }
+        self.processor.finish(&mut self.records);
+        self.flush_records();
         self.record_tx = None;
     }
 
@@ -322,7 +418,13 @@ impl Session {
         &mut self,
         reader: tokio::task::JoinHandle<std::io::Result<()>>,
         gpu_thread: Option<std::thread::JoinHandle<()>>,
+        scanner: std::thread::JoinHandle<()>,
     ) {
+        match tokio::task::spawn_blocking(move || scanner.join()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.task_failed("the scanner", &"it panicked"),
+            Err(e) => self.task_failed("the scanner", &e),
+        }
         match reader.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.task_failed("the ring reader", &e),
@@ -348,7 +450,7 @@ impl Session {
         let mut summary = self.processor.summary();
         summary.pipeline.events_read = self.reader.events_read.load(Ordering::Relaxed);
         summary.kernel = self.capture.counters();
-        summary.targets = self.targets.known.iter().copied().collect();
+        summary.targets = self.targets.known.keys().copied().collect();
         summary.duration_s = self.started.elapsed().as_secs_f64();
         summary
     }

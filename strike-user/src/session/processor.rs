@@ -5,8 +5,8 @@
 use std::{collections::HashMap, io, sync::Arc};
 
 use crate::{
-    capture::capture_file::{CaptureFileHeader, CaptureFileWriter},
-    conn::StreamEvent,
+    capture::capture_file::{BackgroundRecorder, CaptureFileHeader, Handover},
+    conn::{ConnKey, StreamEvent},
     cost::{ledger::Ledger, CostConfig},
     event::{CaptureEvent, ProcessFact},
     gpu::DeviceSample,
@@ -16,7 +16,9 @@ use crate::{
     telemetry::{PipelineStats, Summary},
 };
 
-use super::incident::{Incident as _, Incidents, ProcessFactDropped, RecordingWriteFailed};
+use super::incident::{
+    Incident as _, Incidents, ProcessFactDropped, RecordingIncomplete, RecordingWriteFailed,
+};
 
 /// Settings of the processing stages.
 #[derive(Clone, Debug)]
@@ -47,18 +49,36 @@ pub struct Processor {
     /// What the session learnt about each process (from [`CaptureEvent::Process`]), until
     /// its exit: what records are completed with.
     facts: HashMap<u32, ProcessFact>,
-    recorder: Option<CaptureFileWriter<io::BufWriter<std::fs::File>>>,
+    recorder: Option<BackgroundRecorder>,
     /// The session's counters that are not incidents (targets, sockets).
     pub stats: PipelineStats,
     /// The session's incidents, shared with its other actors.
     incidents: Arc<Incidents>,
+    /// Connections the tracker gave up on (not HTTP), for the live session to stop their
+    /// capture in the kernel; `None` unless asked for (a replay has no kernel to tell).
+    given_up: Option<Vec<ConnKey>>,
+    given_up_scratch: Vec<ConnKey>,
 }
 
 /// What the live session must do about a process event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessChange {
-    Forked { child: u32 },
-    Exited { pid: u32 },
+    Forked {
+        child: u32,
+    },
+    Exited {
+        pid: u32,
+    },
+    /// Its close-on-exec sockets are gone: which, only `/proc` says.
+    Execed {
+        pid: u32,
+    },
+    /// Its fds `first..=last` are closed.
+    ClosedRange {
+        pid: u32,
+        first: u32,
+        last: u32,
+    },
 }
 
 impl Processor {
@@ -75,6 +95,21 @@ impl Processor {
             recorder: None,
             stats: PipelineStats::default(),
             incidents: Arc::default(),
+            given_up: None,
+            given_up_scratch: Vec::new(),
+        }
+    }
+
+    /// From now on, keeps the connections the tracker gives up on for
+    /// [`Processor::take_given_up`] (the live session marks them in the kernel).
+    pub fn report_given_up(&mut self) {
+        self.given_up.get_or_insert_with(Vec::new);
+    }
+
+    /// The connections given up on since the last call.
+    pub fn take_given_up(&mut self, out: &mut Vec<ConnKey>) {
+        if let Some(keys) = &mut self.given_up {
+            out.append(keys);
         }
     }
 
@@ -83,15 +118,17 @@ impl Processor {
         &self.incidents
     }
 
-    /// Records every capture event to `file` from now on.
+    /// Records every capture event to `file` from now on, on a thread of its own, up to
+    /// `max_bytes`.
     pub fn write_capture_file(
         &mut self,
         file: std::fs::File,
         header: &CaptureFileHeader,
+        max_bytes: u64,
     ) -> io::Result<()> {
-        let writer =
-            CaptureFileWriter::new(io::BufWriter::new(file), header).map_err(io::Error::other)?;
-        self.recorder = Some(writer);
+        let recorder =
+            BackgroundRecorder::start(file, header, max_bytes).map_err(io::Error::other)?;
+        self.recorder = Some(recorder);
         Ok(())
     }
 
@@ -101,10 +138,8 @@ impl Processor {
         event: CaptureEvent,
         records: &mut Vec<RequestRecord>,
     ) -> Option<ProcessChange> {
-        if let Some(rec) = &mut self.recorder {
-            if let Err(error) = rec.write(&event) {
-                RecordingWriteFailed { error: &error }.emit(&self.incidents);
-            }
+        if let Some(outcome) = self.recorder.as_mut().and_then(|r| r.record(&event)) {
+            self.recording_outcome(outcome);
         }
         self.now_ns = self.now_ns.max(event.ts_ns());
         let change = match event {
@@ -121,6 +156,11 @@ impl Processor {
                 self.learn(fact);
                 None
             }
+            // What ends the sockets is the session's business: it sends their closes.
+            CaptureEvent::Exec { pid, .. } => Some(ProcessChange::Execed { pid }),
+            CaptureEvent::CloseRange {
+                pid, first, last, ..
+            } => Some(ProcessChange::ClosedRange { pid, first, last }),
             other => {
                 self.reassembler.handle(other, &mut self.stream_events);
                 None
@@ -171,6 +211,14 @@ impl Processor {
     fn drain(&mut self, records: &mut Vec<RequestRecord>) {
         for ev in self.stream_events.drain(..) {
             self.tracker.handle(ev, &mut self.finished);
+        }
+        self.tracker.take_given_up(&mut self.given_up_scratch);
+        for key in self.given_up_scratch.drain(..) {
+            // The same in a replay, so a recording gives the live counters.
+            self.reassembler.ignore(key);
+            if let Some(keys) = &mut self.given_up {
+                keys.push(key);
+            }
         }
         self.send_to_ledger(records);
     }
@@ -229,15 +277,37 @@ impl Processor {
         self.tracker.finish(&mut self.finished);
         self.send_to_ledger(records);
         self.ledger.finish(records);
-        self.flush_recording();
+        self.close_recording();
     }
 
     fn flush_recording(&mut self) {
-        if let Some(rec) = &mut self.recorder {
-            if let Err(error) = rec.flush() {
-                RecordingWriteFailed { error: &error }.emit(&self.incidents);
-            }
+        if let Some(outcome) = self.recorder.as_mut().and_then(BackgroundRecorder::flush) {
+            self.recording_outcome(outcome);
         }
+    }
+
+    /// Ends the recording: what is left is written, and the writer's error, if any, said.
+    fn close_recording(&mut self) {
+        let Some(mut recorder) = self.recorder.take() else {
+            return;
+        };
+        let (last, result) = recorder.finish();
+        if let Some(outcome) = last {
+            self.recording_outcome(outcome);
+        }
+        if let Err(error) = result {
+            RecordingWriteFailed { error: &error }.emit(&self.incidents);
+        }
+    }
+
+    fn recording_outcome(&self, outcome: Handover) {
+        let (bytes, why) = match outcome {
+            Handover::Written => return,
+            Handover::QueueFull(n) => (n, "the disk is behind"),
+            Handover::Capped(n) => (n, "the recording reached its size cap"),
+            Handover::WriterFailed(n) => (n, "writing it failed"),
+        };
+        RecordingIncomplete { bytes, why }.emit(&self.incidents);
     }
 
     /// The stages' counters (kernel counters and duration are the caller's).

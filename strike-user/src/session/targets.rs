@@ -2,12 +2,12 @@
 //! configuration) and the live target set ([`Targets`]), which turns what it reads from
 //! `/proc` into events for the processor.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{
     incident::{Incident as _, Incidents, TargetNotAdded},
     processor::ProcessChange,
-    Processor,
+    scanner::Reconciliation,
 };
 use crate::{
     capture::{
@@ -18,7 +18,6 @@ use crate::{
     conn::{ConnKey, Role},
     event::{CaptureEvent, ProcessFact, SocketClose, SocketOpen},
     gpu::DeviceSample,
-    record::RequestRecord,
     telemetry::PipelineStats,
 };
 
@@ -107,14 +106,17 @@ impl TargetSelector {
     }
 }
 
-/// Tracks the live target set: adds selected and forked processes, prunes threads, releases
-/// exited processes, and registers the sockets they already had open. What it reads from
-/// `/proc` reaches the processor as events ([`ProcessFact`], synthetic opens and closes), so
-/// recordings hold it too.
+/// Tracks the live target set: adds selected and forked processes, releases exited ones,
+/// and registers the sockets they already had open. What it reads from `/proc` reaches the
+/// processor as events ([`ProcessFact`], synthetic opens and closes), so recordings hold it
+/// too. It keeps its own index of the sockets the kernel tracks, from the open and close
+/// events, so ending a process's sockets needs no walk of the kernel map.
 pub(super) struct Targets {
     pub(super) proc: Proc,
     pub(super) selector: TargetSelector,
-    pub(super) known: BTreeSet<u32>,
+    /// Every target, with its start time (`/proc/PID/stat`), which tells a reused pid apart.
+    pub(super) known: BTreeMap<u32, u64>,
+    pub(super) sockets: SocketIndex,
     /// GPU compute processes already described to the processor.
     gpu_pids: BTreeSet<u32>,
 }
@@ -124,7 +126,8 @@ impl Targets {
         Targets {
             proc: Proc::default(),
             selector,
-            known: BTreeSet::new(),
+            known: BTreeMap::new(),
+            sockets: SocketIndex::default(),
             gpu_pids: BTreeSet::new(),
         }
     }
@@ -138,9 +141,11 @@ impl Targets {
         stats: &mut PipelineStats,
     ) -> Result<Vec<CaptureEvent>, CaptureError> {
         capture.add_target(pid)?;
-        if !self.known.insert(pid) {
+        if self.known.contains_key(&pid) {
             return Ok(Vec::new());
         }
+        self.known
+            .insert(pid, self.proc.start_time(pid).unwrap_or_default());
         stats.targets_added += 1;
         let now = monotonic_ns();
         let cgroups = self.proc.cgroups(pid);
@@ -156,7 +161,7 @@ impl Targets {
         let mut events = vec![CaptureEvent::Process(ProcessFact {
             pid,
             ts_ns: now,
-            ppid: self.proc.ppid(pid).filter(|p| self.known.contains(p)),
+            ppid: self.proc.ppid(pid).filter(|p| self.known.contains_key(p)),
             container_id: container_id(&cgroups),
             pod_uid: pod_uid(&cgroups),
             listen_port: listening.first().copied().filter(|_| listening.len() == 1),
@@ -197,7 +202,7 @@ impl Targets {
     pub(super) fn describe_gpu_processes(&mut self, samples: &[DeviceSample]) -> Vec<CaptureEvent> {
         let mut facts = Vec::new();
         for p in samples.iter().flat_map(|s| &s.processes) {
-            if self.known.contains(&p.pid) || self.gpu_pids.len() >= 4096 {
+            if self.known.contains_key(&p.pid) || self.gpu_pids.len() >= 4096 {
                 continue;
             }
             if self.gpu_pids.insert(p.pid) {
@@ -214,28 +219,26 @@ impl Targets {
         facts
     }
 
-    /// Picks up processes that newly match a port or name selection.
-    pub(super) fn rescan(
+    /// Adds the processes of a selection scan that are not targets yet; returns their
+    /// events.
+    pub(super) fn add_selected(
         &mut self,
         capture: &mut Capture,
-        processor: &mut Processor,
-        records: &mut Vec<RequestRecord>,
-    ) {
-        for pid in self.selector.resolve(&self.proc) {
-            if self.known.contains(&pid) {
+        selected: &BTreeSet<u32>,
+        stats: &mut PipelineStats,
+        incidents: &Incidents,
+    ) -> Vec<CaptureEvent> {
+        let mut events = Vec::new();
+        for &pid in selected {
+            if self.known.contains_key(&pid) {
                 continue;
             }
-            match self.add(capture, pid, &mut processor.stats) {
-                Ok(events) => {
-                    for ev in events {
-                        processor.handle(ev, records);
-                    }
-                }
-                Err(error) => {
-                    TargetNotAdded { pid, error: &error }.emit(processor.incidents());
-                }
+            match self.add(capture, pid, stats) {
+                Ok(evs) => events.extend(evs),
+                Err(error) => TargetNotAdded { pid, error: &error }.emit(incidents),
             }
         }
+        events
     }
 
     fn release(
@@ -245,23 +248,108 @@ impl Targets {
         stats: &mut PipelineStats,
     ) -> Vec<CaptureEvent> {
         capture.remove_target(pid);
-        if self.known.remove(&pid) {
+        if self.known.remove(&pid).is_some() {
             stats.targets_released += 1;
         }
         let now = monotonic_ns();
-        capture
-            .untrack_process(pid)
+        self.sockets
+            .take_process(pid)
             .into_iter()
             .map(|(fd, conn_id)| {
-                CaptureEvent::Close(SocketClose {
-                    key: ConnKey { tgid: pid, conn_id },
-                    fd,
-                    ts_ns: now,
-                    final_seq: None,
-                })
+                capture.untrack_socket(pid, fd, conn_id);
+                synthetic_close(pid, fd, conn_id, now)
             })
             .collect()
     }
+
+    /// Ends the tracking of the sockets of `pid` in `fds` (closed without a close event:
+    /// `close_range`, `execve`, or found gone by reconciliation).
+    fn end_sockets(
+        &mut self,
+        capture: &mut Capture,
+        pid: u32,
+        ended: Vec<(u32, u64)>,
+        stats: &mut PipelineStats,
+    ) -> Vec<CaptureEvent> {
+        let now = monotonic_ns();
+        ended
+            .into_iter()
+            .map(|(fd, conn_id)| {
+                stats.sockets_closed_implicitly += 1;
+                self.sockets.remove(ConnKey { tgid: pid, conn_id });
+                capture.untrack_socket(pid, fd, conn_id);
+                synthetic_close(pid, fd, conn_id, now)
+            })
+            .collect()
+    }
+
+    /// Applies a reconciliation of the kernel maps with `/proc` (see `scanner.rs`): targets
+    /// that are gone (an exit event lost, a pid reused) are released, targets the kernel
+    /// added that the session never heard of are added, sockets that are no longer open
+    /// are ended. Returns the events for the processor.
+    pub(super) fn reconcile(
+        &mut self,
+        capture: &mut Capture,
+        found: &Reconciliation,
+        stats: &mut PipelineStats,
+        incidents: &Incidents,
+    ) -> Vec<CaptureEvent> {
+        let mut events = Vec::new();
+        for &pid in &found.gone {
+            // Known by its start time: a pid that was released and reused since the scan
+            // read it is another process, not judged by this scan.
+            let same = found
+                .known_start
+                .get(&pid)
+                .is_none_or(|t| self.known.get(&pid) == Some(t));
+            if same {
+                stats.reconciled_targets += 1;
+                events.extend(self.release(capture, pid, stats));
+            }
+        }
+        for &pid in &found.unknown {
+            if self.known.contains_key(&pid) {
+                continue;
+            }
+            stats.reconciled_targets += 1;
+            match self.add(capture, pid, stats) {
+                Ok(evs) => events.extend(evs),
+                Err(error) => TargetNotAdded { pid, error: &error }.emit(incidents),
+            }
+        }
+        for &(pid, fd, conn_id) in &found.stale_sockets {
+            let key = ConnKey { tgid: pid, conn_id };
+            match self.sockets.opened_ns(key) {
+                // Opened after the scan read `/proc`: not judged by it.
+                Some(opened) if opened >= found.started_ns => {}
+                Some(_) => {
+                    stats.reconciled_sockets += 1;
+                    events.extend(self.end_sockets(capture, pid, vec![(fd, conn_id)], stats));
+                }
+                // The kernel map's alone (its open event was lost): no stream to close.
+                None => {
+                    stats.reconciled_sockets += 1;
+                    capture.untrack_socket(pid, fd, conn_id);
+                }
+            }
+        }
+        events
+    }
+
+    /// What the scanner thread needs to judge the kernel's target map: the targets and
+    /// their start times.
+    pub(super) fn snapshot(&self) -> BTreeMap<u32, u64> {
+        self.known.clone()
+    }
+}
+
+fn synthetic_close(pid: u32, fd: u32, conn_id: u64, ts_ns: u64) -> CaptureEvent {
+    CaptureEvent::Close(SocketClose {
+        key: ConnKey { tgid: pid, conn_id },
+        fd,
+        ts_ns,
+        final_seq: None,
+    })
 }
 
 /// Applies a process event of the capture to the target set; returns synthetic events.
@@ -274,7 +362,7 @@ pub(super) fn apply_change(
 ) -> Vec<CaptureEvent> {
     match change {
         ProcessChange::Forked { child } => {
-            // The kernel added the child; a thread shares its parent's tgid and is removed.
+            // The kernel added the child (never a thread: it skips those).
             if targets.proc.tgid(child) == Some(child) {
                 targets.add(capture, child, stats).unwrap_or_else(|error| {
                     TargetNotAdded {
@@ -285,10 +373,175 @@ pub(super) fn apply_change(
                     Vec::new()
                 })
             } else {
+                // Gone already (or not a process): its exit may have come first.
                 capture.remove_target(child);
                 Vec::new()
             }
         }
         ProcessChange::Exited { pid } => targets.release(capture, pid, stats),
+        ProcessChange::ClosedRange { pid, first, last } => {
+            let ended = targets.sockets.in_range(pid, first, last);
+            targets.end_sockets(capture, pid, ended, stats)
+        }
+        ProcessChange::Execed { pid } => {
+            // Close-on-exec sockets are gone: the tracked fds that are not sockets any more.
+            let open: BTreeSet<u32> = targets
+                .proc
+                .socket_fds(pid)
+                .into_iter()
+                .map(|(fd, _)| fd)
+                .collect();
+            let ended = targets
+                .sockets
+                .in_range(pid, 0, u32::MAX)
+                .into_iter()
+                .filter(|(fd, _)| !open.contains(fd))
+                .collect();
+            targets.end_sockets(capture, pid, ended, stats)
+        }
+    }
+}
+
+/// The sockets the kernel tracks, as the session saw them open and close: by connection
+/// and by process. Bounded by the kernel's socket map, whose entries its open events
+/// announce; reconciliation removes what lost close events leave behind.
+#[derive(Default)]
+pub(super) struct SocketIndex {
+    /// Connection → (fd, when it opened).
+    by_conn: HashMap<ConnKey, (u32, u64)>,
+    /// Process → fd → connection id.
+    by_pid: HashMap<u32, BTreeMap<u32, u64>>,
+}
+
+impl SocketIndex {
+    /// Follows an event the processor is about to handle.
+    pub(super) fn observe(&mut self, event: &CaptureEvent) {
+        match event {
+            CaptureEvent::Open(o) => self.insert(o.key, o.fd, o.ts_ns),
+            CaptureEvent::Close(c) => self.remove(c.key),
+            _ => {}
+        }
+    }
+
+    fn insert(&mut self, key: ConnKey, fd: u32, ts_ns: u64) {
+        let fds = self.by_pid.entry(key.tgid).or_default();
+        if let Some(old) = fds.insert(fd, key.conn_id) {
+            // Its close was lost: the fd now names the new connection.
+            self.by_conn.remove(&ConnKey {
+                tgid: key.tgid,
+                conn_id: old,
+            });
+        }
+        self.by_conn.insert(key, (fd, ts_ns));
+    }
+
+    fn remove(&mut self, key: ConnKey) {
+        let Some((fd, _)) = self.by_conn.remove(&key) else {
+            return;
+        };
+        if let Some(fds) = self.by_pid.get_mut(&key.tgid) {
+            if fds.get(&fd) == Some(&key.conn_id) {
+                fds.remove(&fd);
+            }
+            if fds.is_empty() {
+                self.by_pid.remove(&key.tgid);
+            }
+        }
+    }
+
+    /// The fd of a connection, if it is tracked.
+    pub(super) fn fd(&self, key: ConnKey) -> Option<u32> {
+        self.by_conn.get(&key).map(|&(fd, _)| fd)
+    }
+
+    fn opened_ns(&self, key: ConnKey) -> Option<u64> {
+        self.by_conn.get(&key).map(|&(_, ts)| ts)
+    }
+
+    /// The sockets of `pid` with fds in `first..=last`, as `(fd, conn_id)` (none for a
+    /// reversed range, which `close_range` refuses).
+    fn in_range(&self, pid: u32, first: u32, last: u32) -> Vec<(u32, u64)> {
+        if first > last {
+            return Vec::new();
+        }
+        self.by_pid.get(&pid).map_or_else(Vec::new, |fds| {
+            fds.range(first..=last)
+                .map(|(&fd, &conn)| (fd, conn))
+                .collect()
+        })
+    }
+
+    /// Forgets every socket of `pid`; returns them as `(fd, conn_id)`.
+    fn take_process(&mut self, pid: u32) -> Vec<(u32, u64)> {
+        let fds = self.by_pid.remove(&pid).unwrap_or_default();
+        for &conn_id in fds.values() {
+            self.by_conn.remove(&ConnKey { tgid: pid, conn_id });
+        }
+        fds.into_iter().collect()
+    }
+
+    /// Sockets indexed now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_conn.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(tgid: u32, conn_id: u64, fd: u32, ts_ns: u64) -> CaptureEvent {
+        CaptureEvent::Open(SocketOpen {
+            key: ConnKey { tgid, conn_id },
+            fd,
+            ts_ns,
+            role: Role::Server,
+            peer: None,
+            comm: String::new(),
+            preexisting: false,
+        })
+    }
+
+    #[test]
+    fn socket_index_follows_opens_closes_and_reused_fds() {
+        let mut index = SocketIndex::default();
+        index.observe(&open(7, 1, 5, 10));
+        index.observe(&open(7, 2, 6, 11));
+        index.observe(&open(8, 3, 5, 12));
+        assert_eq!(index.len(), 3);
+        assert_eq!(
+            index.fd(ConnKey {
+                tgid: 7,
+                conn_id: 2
+            }),
+            Some(6)
+        );
+        // fd 5 of 7 reused without a close: the old connection is gone from the index.
+        index.observe(&open(7, 4, 5, 13));
+        assert_eq!(
+            index.fd(ConnKey {
+                tgid: 7,
+                conn_id: 1
+            }),
+            None
+        );
+        assert_eq!(index.in_range(7, 0, u32::MAX), vec![(5, 4), (6, 2)]);
+        assert_eq!(index.in_range(7, 6, 6), vec![(6, 2)]);
+        assert!(index.in_range(7, 6, 5).is_empty());
+        // A late close of the replaced connection does not end the new one.
+        index.observe(&synthetic_close(7, 5, 1, 14));
+        assert_eq!(index.in_range(7, 5, 5), vec![(5, 4)]);
+        index.observe(&synthetic_close(7, 6, 2, 15));
+        assert_eq!(index.take_process(7), vec![(5, 4)]);
+        assert_eq!(index.len(), 1);
+        assert!(index.in_range(7, 0, u32::MAX).is_empty());
+        assert_eq!(
+            index.opened_ns(ConnKey {
+                tgid: 8,
+                conn_id: 3
+            }),
+            Some(12)
+        );
     }
 }

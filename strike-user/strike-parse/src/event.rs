@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::Bytes;
 use strike_common::{
-    direction, flag, kind, role, CloseEvent, EventHeader, OpenEvent, ProcEvent,
+    direction, flag, kind, role, CloseEvent, CloseRangeEvent, EventHeader, OpenEvent, ProcEvent,
     DATA_EVENT_HEADER_LEN, OPEN_PREEXISTING,
 };
 
@@ -25,6 +25,18 @@ pub enum CaptureEvent {
     },
     Exit {
         pid: u32,
+        ts_ns: u64,
+    },
+    /// A target process called `execve`: its close-on-exec sockets are closed.
+    Exec {
+        pid: u32,
+        ts_ns: u64,
+    },
+    /// A target process closed the fds `first..=last` at once (`close_range`).
+    CloseRange {
+        pid: u32,
+        first: u32,
+        last: u32,
         ts_ns: u64,
     },
     /// What the session read from `/proc` about a process (userspace only).
@@ -109,7 +121,10 @@ impl CaptureEvent {
             CaptureEvent::Data(d) => d.ts_ns,
             CaptureEvent::Open(o) => o.ts_ns,
             CaptureEvent::Close(c) => c.ts_ns,
-            CaptureEvent::Fork { ts_ns, .. } | CaptureEvent::Exit { ts_ns, .. } => *ts_ns,
+            CaptureEvent::Fork { ts_ns, .. }
+            | CaptureEvent::Exit { ts_ns, .. }
+            | CaptureEvent::Exec { ts_ns, .. }
+            | CaptureEvent::CloseRange { ts_ns, .. } => *ts_ns,
             CaptureEvent::Process(f) => f.ts_ns,
         }
     }
@@ -192,6 +207,22 @@ impl CaptureEvent {
                     ts_ns: header.ts_ns,
                 })
             }
+            kind::EXEC => {
+                let proc: ProcEvent = read_struct(raw)?;
+                Ok(CaptureEvent::Exec {
+                    pid: proc.pid,
+                    ts_ns: header.ts_ns,
+                })
+            }
+            kind::CLOSE_RANGE => {
+                let range: CloseRangeEvent = read_struct(raw)?;
+                Ok(CaptureEvent::CloseRange {
+                    pid: header.tgid,
+                    first: header.fd,
+                    last: range.last,
+                    ts_ns: header.ts_ns,
+                })
+            }
             KIND_PROCESS_FACT => decode_fact(raw, &header),
             other => Err(DecodeError::UnknownKind { kind: other }),
         }
@@ -271,6 +302,24 @@ impl CaptureEvent {
                 ts_ns,
             } => proc_event(kind::FORK, *parent, *child, *ts_ns),
             CaptureEvent::Exit { pid, ts_ns } => proc_event(kind::EXIT, *pid, *pid, *ts_ns),
+            CaptureEvent::Exec { pid, ts_ns } => proc_event(kind::EXEC, *pid, *pid, *ts_ns),
+            CaptureEvent::CloseRange {
+                pid,
+                first,
+                last,
+                ts_ns,
+            } => {
+                let key = ConnKey {
+                    tgid: *pid,
+                    conn_id: 0,
+                };
+                let range = CloseRangeEvent {
+                    header: header(kind::CLOSE_RANGE, key, *first, *ts_ns),
+                    last: *last,
+                    pad: [0; 4],
+                };
+                as_bytes(&range).to_vec()
+            }
             CaptureEvent::Process(f) => encode_fact(f),
         }
     }
@@ -278,7 +327,7 @@ impl CaptureEvent {
 
 /// The kind of a [`ProcessFact`], which the kernel never emits (its kinds are small).
 const KIND_PROCESS_FACT: u8 = 0x80;
-const _: () = assert!(KIND_PROCESS_FACT > kind::EXIT);
+const _: () = assert!(KIND_PROCESS_FACT > kind::CLOSE_RANGE);
 
 /// A [`ProcessFact`] after its header: ppid (u32, 0 = none), listen port (u16, 0 = none),
 /// the lengths of the container id and the pod UID (u8 each), then their bytes.
@@ -489,6 +538,13 @@ mod tests {
                 ts_ns: 7,
             },
             CaptureEvent::Exit { pid: 44, ts_ns: 8 },
+            CaptureEvent::Exec { pid: 45, ts_ns: 9 },
+            CaptureEvent::CloseRange {
+                pid: 46,
+                first: 3,
+                last: u32::MAX,
+                ts_ns: 10,
+            },
             CaptureEvent::Process(ProcessFact {
                 pid: 44,
                 ts_ns: 9,

@@ -103,6 +103,8 @@ struct Conn {
     machine: ExchangeMachine,
     inflight: VecDeque<InFlight>,
     last_activity_ns: u64,
+    /// Its machine gave up on it and the caller was told ([`RequestTracker::take_given_up`]).
+    given_up: bool,
 }
 
 /// Turns stream events into request records.
@@ -111,6 +113,8 @@ pub struct RequestTracker {
     conns: HashMap<ConnKey, Conn>,
     stats: TrackerStats,
     scratch: Vec<ExchangeEvent>,
+    /// Connections given up on since the caller last asked (each once).
+    given_up: Vec<ConnKey>,
 }
 
 impl RequestTracker {
@@ -120,7 +124,14 @@ impl RequestTracker {
             conns: HashMap::new(),
             stats: TrackerStats::default(),
             scratch: Vec::new(),
+            given_up: Vec::new(),
         }
+    }
+
+    /// Connections found not to be HTTP (or upgraded to another protocol) since the last
+    /// call, each once: their bytes need not be captured any more.
+    pub fn take_given_up(&mut self, out: &mut Vec<ConnKey>) {
+        out.append(&mut self.given_up);
     }
 
     /// Feed one stream event; completed records are pushed to `out`.
@@ -171,6 +182,10 @@ impl RequestTracker {
                     conn.last_activity_ns = conn.last_activity_ns.max(ts_ns);
                     conn.machine
                         .on_data(dir, ts_ns, &bytes, &mut events, counters);
+                    if !conn.given_up && conn.machine.given_up() {
+                        conn.given_up = true;
+                        self.given_up.push(key);
+                    }
                 }
                 StreamEvent::Gap { dir, ts_ns, .. } => {
                     conn.last_activity_ns = conn.last_activity_ns.max(ts_ns);
@@ -224,6 +239,7 @@ impl RequestTracker {
                 info,
                 machine,
                 inflight: VecDeque::new(),
+                given_up: false,
             },
         );
         self.stats.connections_open = self.conns.len() as u64;

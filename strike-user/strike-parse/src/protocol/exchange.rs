@@ -262,6 +262,12 @@ impl ExchangeMachine {
         self.req_dir
     }
 
+    /// Whether the connection is no longer parsed (not HTTP, or upgraded to another
+    /// protocol): its bytes need not be captured.
+    pub fn given_up(&self) -> bool {
+        self.dead.is_some()
+    }
+
     /// Requests seen (heads decoded) so far.
     pub fn requests_seen(&self) -> u64 {
         self.requests_seen

@@ -7,7 +7,7 @@
 //! [`StreamEvent::Gap`] with its size. Connections are bounded in number and evicted when
 //! idle; every eviction and gap is counted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -58,6 +58,13 @@ pub struct StreamStats {
     pub truncated_calls: u64,
     pub reordered_segments: u64,
     pub duplicate_bytes: u64,
+    /// Bytes of connections given up on (not HTTP, upgraded) that still arrived: the
+    /// kernel stops copying them once it is told, so these are the ones already on their way.
+    pub ignored_bytes: u64,
+    /// Bytes of connections the session ended itself (`close_range`, `execve`, a process
+    /// released) that the kernel copied before it was told: dropped, so a file that took
+    /// the socket's fd number is never read as the connection.
+    pub bytes_after_close: u64,
 }
 
 #[derive(Default)]
@@ -71,12 +78,23 @@ struct DirState {
 struct Conn {
     dirs: [DirState; 2],
     last_ts: u64,
+    /// Given up on ([`Reassembler::ignore`]): its bytes are dropped, and what the kernel
+    /// no longer sends is not a gap.
+    ignored: bool,
 }
+
+/// Connections ended by the session remembered at most (their late bytes are dropped).
+const MAX_ENDED: usize = 16_384;
 
 /// Reassembles capture events into ordered per-connection stream events.
 pub struct Reassembler {
     config: StreamConfig,
     conns: HashMap<ConnKey, Conn>,
+    /// Connections the session ended with a close of its own (no final offsets): connection
+    /// ids are never reused, so any byte of theirs that still comes is late. Oldest first,
+    /// at most [`MAX_ENDED`].
+    ended: HashSet<ConnKey>,
+    ended_order: VecDeque<ConnKey>,
     stats: StreamStats,
     /// Largest kernel timestamp seen: the stage's clock.
     now_ns: u64,
@@ -99,6 +117,8 @@ impl Reassembler {
         Reassembler {
             config,
             conns: HashMap::new(),
+            ended: HashSet::new(),
+            ended_order: VecDeque::new(),
             stats: StreamStats::default(),
             now_ns: 0,
             max_capture: u64::from(max_capture_bytes),
@@ -122,7 +142,11 @@ impl Reassembler {
             CaptureEvent::Open(open) => self.open(open, true, out),
             CaptureEvent::Data(data) => self.data(data, out),
             CaptureEvent::Close(close) => self.close(&close, out),
-            CaptureEvent::Fork { .. } | CaptureEvent::Exit { .. } | CaptureEvent::Process(_) => {}
+            CaptureEvent::Fork { .. }
+            | CaptureEvent::Exit { .. }
+            | CaptureEvent::Exec { .. }
+            | CaptureEvent::CloseRange { .. }
+            | CaptureEvent::Process(_) => {}
         }
     }
 
@@ -154,6 +178,7 @@ impl Reassembler {
                     },
                 ],
                 last_ts: open.ts_ns,
+                ignored: false,
             },
         );
         out.push(StreamEvent::Open(ConnInfo {
@@ -178,6 +203,10 @@ impl Reassembler {
 
     fn data(&mut self, data: SocketData, out: &mut Vec<StreamEvent>) {
         let key = data.key;
+        if self.ended.contains(&key) {
+            self.stats.bytes_after_close += data.bytes.len() as u64;
+            return;
+        }
         if !self.conns.contains_key(&key) {
             self.stats.connections_without_open += 1;
             self.open(
@@ -200,6 +229,10 @@ impl Reassembler {
             return;
         };
         conn.last_ts = conn.last_ts.max(data.ts_ns);
+        if conn.ignored {
+            self.stats.ignored_bytes += data.bytes.len() as u64;
+            return;
+        }
         let d = &mut conn.dirs[idx(data.dir)];
 
         if data.bytes.is_empty() {
@@ -270,6 +303,14 @@ impl Reassembler {
     }
 
     fn close(&mut self, close: &SocketClose, out: &mut Vec<StreamEvent>) {
+        if close.final_seq.is_none() && self.ended.insert(close.key) {
+            self.ended_order.push_back(close.key);
+            if self.ended_order.len() > MAX_ENDED {
+                if let Some(old) = self.ended_order.pop_front() {
+                    self.ended.remove(&old);
+                }
+            }
+        }
         if !self.conns.contains_key(&close.key) {
             return;
         }
@@ -288,6 +329,7 @@ impl Reassembler {
         let Some(mut conn) = self.conns.remove(&key) else {
             return;
         };
+        let final_seq = final_seq.filter(|_| !conn.ignored);
         for dir in DIRS {
             let d = &mut conn.dirs[idx(dir)];
             flush_pending(&mut self.stats, key, dir, d, out);
@@ -306,6 +348,20 @@ impl Reassembler {
             }
         }
         out.push(StreamEvent::Close { key, ts_ns });
+    }
+
+    /// Gives up on a connection that the protocol stage found is not HTTP: its held bytes
+    /// are dropped and the bytes still to come are counted, not reassembled. Its close
+    /// still ends it downstream.
+    pub fn ignore(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conns.get_mut(&key) {
+            conn.ignored = true;
+            for d in &mut conn.dirs {
+                let held: usize = d.pending.values().map(|(_, b)| b.len()).sum();
+                self.stats.ignored_bytes += held as u64;
+                d.pending.clear();
+            }
+        }
     }
 
     /// Closes connections of a process that exited (their close events never come).
@@ -595,6 +651,57 @@ mod tests {
             &mut out,
         );
         assert_eq!(text(&out), "O <abc G7 C");
+    }
+
+    #[test]
+    fn bytes_after_a_close_of_the_session_are_dropped_and_counted() {
+        let mut r = Reassembler::new(StreamConfig::default(), 1024);
+        let mut out = Vec::new();
+        r.handle(open(), &mut out);
+        r.handle(
+            data(Direction::Ingress, 0, 2, b"GET / HTTP/1.1\r\n"),
+            &mut out,
+        );
+        // close_range: the session closes it; the kernel copied a file's bytes at the fd
+        // before it was told.
+        r.handle(
+            CaptureEvent::Close(SocketClose {
+                key: KEY,
+                fd: 5,
+                ts_ns: 3,
+                final_seq: None,
+            }),
+            &mut out,
+        );
+        r.handle(data(Direction::Ingress, 16, 4, b"POST /leak"), &mut out);
+        assert_eq!(text(&out), "O >GET / HTTP/1.1\r\n C");
+        assert_eq!(r.stats().bytes_after_close, 10);
+        assert_eq!(r.connections(), 0);
+        assert_eq!(r.stats().connections_without_open, 0);
+    }
+
+    #[test]
+    fn given_up_connections_drop_their_bytes_and_have_no_tail_gap() {
+        let mut r = Reassembler::new(StreamConfig::default(), 1024);
+        let mut out = Vec::new();
+        r.handle(open(), &mut out);
+        r.handle(data(Direction::Ingress, 0, 2, b"\x00\x01zmq"), &mut out);
+        r.handle(data(Direction::Ingress, 9, 3, b"held"), &mut out);
+        r.ignore(KEY);
+        r.handle(data(Direction::Ingress, 5, 4, b"late"), &mut out);
+        // The kernel stopped copying: the close's offsets are past what came, no gap.
+        r.handle(
+            CaptureEvent::Close(SocketClose {
+                key: KEY,
+                fd: 5,
+                ts_ns: 9,
+                final_seq: Some([4096, 0]),
+            }),
+            &mut out,
+        );
+        assert_eq!(text(&out), "O >\0\u{1}zmq C");
+        assert_eq!(r.stats().ignored_bytes, 8);
+        assert_eq!(r.stats().gaps, 0);
     }
 
     #[test]
