@@ -7,6 +7,11 @@
 //! - `STRIKE_PYTHON`: a Python with fastapi, uvicorn, uvloop and httptools;
 //! - `STRIKE_ROTEL_AGENT`: rotel's collector binary (`PyPI` `rotel`).
 //!
+//! And one switch: `STRIKE_UNPRIVILEGED=1` starts every `strike` as uid/gid
+//! [`UNPRIVILEGED_UID`] holding only [`STRIKE_CAPS`], the capabilities the Kubernetes
+//! `DaemonSet` grants (through `setpriv`, with `no_new_privs`); the tests and the servers
+//! they trace stay root. `cargo xtask test` runs the e2e suites once each way.
+//!
 //! A test that lacks something skips with a printed reason, except under `CI=true`, where a
 //! missing capability or binary is a failure: CI must never pass by skipping.
 
@@ -34,6 +39,45 @@ pub enum Need {
     Rotel,
 }
 
+/// The uid and gid `strike` runs as under `STRIKE_UNPRIVILEGED=1` (nobody/nogroup).
+pub const UNPRIVILEGED_UID: u32 = 65534;
+
+/// The capabilities `strike` needs, as `setpriv` names them: the list of
+/// `strike-user/src/capture/privilege.rs` and of `deploy/kubernetes/daemonset.yaml`.
+pub const STRIKE_CAPS: &[&str] = &["bpf", "perfmon", "dac_read_search", "sys_ptrace"];
+
+/// Their bits in `CapEff` (`linux/capability.h`: 39, 38, 2, 19).
+pub const STRIKE_CAPS_MASK: u64 = (1 << 39) | (1 << 38) | (1 << 2) | (1 << 19);
+
+/// True under `STRIKE_UNPRIVILEGED=1`: `strike` runs as [`UNPRIVILEGED_UID`] with only
+/// [`STRIKE_CAPS`].
+pub fn unprivileged() -> bool {
+    std::env::var("STRIKE_UNPRIVILEGED").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// `setpriv` arguments that run the command after them as `uid`/`gid` `uid` with no
+/// supplementary groups, `no_new_privs`, and exactly `caps` (inheritable, ambient and
+/// bounding set, so that they survive the exec and nothing else can be gained).
+pub fn setpriv_args(uid: u32, caps: &[&str]) -> Vec<String> {
+    let set: String = std::iter::once("-all".to_owned())
+        .chain(caps.iter().map(|c| format!("+{c}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    vec![
+        format!("--reuid={uid}"),
+        format!("--regid={uid}"),
+        "--clear-groups".to_owned(),
+        "--no-new-privs".to_owned(),
+        format!("--inh-caps={set}"),
+        format!("--ambient-caps={set}"),
+        format!("--bounding-set={set}"),
+        "--".to_owned(),
+    ]
+}
+
+/// Where `setpriv` is (util-linux, on every Debian).
+pub const SETPRIV: &str = "/usr/bin/setpriv";
+
 /// True when running under CI (`CI=true`), where skipping is not allowed.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
@@ -57,11 +101,16 @@ fn missing_capabilities() -> Vec<String> {
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
         missing.push(format!(
-            "not root (euid {euid}); loading eBPF programs needs root"
+            "not root (euid {euid}); the tests start servers and strike as root, or drop strike to its capabilities with setpriv, which needs root"
         ));
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         missing.push("no kernel BTF at /sys/kernel/btf/vmlinux".to_owned());
+    }
+    if unprivileged() && !Path::new(SETPRIV).is_file() {
+        missing.push(format!(
+            "STRIKE_UNPRIVILEGED=1 but no {SETPRIV} (Debian package util-linux)"
+        ));
     }
     missing
 }
@@ -136,4 +185,41 @@ fn resolve(test: &str, needs: &[Need], privileged: bool) -> Option<TestEnv> {
         rotel_agent,
         app_script,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setpriv_keeps_exactly_the_listed_capabilities() {
+        let args = setpriv_args(65534, &["bpf", "perfmon"]);
+        assert_eq!(
+            args,
+            [
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--no-new-privs",
+                "--inh-caps=-all,+bpf,+perfmon",
+                "--ambient-caps=-all,+bpf,+perfmon",
+                "--bounding-set=-all,+bpf,+perfmon",
+                "--",
+            ]
+        );
+        assert!(setpriv_args(1, &[]).contains(&"--ambient-caps=-all".to_owned()));
+    }
+
+    #[test]
+    fn the_mask_is_the_list() {
+        let bit = |name: &str| match name {
+            "bpf" => 39,
+            "perfmon" => 38,
+            "dac_read_search" => 2,
+            "sys_ptrace" => 19,
+            other => panic!("no bit for {other}"),
+        };
+        let mask = STRIKE_CAPS.iter().fold(0u64, |m, c| m | 1 << bit(c));
+        assert_eq!(mask, STRIKE_CAPS_MASK);
+    }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
+use crate::env;
+
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
@@ -72,6 +74,20 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitS
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The command that starts `strike`: `bin` itself, or under `STRIKE_UNPRIVILEGED=1`
+/// `setpriv` running it as a non-root uid with only the capabilities it needs (see
+/// [`env::unprivileged`]). setpriv execs `bin`, so the child's pid is strike's.
+pub fn strike_command(bin: &Path) -> Command {
+    if env::unprivileged() {
+        let mut cmd = Command::new(env::SETPRIV);
+        cmd.args(env::setpriv_args(env::UNPRIVILEGED_UID, env::STRIKE_CAPS))
+            .arg(bin);
+        cmd
+    } else {
+        Command::new(bin)
     }
 }
 
@@ -247,7 +263,13 @@ impl Strike {
         let _ = std::fs::remove_file(&summary_path);
         let stdout = File::create(&stdout_path)
             .with_context(|| format!("creating {}", stdout_path.display()))?;
-        let mut cmd = Command::new(bin);
+        if env::unprivileged() {
+            // strike writes its summary (and any --record) here, as that uid.
+            let id = env::UNPRIVILEGED_UID;
+            std::os::unix::fs::chown(dir, Some(id), Some(id))
+                .with_context(|| format!("chown {id} {}", dir.display()))?;
+        }
+        let mut cmd = strike_command(bin);
         cmd.args(args)
             .arg("--summary-file")
             .arg(&summary_path)
@@ -285,8 +307,9 @@ impl Strike {
         let started = Instant::now();
         loop {
             if attached_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                let identity = strike.identity()?;
                 println!(
-                    "strike: ready after {:.1} s",
+                    "strike: ready after {:.1} s, {identity}",
                     started.elapsed().as_secs_f64()
                 );
                 return Ok(strike);
@@ -301,6 +324,38 @@ impl Strike {
                 bail!("strike printed no `{ready}` within {timeout:?}");
             }
         }
+    }
+
+    /// Strike's uid and effective capabilities, from `/proc/PID/status`; under
+    /// `STRIKE_UNPRIVILEGED=1`, an error unless they are exactly [`env::UNPRIVILEGED_UID`] and
+    /// [`env::STRIKE_CAPS`].
+    fn identity(&self) -> Result<String> {
+        let pid = self.child.as_ref().context("strike exited")?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .with_context(|| format!("no {name} in /proc/{pid}/status"))
+        };
+        let uids = field("Uid:")?.to_owned();
+        let cap_eff = u64::from_str_radix(field("CapEff:")?, 16)?;
+        let text = format!("uids {uids}, CapEff {cap_eff:#x}");
+        if env::unprivileged() {
+            let uid = env::UNPRIVILEGED_UID.to_string();
+            ensure!(
+                uids.split_whitespace().all(|u| u == uid),
+                "STRIKE_UNPRIVILEGED=1 but strike runs with {text}"
+            );
+            ensure!(
+                cap_eff == env::STRIKE_CAPS_MASK,
+                "STRIKE_UNPRIVILEGED=1 but strike runs with {text}, not {:#x} ({})",
+                env::STRIKE_CAPS_MASK,
+                env::STRIKE_CAPS.join(", ")
+            );
+        }
+        Ok(text)
     }
 
     /// Strike's resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use strike_tests::check;
-use strike_tests::env::{e2e_env, Need};
+use strike_tests::env::{self, e2e_env, Need};
 use strike_tests::load::{self, run_load, LoadPlan, Usage};
 use strike_tests::native;
 use strike_tests::process::{Service, Strike};
@@ -460,5 +460,67 @@ fn uvicorn_native_apis() -> Result<()> {
         problems.len(),
         &problems[..problems.len().min(25)]
     );
+    Ok(())
+}
+
+/// As a non-root uid holding every capability it needs but `CAP_BPF`, and then none, `strike
+/// trace` and `strike run` stop in their preflight with exit status 1 and a message that
+/// names each missing capability and how to grant it; nothing panics, nothing is loaded.
+#[test]
+#[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
+fn preflight_names_missing_capabilities() -> Result<()> {
+    let Some(env) = e2e_env("e2e preflight", &[]) else {
+        return Ok(());
+    };
+    let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
+    let without_bpf: Vec<&str> = env::STRIKE_CAPS
+        .iter()
+        .copied()
+        .filter(|&c| c != "bpf")
+        .collect();
+    let everything = [
+        "CAP_BPF (",
+        "CAP_PERFMON (",
+        "CAP_DAC_READ_SEARCH (",
+        "CAP_SYS_PTRACE (",
+    ];
+    let cases: [(&[&str], &[&str]); 2] = [(&without_bpf, &everything[..1]), (&[], &everything)];
+    let mut problems = Vec::new();
+    for (caps, named) in cases {
+        for sub in ["trace", "run"] {
+            let out = std::process::Command::new(env::SETPRIV)
+                .args(env::setpriv_args(env::UNPRIVILEGED_UID, caps))
+                .arg(strike_bin)
+                .args([sub, "--port", "1", "--gpu", "off"])
+                .output()
+                .context("running strike through setpriv")?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            println!(
+                "e2e preflight: `strike {sub}` with {caps:?}: {}: {stderr}",
+                out.status
+            );
+            let case = format!("strike {sub} with {caps:?}");
+            if out.status.code() != Some(1) {
+                problems.push(format!("{case}: exit {}, not 1", out.status));
+            }
+            if !stderr.starts_with("strike: missing capabilities: ") {
+                problems.push(format!("{case}: not the preflight message: {stderr}"));
+            }
+            for cap in everything {
+                if stderr.contains(cap) != named.contains(&cap) {
+                    problems.push(format!("{case}: {cap}.. named wrongly: {stderr}"));
+                }
+            }
+            for fix in ["sudo strike", "setcap cap_bpf,", "capabilities.add: [BPF,"] {
+                if !stderr.contains(fix) {
+                    problems.push(format!("{case}: no `{fix}` in {stderr}"));
+                }
+            }
+            if stderr.contains("panicked") || stderr.contains("attached") {
+                problems.push(format!("{case}: {stderr}"));
+            }
+        }
+    }
+    ensure!(problems.is_empty(), "e2e preflight: {problems:#?}");
     Ok(())
 }

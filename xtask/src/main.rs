@@ -2,7 +2,8 @@
 //!
 //! - `setup`: installs everything a build and the end-to-end tests need, idempotently;
 //! - `demo`: runs `strike trace` against a real llama-server with a few requests;
-//! - `test`: setup, then fmt, clippy, the unit tests, and the privileged end-to-end tests;
+//! - `test`: setup, then fmt, clippy, the unit tests, and the privileged end-to-end tests
+//!   (twice: strike as root, then as a non-root uid with only its capabilities);
 //!   `test --repeat N` runs the privileged suites N times and counts passes.
 
 mod bench;

@@ -4,6 +4,7 @@
 //! into `crate::event`.
 
 pub mod capture_file;
+pub mod privilege;
 pub mod procfs;
 
 use std::{fs, io, os::fd::AsFd as _, path::Path};
@@ -26,6 +27,8 @@ use crate::conn::Role;
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strike-ebpf.o"));
 
 const TRACEFS: &str = "/sys/kernel/tracing";
+/// [`TRACEFS`] for mount(2).
+const TRACEFS_C: &std::ffi::CStr = c"/sys/kernel/tracing";
 const BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// (program, category, tracepoint): every attachment Strike makes.
@@ -88,9 +91,13 @@ impl Default for CaptureConfig {
 /// Why capture could not start. Each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("strike must run as root (or with CAP_BPF and CAP_PERFMON) to load its eBPF programs; try `sudo strike ...`")]
-    NotRoot,
-    #[error("tracefs is not available at {TRACEFS} and mounting it failed ({source}); mount it with `mount -t tracefs tracefs {TRACEFS}`")]
+    #[error("missing capabilities: {}. Run strike as root (`sudo strike ...`), or give it these capabilities: `sudo setcap {} \"$(command -v strike)\"`, or in Kubernetes `securityContext.capabilities.add: [{}]`", privilege::describe(missing), privilege::setcap_list(), privilege::kubernetes_list())]
+    MissingCapabilities {
+        missing: Vec<&'static privilege::Requirement>,
+    },
+    #[error("cannot read the effective capabilities from /proc/self/status")]
+    Capabilities(#[source] io::Error),
+    #[error("tracefs is not available at {TRACEFS} and mounting it failed ({source}); mount it with `mount -t tracefs tracefs {TRACEFS}` (mounting needs CAP_SYS_ADMIN; in a container, mount the host's {TRACEFS} read-only)")]
     NoTracefs {
         #[source]
         source: io::Error,
@@ -152,12 +159,15 @@ pub struct Capture {
     next_user_conn: u64,
 }
 
-/// Checks what loading needs, mounting tracefs if it is not mounted yet. A missing BTF is
-/// only a warning: Strike's programs use no CO-RE relocations.
+/// Checks what loading needs: the capabilities of [`privilege::REQUIREMENTS`] (root has
+/// them; so may any uid), and tracefs, mounting it if it is not mounted yet (which needs
+/// `CAP_SYS_ADMIN`). A missing BTF is only a warning: Strike's programs use no CO-RE
+/// relocations.
 pub fn preflight() -> Result<(), CaptureError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(CaptureError::NotRoot);
+    let caps = privilege::effective().map_err(CaptureError::Capabilities)?;
+    let missing = privilege::missing(caps);
+    if !missing.is_empty() {
+        return Err(CaptureError::MissingCapabilities { missing });
     }
     if !Path::new(TRACEFS).join("events").join("syscalls").exists() {
         mount_tracefs().map_err(|source| CaptureError::NoTracefs { source })?;
@@ -168,14 +178,27 @@ pub fn preflight() -> Result<(), CaptureError> {
     Ok(())
 }
 
+/// mount(2) itself, not mount(8): util-linux refuses non-root callers whatever their
+/// capabilities, and `CAP_SYS_ADMIN` is all the syscall asks for.
 fn mount_tracefs() -> io::Result<()> {
-    let status = std::process::Command::new("mount")
-        .args(["-t", "tracefs", "tracefs", TRACEFS])
-        .status()?;
-    if status.success() && Path::new(TRACEFS).join("events").join("syscalls").exists() {
+    let fs = c"tracefs";
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call; no data.
+    let rc = unsafe {
+        libc::mount(
+            fs.as_ptr(),
+            TRACEFS_C.as_ptr(),
+            fs.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if Path::new(TRACEFS).join("events").join("syscalls").exists() {
         Ok(())
     } else {
-        Err(io::Error::other(format!("mount exited with {status}")))
+        Err(io::Error::other("mounted, but it has no events/syscalls"))
     }
 }
 
@@ -471,6 +494,11 @@ fn map_err(name: &'static str, e: aya::maps::MapError) -> CaptureError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracefs_paths_agree() {
+        assert_eq!(TRACEFS_C.to_str(), Ok(TRACEFS));
+    }
 
     const FORK_6_18: &str = "name: sched_process_fork
 format:
