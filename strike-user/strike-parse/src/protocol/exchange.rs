@@ -74,6 +74,9 @@ pub enum EndReason {
     PipelineOverflow,
     /// The connection was evicted (idle or over the connection limit).
     Evicted,
+    /// The connection was evicted to keep the buffers of all connections under their
+    /// byte budget.
+    MemoryBudget,
     /// Strike is shutting down.
     Shutdown,
 }
@@ -90,6 +93,7 @@ impl EndReason {
             EndReason::NoResponse => "no_response",
             EndReason::PipelineOverflow => "pipeline_overflow",
             EndReason::Evicted => "evicted",
+            EndReason::MemoryBudget => "memory_budget",
             EndReason::Shutdown => "shutdown",
         }
     }
@@ -255,6 +259,16 @@ impl ExchangeMachine {
             client_eof: false,
             dead: None,
         }
+    }
+
+    /// Bytes the machine buffers: what each direction holds while the role is sniffed,
+    /// each side's bytes not decoded yet (a head in progress), the requests waiting for
+    /// their responses.
+    pub fn buffered_bytes(&self) -> usize {
+        self.sniff.iter().map(BytesMut::capacity).sum::<usize>()
+            + self.req.buffered_bytes()
+            + self.res.buffered_bytes()
+            + self.pending.capacity() * size_of::<Pending>()
     }
 
     /// The direction carrying requests, once known.

@@ -76,6 +76,14 @@ impl SseDecoder {
         }
     }
 
+    /// Bytes allocated for the event being assembled (capacity, not length); the bytes not
+    /// framed yet are the caller's buffer.
+    pub fn buffered_bytes(&self) -> usize {
+        self.data.capacity()
+            + self.event.as_ref().map_or(0, String::capacity)
+            + self.last_id.as_ref().map_or(0, String::capacity)
+    }
+
     /// Decodes the next complete event from `buf`, consuming the bytes it used.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<SseEvent>, SseError> {
         loop {

@@ -168,6 +168,12 @@ impl<D: Decode> Side<D> {
         }
     }
 
+    /// Bytes buffered and not decoded yet (capacity, not length: a head trickled in holds
+    /// its allocation until it is decoded).
+    pub(super) fn buffered_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// True while a message is in progress (its head decoded, its end not).
     pub(super) fn in_message(&self) -> bool {
         self.cur.is_some()
