@@ -737,4 +737,111 @@ mod tests {
         assert_eq!(r.connections(), 0);
         assert_eq!(r.stats().connections_evicted, 2);
     }
+
+    #[test]
+    fn reorder_windows_stay_under_the_budget_least_recent_first() {
+        const CONNS: u64 = 20_000;
+        const BUDGET: usize = 64 << 20;
+        let config = StreamConfig {
+            max_connections: 32_768,
+            max_buffered_bytes: BUDGET,
+            ..StreamConfig::default()
+        };
+        let mut r = Reassembler::new(config, 256 * 1024);
+        let mut out = Vec::new();
+        let segment = Bytes::from(vec![b'x'; 60 << 10]);
+        let conn = |id: u64| ConnKey {
+            tgid: 10,
+            conn_id: id,
+        };
+        let mut peak = 0;
+        for id in 0..CONNS {
+            let key = conn(id);
+            let ts = 1 + id * 1000;
+            r.handle(
+                CaptureEvent::Open(SocketOpen {
+                    key,
+                    fd: 5,
+                    ts_ns: ts,
+                    role: Role::Server,
+                    peer: None,
+                    comm: "srv".into(),
+                    preexisting: false,
+                }),
+                &mut out,
+            );
+            // Bytes 4.. arrive before bytes 0..4: held until the hole is filled.
+            r.handle(
+                CaptureEvent::Data(SocketData {
+                    key,
+                    fd: 5,
+                    tid: 10,
+                    ts_ns: ts,
+                    dir: Direction::Ingress,
+                    seq: 4,
+                    call_len: 60 << 10,
+                    truncated: false,
+                    bytes: segment.clone(),
+                }),
+                &mut out,
+            );
+            peak = peak.max(r.buffered_bytes());
+            assert!(r.buffered_bytes() <= BUDGET, "over the budget at {id}");
+        }
+        let stats = r.stats();
+        let evicted = out
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    StreamEvent::Evicted {
+                        reason: Eviction::MemoryBudget,
+                        ..
+                    }
+                )
+            })
+            .count() as u64;
+        assert_eq!(stats.budget_evictions, evicted);
+        assert_eq!(stats.connections_evicted, evicted);
+        assert_eq!(r.connections() as u64, CONNS - evicted);
+        assert_eq!(stats.buffered_bytes, r.buffered_bytes() as u64);
+        eprintln!(
+            "20 000 reorder windows of 60 KiB, budget 64 MiB: {} connections kept, peak {peak} B, {evicted} evicted",
+            r.connections()
+        );
+        // The least recently active went first: every evicted one is older than every kept one.
+        let first_kept = CONNS - r.connections() as u64;
+        let mut evicted_ids = out.iter().filter_map(|e| match e {
+            StreamEvent::Evicted { key, .. } => Some(key.conn_id),
+            _ => None,
+        });
+        assert!(evicted_ids.all(|id| id < first_kept));
+        // Each evicted connection gave up its hole: one gap each, before its end.
+        assert_eq!(stats.gaps, evicted);
+        // The most recent one still gets its bytes, in order, once its hole is filled.
+        out.clear();
+        r.handle(
+            CaptureEvent::Data(SocketData {
+                key: conn(CONNS - 1),
+                fd: 5,
+                tid: 10,
+                ts_ns: CONNS * 1000,
+                dir: Direction::Ingress,
+                seq: 0,
+                call_len: 4,
+                truncated: false,
+                bytes: Bytes::from_static(b"abcd"),
+            }),
+            &mut out,
+        );
+        let delivered: usize = out
+            .iter()
+            .map(|e| match e {
+                StreamEvent::Data { bytes, .. } => bytes.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(delivered, 4 + (60 << 10));
+        assert_eq!(r.stats().gaps, evicted, "nothing kept was given up");
+    }
 }
