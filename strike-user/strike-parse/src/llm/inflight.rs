@@ -357,7 +357,10 @@ impl InFlight {
             }
             BodyMode::Sse(_) | BodyMode::Ndjson(_) => {
                 self.res_buf.extend_from_slice(data);
+                let held = self.res_buf.len();
                 self.drain_stream(ts_ns, false, stats);
+                let consumed = self.res_buf.len() < held;
+                crate::protocol::compact(&mut self.res_buf, consumed);
             }
         }
     }

@@ -271,6 +271,12 @@ impl ExchangeMachine {
             + self.pending.capacity() * size_of::<Pending>()
     }
 
+    /// After each call: both sides let go of the bytes they decoded.
+    fn compact(&mut self) {
+        self.req.compact();
+        self.res.compact();
+    }
+
     /// The direction carrying requests, once known.
     pub fn request_direction(&self) -> Option<Direction> {
         self.req_dir
@@ -308,6 +314,7 @@ impl ExchangeMachine {
             let held_res = std::mem::take(&mut self.sniff[dir_index(other(req_dir))]);
             self.feed_request(ts_ns, &held_req, out, counters);
             self.feed_response(ts_ns, &held_res, out, counters);
+            self.compact();
             return;
         }
         if dir == req_dir {
@@ -315,6 +322,7 @@ impl ExchangeMachine {
         } else {
             self.feed_response(ts_ns, bytes, out, counters);
         }
+        self.compact();
     }
 
     /// Role unknown: the direction whose first bytes look like a request line carries
@@ -373,6 +381,7 @@ impl ExchangeMachine {
         } else {
             self.response_gap(ts_ns, out, counters);
         }
+        self.compact();
     }
 
     /// The traced process read end-of-stream (ingress).
@@ -391,6 +400,7 @@ impl ExchangeMachine {
             }
             None => {}
         }
+        self.compact();
     }
 
     /// The socket closed.
@@ -411,6 +421,7 @@ impl ExchangeMachine {
         self.res.abort(ts_ns, reason, out);
         self.abort_pending(ts_ns, reason, out);
         self.res.clear();
+        self.compact();
     }
 }
 
