@@ -29,9 +29,10 @@ use crate::record::RequestRecord;
 use inflight::InFlight;
 
 /// Default [`TrackerConfig::max_buffered_bytes`]: 192 MiB. With the stream stage's 64 MiB
-/// that is 256 MiB for every per-connection buffer of the agent, half of the DaemonSet's
-/// 512 MiB limit: the rest is for the ring buffer (16 MiB), the queues between the stages,
-/// the span queue, the recent-requests store and the allocator. One connection buffers at
+/// that is 256 MiB for every per-connection buffer of the agent, half of its memory limit
+/// in `deploy/kubernetes/daemonset.yaml` (512 MiB): the rest is for the ring buffer
+/// (16 MiB), the queues between the stages, the span queue, the recent-requests store and
+/// the allocator. One connection buffers at
 /// most about 2.5 MiB (a 64 KiB head each way, a request's and a response's JSON copy of
 /// up to 1.25 MiB each), so about 80 such connections, or 3 000 with a full 64 KiB head,
 /// fit before any is evicted; ordinary ones hold a few KiB.
