@@ -74,7 +74,8 @@ pub struct CaptureSection {
     /// MiB that the buffers of all captured connections may hold together in userspace
     /// (heads and bodies in progress, reorder windows): a quarter to the stream stage, the
     /// rest to the request tracker. Past it the least recently active connections are
-    /// evicted (`budget_evictions`). 256 MiB is half of the DaemonSet's 512 MiB limit.
+    /// evicted (`budget_evictions`). 256 MiB is half of the agent's 512 MiB limit in the
+    /// `DaemonSet`.
     pub buffers_mib: u32,
 }
 
