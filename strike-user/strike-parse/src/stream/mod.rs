@@ -844,4 +844,30 @@ mod tests {
         assert_eq!(delivered, 4 + (60 << 10));
         assert_eq!(r.stats().gaps, evicted, "nothing kept was given up");
     }
+
+    #[test]
+    fn an_active_old_connection_outlives_an_idle_newer_one() {
+        let config = StreamConfig {
+            idle_timeout_ns: 100,
+            ..StreamConfig::default()
+        };
+        let mut r = Reassembler::new(config, 1024);
+        let mut out = Vec::new();
+        r.handle(open(), &mut out);
+        let mut second = open();
+        if let CaptureEvent::Open(o) = &mut second {
+            o.key.conn_id = 2;
+            o.ts_ns = 5;
+        }
+        r.handle(second, &mut out);
+        // The first, older, is active again at 90; the second was last active at 5.
+        r.handle(data(Direction::Ingress, 0, 90, b"GET"), &mut out);
+        r.tick(150, &mut out);
+        assert_eq!(text(&out), "O O >GET XIdle");
+        assert!(matches!(out.last(), Some(StreamEvent::Evicted { key, .. }) if key.conn_id == 2));
+        assert_eq!(r.connections(), 1);
+        r.tick(191, &mut out);
+        assert_eq!(r.connections(), 0);
+        assert_eq!(r.stats().connections_evicted, 2);
+    }
 }
