@@ -32,10 +32,10 @@ use inflight::InFlight;
 /// that is 256 MiB for every per-connection buffer of the agent, half of its memory limit
 /// in `deploy/kubernetes/daemonset.yaml` (512 MiB): the rest is for the ring buffer
 /// (16 MiB), the queues between the stages, the span queue, the recent-requests store and
-/// the allocator. One connection buffers at
-/// most about 2.5 MiB (a 64 KiB head each way, a request's and a response's JSON copy of
-/// up to 1.25 MiB each), so about 80 such connections, or 3 000 with a full 64 KiB head,
-/// fit before any is evicted; ordinary ones hold a few KiB.
+/// the allocator. Ordinary connections hold a few KiB; one with a 64 KiB head in progress
+/// about 62 KiB (3 000 of them fit); the most one can hold is bounded by its buffers' own
+/// bounds (64 KiB heads, JSON copies of 1.25 MiB, an SSE event of 4 MiB, a brotli window
+/// of 16 MiB), far below the budget.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 192 << 20;
 
 /// Settings of the [`RequestTracker`].
@@ -416,8 +416,7 @@ impl RequestTracker {
     }
 
     /// Evict connections idle longer than the timeout (their in-flight requests become
-    /// partial records); counts evictions.
-    /// Visits only the idle connections, oldest first.
+    /// partial records); counts evictions. Visits only the idle connections, oldest first.
     pub fn evict_idle(&mut self, now_mono_ns: u64, out: &mut Vec<RequestRecord>) {
         let timeout = self.config.idle_timeout_ns;
         while let Some((key, last_ts)) = self.conns.oldest() {
