@@ -164,8 +164,8 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "  streams     {} connections ({} evicted, {} without open, {} not HTTP and no longer copied); gaps: {} ({} bytes); queue drops: {} events ({} control events)",
-            s.connections_opened, s.connections_evicted, s.connections_without_open, p.connections_ignored, s.gaps, s.gap_bytes, p.events_dropped, p.control_events_dropped
+            "  streams     {} connections ({} evicted, {} of them over the memory budget, {} without open, {} not HTTP and no longer copied); gaps: {} ({} bytes); queue drops: {} events ({} control events)",
+            s.connections_opened, s.connections_evicted, s.budget_evictions, s.connections_without_open, p.connections_ignored, s.gaps, s.gap_bytes, p.events_dropped, p.control_events_dropped
         );
         let _ = writeln!(
             out,
@@ -192,12 +192,13 @@ impl Summary {
             + t.bodies_over_limit
             + t.bodies_elided
             + t.protocol.pipeline_overflows
+            + t.budget_evictions
             > 0
         {
             let _ = writeln!(
                 out,
-                "  parsing     {} request / {} response parse errors, {} JSON, {} SSE, {} NDJSON; {} heads too large, {} bodies over their bound, {} large bodies read with text left out, {} pipelining overflows; {} connections evicted",
-                t.protocol.request_parse_errors, t.protocol.response_parse_errors, t.json_errors, t.sse_errors, t.ndjson_errors, t.protocol.heads_too_large, t.bodies_over_limit, t.bodies_elided, t.protocol.pipeline_overflows, t.connections_evicted
+                "  parsing     {} request / {} response parse errors, {} JSON, {} SSE, {} NDJSON; {} heads too large, {} bodies over their bound, {} large bodies read with text left out, {} pipelining overflows; {} connections evicted ({} over the memory budget)",
+                t.protocol.request_parse_errors, t.protocol.response_parse_errors, t.json_errors, t.sse_errors, t.ndjson_errors, t.protocol.heads_too_large, t.bodies_over_limit, t.bodies_elided, t.protocol.pipeline_overflows, t.connections_evicted, t.budget_evictions
             );
         }
         if coding > 0 {

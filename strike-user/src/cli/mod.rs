@@ -190,8 +190,13 @@ pub fn note_random_key(live: &LiveConfig) -> impl Fn() {
 }
 
 /// Sets up the cost stage of a live session: prices, the tenant header, and GPU sampling
-/// as `mode` asks (NVML; a clear message and no GPU cost where it is absent, unless `On`).
+/// as `mode` asks (NVML; a clear message and no GPU cost where it is absent, unless `On`);
+/// and the byte budgets of the connections' buffers (`capture.buffers_mib`).
 pub fn live_cost(live: &mut LiveConfig, config: &RunConfig) -> anyhow::Result<()> {
+    (
+        live.processor.stream.max_buffered_bytes,
+        live.processor.tracker.max_buffered_bytes,
+    ) = config.buffer_budgets();
     let cost = config.cost.clone();
     let mode = GpuMode::from_enabled(config.gpu.enabled);
     let interval_ms = config.gpu.sample_interval_ms;

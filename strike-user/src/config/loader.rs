@@ -35,6 +35,7 @@ pub(super) const SETTINGS: &[(&str, Shape)] = &[
     ("targets.follow_children", Shape::Scalar),
     ("capture.max_capture_bytes", Shape::Scalar),
     ("capture.ring_mib", Shape::Scalar),
+    ("capture.buffers_mib", Shape::Scalar),
     ("otlp.enabled", Shape::Scalar),
     ("otlp.endpoint", Shape::Text),
     ("otlp.protocol", Shape::Text),

@@ -60,6 +60,9 @@ impl Default for GpuSection {
     }
 }
 
+/// Default `capture.buffers_mib`: the stream stage's and the tracker's default budgets.
+pub const DEFAULT_BUFFERS_MIB: u32 = 256;
+
 /// Kernel capture limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -68,6 +71,12 @@ pub struct CaptureSection {
     pub max_capture_bytes: u32,
     /// Kernel ring buffer size in MiB (a power of two).
     pub ring_mib: u32,
+    /// MiB that the buffers of all captured connections may hold together in userspace
+    /// (heads and bodies in progress, reorder windows): a quarter to the stream stage, the
+    /// rest to the request tracker. Past it the least recently active connections are
+    /// evicted (`budget_evictions`). 256 MiB is half of the agent's 512 MiB limit in the
+    /// `DaemonSet`.
+    pub buffers_mib: u32,
 }
 
 impl Default for CaptureSection {
@@ -75,6 +84,7 @@ impl Default for CaptureSection {
         Self {
             max_capture_bytes: DEFAULT_MAX_CAPTURE,
             ring_mib: 16,
+            buffers_mib: DEFAULT_BUFFERS_MIB,
         }
     }
 }
@@ -214,6 +224,16 @@ impl RunConfig {
             max_capture_bytes: self.capture.max_capture_bytes,
             ring_bytes: self.capture.ring_mib << 20,
         }
+    }
+
+    /// The byte budgets of the stream stage and of the request tracker
+    /// (`capture.buffers_mib`: a quarter and three quarters).
+    pub fn buffer_budgets(&self) -> (usize, usize) {
+        let total = usize::try_from(self.capture.buffers_mib)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1 << 20);
+        let stream = total / 4;
+        (stream, total - stream)
     }
 
     /// The configuration as YAML, with header values (credentials) redacted.

@@ -50,6 +50,15 @@ fn layers_override_in_order_file_env_flags() {
     );
     assert_eq!(c.otlp.endpoint.as_deref(), Some("http://collector:4317"));
     assert_eq!(c.capture.ring_mib, 16);
+    assert_eq!(c.capture.buffers_mib, 256);
+    // The stages' own defaults, a quarter and three quarters of it.
+    assert_eq!(
+        c.buffer_budgets(),
+        (
+            crate::stream::DEFAULT_MAX_BUFFERED_BYTES,
+            crate::llm::DEFAULT_MAX_BUFFERED_BYTES
+        )
+    );
 
     let vars = [
         ("STRIKE_TARGETS_PORTS", "8001, 8002"),
@@ -115,6 +124,7 @@ fn errors_name_their_origin() {
 fn validation_rejects_what_types_allow() {
     for (file, want) in [
         ("capture: {ring_mib: 3}\ntargets: {ports: [1]}", "ring_mib"),
+        ("capture: {buffers_mib: 1}\ntargets: {ports: [1]}", "buffers_mib"),
         (
             "capture: {max_capture_bytes: 0}\ntargets: {ports: [1]}",
             "max_capture_bytes",

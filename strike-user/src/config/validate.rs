@@ -42,6 +42,15 @@ pub(super) fn check(config: &RunConfig, selects_targets: bool) -> Result<(), Inv
             ),
         );
     }
+    if !(4..=65_536).contains(&c.buffers_mib) {
+        return invalid(
+            "capture.buffers_mib",
+            format!(
+                "capture.buffers_mib must be between 4 and 65536, got {}",
+                c.buffers_mib
+            ),
+        );
+    }
     let o = &config.otlp;
     if let Some(p) = &o.protocol {
         if Protocol::from_name(p).is_none() {

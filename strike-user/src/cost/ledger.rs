@@ -19,6 +19,11 @@
 //! tracker's oldest in-flight start is past the interval), and a record leaves once every
 //! device's settled time line has passed its end. `max_hold_s` bounds the wait: older
 //! intervals and records are settled with what is known (counted as forced).
+//!
+//! Bounded: what the ledger knows of a process (its parent, its container) is forgotten
+//! `max_hold_s` after it exited, once every interval and record that could name it is
+//! settled; its children keep their serving group (they are linked to its parent and
+//! inherit its container). Records waiting are bounded by [`MAX_PENDING`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -80,6 +85,10 @@ pub struct Ledger {
     containers: HashMap<u32, String>,
     /// Per device: the end of its last settled interval.
     settled_until: HashMap<u32, u64>,
+    /// Processes that exited, with when: forgotten `max_hold_s` later.
+    exited: HashMap<u32, u64>,
+    /// The same, in exit order.
+    exit_order: VecDeque<(u64, u32)>,
     totals: CostTotals,
 }
 
@@ -94,6 +103,8 @@ impl Ledger {
             parents: HashMap::new(),
             containers: HashMap::new(),
             settled_until: HashMap::new(),
+            exited: HashMap::new(),
+            exit_order: VecDeque::new(),
             totals: CostTotals::default(),
         }
     }
@@ -123,13 +134,67 @@ impl Ledger {
     /// `pid`'s parent is `ppid` (a fork, or a process found already running).
     pub fn process(&mut self, pid: u32, ppid: u32) {
         if pid != ppid {
+            // A process again under a pid that exited: not to be forgotten with the old one.
+            self.exited.remove(&pid);
             self.parents.insert(pid, ppid);
         }
     }
 
     /// `pid` runs in container `id`.
     pub fn container(&mut self, pid: u32, id: String) {
+        self.exited.remove(&pid);
         self.containers.insert(pid, id);
+    }
+
+    /// `pid` exited at kernel time `ts_ns`: what is known of it is forgotten once nothing
+    /// still waiting can name it ([`Ledger::settle`], `max_hold_s` later).
+    pub fn process_exited(&mut self, pid: u32, ts_ns: u64) {
+        if self.parents.contains_key(&pid) || self.containers.contains_key(&pid) {
+            self.exited.insert(pid, ts_ns);
+            self.exit_order.push_back((ts_ns, pid));
+        }
+    }
+
+    /// Processes the ledger knows of (parent or container): bounded by the processes alive
+    /// and those that exited less than `max_hold_s` ago.
+    pub fn processes_known(&self) -> usize {
+        self.parents.len().max(self.containers.len())
+    }
+
+    /// Forgets the processes that exited before `before_ns`.
+    fn forget_exited(&mut self, before_ns: u64) {
+        while let Some(&(ts, pid)) = self.exit_order.front() {
+            if ts > before_ns {
+                break;
+            }
+            self.exit_order.pop_front();
+            if self.exited.get(&pid) == Some(&ts) {
+                self.exited.remove(&pid);
+                self.forget(pid);
+            }
+        }
+    }
+
+    /// Forgets one process; its children keep their serving group: linked to its parent
+    /// instead (a root stays their root: nothing is kept for it but their links), and given
+    /// its container when they have none of their own. O(processes known).
+    fn forget(&mut self, pid: u32) {
+        let parent = self.parents.remove(&pid);
+        let container = self.containers.remove(&pid);
+        let children: Vec<u32> = self
+            .parents
+            .iter()
+            .filter(|&(_, &p)| p == pid)
+            .map(|(&c, _)| c)
+            .collect();
+        for child in children {
+            if let Some(parent) = parent {
+                self.parents.insert(child, parent);
+            }
+            if let Some(id) = &container {
+                self.containers.entry(child).or_insert_with(|| id.clone());
+            }
+        }
     }
 
     /// The serving group of a process: its container when known, else the root of its
@@ -214,6 +279,9 @@ impl Ledger {
             },
             out,
         );
+        // Every interval and record from before `force_before` has left: none names a
+        // process that exited before it.
+        self.forget_exited(force_before);
     }
 
     /// End of session: everything is settled with what is known.

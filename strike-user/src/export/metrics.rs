@@ -414,6 +414,20 @@ const SELF_COUNTERS: &[(&str, &str, &str, Observe)] = &[
         |s, _| one(s.tracker.connections_evicted),
     ),
     (
+        sc::METRIC_STRIKE_MEMORY_BUDGET_EVICTIONS,
+        "{connection}",
+        "Connections evicted to keep a stage's per-connection buffers under its byte budget, by stage (also counted in that stage's evictions).",
+        |s, _| {
+            by(
+                sc::STRIKE_STAGE,
+                &[
+                    ("stream", s.stream.budget_evictions),
+                    ("tracker", s.tracker.budget_evictions),
+                ],
+            )
+        },
+    ),
+    (
         sc::METRIC_STRIKE_GPU_SAMPLES_LOST,
         "{batch}",
         "GPU sample batches lost, by reason: the processor's queue was full, or the sampling call failed.",
@@ -508,6 +522,25 @@ impl Observers {
                 })
                 .build()
         };
+        let buffered = {
+            let read = Arc::clone(&read);
+            meter
+                .u64_observable_gauge(sc::METRIC_STRIKE_MEMORY_BUFFERED)
+                .with_unit("By")
+                .with_description(
+                    "Bytes the per-connection buffers of a stage hold now, by stage (bounded by its budget).",
+                )
+                .with_callback(move |observer| {
+                    let (summary, _) = read();
+                    for (stage, bytes) in [
+                        ("stream", summary.stream.buffered_bytes),
+                        ("tracker", summary.tracker.buffered_bytes),
+                    ] {
+                        observer.observe(bytes, &[KeyValue::new(sc::STRIKE_STAGE, stage)]);
+                    }
+                })
+                .build()
+        };
         let idle = IDLE_COUNTERS
             .iter()
             .map(|&(name, unit, description, observe)| {
@@ -527,7 +560,7 @@ impl Observers {
             .collect();
         Self {
             _counters: counters,
-            _gauges: vec![targets],
+            _gauges: vec![targets, buffered],
             _idle: idle,
         }
     }

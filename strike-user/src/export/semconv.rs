@@ -225,11 +225,14 @@ pub const METRIC_STRIKE_TARGETS: &str = "strike.targets";
 pub const METRIC_STRIKE_PARSE_ERRORS: &str = "strike.parse.errors";
 pub const METRIC_STRIKE_PARSE_LIMITS: &str = "strike.parse.limits";
 pub const METRIC_STRIKE_TRACKER_EVICTIONS: &str = "strike.tracker.evictions";
+pub const METRIC_STRIKE_MEMORY_BUDGET_EVICTIONS: &str = "strike.memory.budget_evictions";
+pub const METRIC_STRIKE_MEMORY_BUFFERED: &str = "strike.memory.buffered";
 pub const METRIC_STRIKE_GPU_SAMPLES_LOST: &str = "strike.gpu.samples.lost";
 pub const METRIC_STRIKE_SESSION_FAILURES: &str = "strike.session.failures";
 
 /// Attributes of the self-telemetry instruments.
 pub const STRIKE_REASON: &str = "strike.reason";
+pub const STRIKE_STAGE: &str = "strike.stage";
 pub const STRIKE_MAP: &str = "strike.map";
 pub const STRIKE_OUTCOME: &str = "strike.outcome";
 

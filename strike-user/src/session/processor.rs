@@ -150,6 +150,7 @@ impl Processor {
             CaptureEvent::Exit { pid, ts_ns } => {
                 self.reassembler
                     .process_exited(pid, ts_ns, &mut self.stream_events);
+                self.ledger.process_exited(pid, ts_ns);
                 Some(ProcessChange::Exited { pid })
             }
             CaptureEvent::Process(fact) => {

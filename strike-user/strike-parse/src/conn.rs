@@ -3,7 +3,7 @@
 //!
 //! Guarantees for one [`ConnKey`]: [`StreamEvent::Open`] comes first, then `Data` and `Gap`
 //! events in stream order for each direction (the two directions interleave in kernel time
-//! order), then at most one [`StreamEvent::Close`]. Timestamps are kernel `CLOCK_MONOTONIC`
+//! order), then at most one [`StreamEvent::Close`] or [`StreamEvent::Evicted`]. Timestamps are kernel `CLOCK_MONOTONIC`
 //! nanoseconds taken at the exit of the syscall that moved the bytes.
 
 use std::net::SocketAddr;
@@ -83,11 +83,30 @@ pub enum StreamEvent {
         key: ConnKey,
         ts_ns: u64,
     },
-    /// The socket was closed (or its process exited, or it was evicted).
+    /// The socket was closed (or its process exited).
     Close {
         key: ConnKey,
         ts_ns: u64,
     },
+    /// The stream stage gave up on the connection before it closed: what was in flight on
+    /// it ends here, for `reason`.
+    Evicted {
+        key: ConnKey,
+        ts_ns: u64,
+        reason: Eviction,
+    },
+}
+
+/// Why a stage gave up on a connection that had not closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// No event for longer than the idle timeout.
+    Idle,
+    /// The table was full: the least recently active connection made room.
+    Full,
+    /// The stage's buffers were over their byte budget: the least recently active
+    /// connections were let go until they were under it.
+    MemoryBudget,
 }
 
 impl StreamEvent {
@@ -98,7 +117,8 @@ impl StreamEvent {
             StreamEvent::Data { key, .. }
             | StreamEvent::Gap { key, .. }
             | StreamEvent::Eof { key, .. }
-            | StreamEvent::Close { key, .. } => *key,
+            | StreamEvent::Close { key, .. }
+            | StreamEvent::Evicted { key, .. } => *key,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod event;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod llm;
+mod lru;
 pub mod num;
 pub mod protocol;
 pub mod record;

@@ -389,3 +389,44 @@ fn invariant_attributed_plus_idle_equals_measured() {
         }
     }
 }
+
+#[test]
+fn exited_processes_are_forgotten_after_max_hold_and_their_children_keep_their_group() {
+    // 10 (API server) → 11 (engine) → 12 (worker on GPU 0); 11 runs in container "c".
+    let c = CostConfig {
+        max_hold_s: 1.0,
+        ..config()
+    };
+    let mut ledger = Ledger::new(c.clone(), true);
+    ledger.process(11, 10);
+    ledger.process(12, 11);
+    ledger.container(11, "c".to_owned());
+    // Churn: 1 000 short-lived children of the API server, each exiting at once.
+    for pid in 1000..2000 {
+        ledger.process(pid, 10);
+        ledger.process_exited(pid, 5 * S);
+    }
+    ledger.process_exited(11, 5 * S);
+    assert_eq!(ledger.processes_known(), 1002);
+    let mut out = Vec::new();
+    ledger.settle(u64::MAX, 5 * S + S / 2, &mut out);
+    assert_eq!(ledger.processes_known(), 1002, "kept for max_hold_s");
+    ledger.settle(u64::MAX, 6 * S, &mut out);
+    assert_eq!(ledger.processes_known(), 1, "only the worker is left");
+    // The worker is still in the engine's serving group: the container it inherited.
+    assert_eq!(ledger.group(12), Group::Container("c"));
+    // A pid that exited and was reused is not forgotten with the old process.
+    ledger.process(13, 10);
+    ledger.process_exited(13, 7 * S);
+    ledger.process(13, 12);
+    ledger.settle(u64::MAX, 9 * S, &mut out);
+    assert_eq!(ledger.group(13), Group::Container("c"));
+    // Costs still add up after forgetting: a request of the worker's group.
+    let samples = vec![gpu(0, 10 * S, 0, &[12]), gpu(0, 11 * S, 100, &[12])];
+    let a = request("a", 13, 10 * S, 10 * S + 100 * MS, 11 * S, 100, 10);
+    let out = run(&mut ledger, &samples, vec![a]);
+    assert!(close(
+        by_id(&out, "a").cost_usd.unwrap(),
+        measured(&c, &samples)
+    ));
+}

@@ -68,6 +68,15 @@ impl<P> Default for JsonBody<P> {
     }
 }
 
+impl<P> JsonBody<P> {
+    /// Bytes its bounded copy holds.
+    pub fn buffered_bytes(&self) -> usize {
+        self.json
+            .as_ref()
+            .map_or(0, |j| size_of::<BoundedJson<P>>() + j.buffered_bytes())
+    }
+}
+
 impl<P: TextPaths> JsonBody<P> {
     /// Whether bytes are still read (the body did not fail its bounds or its syntax).
     pub fn reading(&self) -> bool {

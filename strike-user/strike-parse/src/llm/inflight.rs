@@ -140,6 +140,33 @@ impl InFlight {
         }
     }
 
+    /// Heap bytes the request holds: its bodies' bounded JSON copies and decoders, a
+    /// streamed body's bytes not framed yet and its event in progress, and its strings.
+    /// The struct itself is its connection's to count.
+    pub fn buffered_bytes(&self) -> usize {
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        let stream = match &self.mode {
+            BodyMode::Sse(dec) => dec.buffered_bytes(),
+            BodyMode::Ignore | BodyMode::Json | BodyMode::Ndjson(_) => 0,
+        };
+        self.method.capacity()
+            + self.path.capacity()
+            + text(&self.host)
+            + text(&self.traceparent)
+            + text(&self.tenant)
+            + text(&self.api_key_hash)
+            + text(&self.response_id)
+            + text(&self.model)
+            + self.req_json.buffered_bytes()
+            + self.req_coding.buffered_bytes()
+            + self.res_buf.capacity()
+            + stream
+            + self.res_json.buffered_bytes()
+            + self.res_coding.buffered_bytes()
+            + self.finish_reasons.capacity() * size_of::<Option<String>>()
+            + self.partial.capacity() * size_of::<&str>()
+    }
+
     /// Kernel ns of the request's first byte, once seen.
     pub fn start_ns(&self) -> Option<u64> {
         self.start_ns
@@ -330,7 +357,10 @@ impl InFlight {
             }
             BodyMode::Sse(_) | BodyMode::Ndjson(_) => {
                 self.res_buf.extend_from_slice(data);
+                let held = self.res_buf.len();
                 self.drain_stream(ts_ns, false, stats);
+                let consumed = self.res_buf.len() < held;
+                crate::protocol::compact(&mut self.res_buf, consumed);
             }
         }
     }

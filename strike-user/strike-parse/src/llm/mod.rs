@@ -1,6 +1,14 @@
 //! LLM stage: OpenAI-compatible API semantics on top of the protocol stage, and the
 //! [`RequestTracker`] that turns a connection's [`StreamEvent`]s into one
 //! [`RequestRecord`] per request.
+//!
+//! Memory is bounded by design: each connection reports the bytes it buffers (heads in
+//! progress, bodies' bounded JSON copies and decoders, streamed events in progress,
+//! requests waiting for their responses) after every event that touched it, the tracker
+//! keeps their sum, and past [`TrackerConfig::max_buffered_bytes`] it evicts the least
+//! recently active connections (their requests in flight end as partial records,
+//! `memory_budget`) until it is under it again. The least recently active connection is
+//! found through an ordered index, never by a scan of every connection.
 
 pub mod anthropic;
 mod body;
@@ -9,18 +17,26 @@ mod inflight;
 pub mod openai;
 pub mod responses;
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc};
 
-use crate::conn::{ConnInfo, ConnKey, Role, StreamEvent};
+use crate::conn::{ConnInfo, ConnKey, Eviction, Role, StreamEvent};
+use crate::lru::LruTable;
 use crate::protocol::exchange::{
     EndReason, ExchangeConfig, ExchangeEvent, ExchangeMachine, ProtocolCounters,
 };
 use crate::protocol::http::KeyHasher;
 use crate::record::RequestRecord;
 use inflight::InFlight;
+
+/// Default [`TrackerConfig::max_buffered_bytes`]: 192 MiB. With the stream stage's 64 MiB
+/// that is 256 MiB for every per-connection buffer of the agent, half of its memory limit
+/// in `deploy/kubernetes/daemonset.yaml` (512 MiB): the rest is for the ring buffer
+/// (16 MiB), the queues between the stages, the span queue, the recent-requests store and
+/// the allocator. Ordinary connections hold a few KiB; one with a 64 KiB head in progress
+/// about 62 KiB (3 000 of them fit); the most one can hold is bounded by its buffers' own
+/// bounds (64 KiB heads, JSON copies of 1.25 MiB, an SSE event of 4 MiB, a brotli window
+/// of 16 MiB), far below the budget.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 192 << 20;
 
 /// Settings of the [`RequestTracker`].
 #[derive(Debug, Clone)]
@@ -37,6 +53,10 @@ pub struct TrackerConfig {
     pub max_connections: usize,
     /// Connections idle longer than this are evicted by [`RequestTracker::evict_idle`].
     pub idle_timeout_ns: u64,
+    /// Bytes all connections together may buffer ([`DEFAULT_MAX_BUFFERED_BYTES`]); past it
+    /// the least recently active connections are evicted until the tracker is under it
+    /// again (`budget_evictions`).
+    pub max_buffered_bytes: usize,
     /// The request header naming the tenant (`cost.tenant_header`), when configured.
     pub tenant_header: Option<Arc<str>>,
     /// Hashes API keys into `api_key_hash` (`cost.api_key_hash_key_file`); without one
@@ -51,6 +71,7 @@ impl Default for TrackerConfig {
             max_body_bytes: 1024 * 1024,
             max_connections: 65_536,
             idle_timeout_ns: 10 * 60 * 1_000_000_000,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             tenant_header: None,
             key_hasher: None,
         }
@@ -64,8 +85,13 @@ pub struct TrackerStats {
     pub connections_open: u64,
     /// Connections ever tracked.
     pub connections_opened: u64,
-    /// Connections evicted (idle, or over `max_connections`).
+    /// Connections evicted here, for any reason (idle, over `max_connections`, over the
+    /// budget); the stream stage counts its own.
     pub connections_evicted: u64,
+    /// Of `connections_evicted`, those evicted to get back under `max_buffered_bytes`.
+    pub budget_evictions: u64,
+    /// Bytes the tracker's connections buffer now (a gauge, not a counter).
+    pub buffered_bytes: u64,
     /// Events for a connection without a prior `Open` (tracked as preexisting, role unknown).
     pub connections_without_open: u64,
     /// Requests whose head was decoded.
@@ -102,15 +128,30 @@ struct Conn {
     info: ConnInfo,
     machine: ExchangeMachine,
     inflight: VecDeque<InFlight>,
-    last_activity_ns: u64,
     /// Its machine gave up on it and the caller was told ([`RequestTracker::take_given_up`]).
     given_up: bool,
+}
+
+impl Conn {
+    /// Bytes the connection holds: its state, what its machine buffers, its requests in
+    /// flight (a short sum: at most the machine's `max_pending` and one more).
+    fn buffered_bytes(&self) -> usize {
+        size_of::<Self>()
+            + self.info.comm.capacity()
+            + self.machine.buffered_bytes()
+            + self.inflight.capacity() * size_of::<InFlight>()
+            + self
+                .inflight
+                .iter()
+                .map(InFlight::buffered_bytes)
+                .sum::<usize>()
+    }
 }
 
 /// Turns stream events into request records.
 pub struct RequestTracker {
     config: TrackerConfig,
-    conns: HashMap<ConnKey, Conn>,
+    conns: LruTable<Conn>,
     stats: TrackerStats,
     scratch: Vec<ExchangeEvent>,
     /// Connections given up on since the caller last asked (each once).
@@ -121,7 +162,7 @@ impl RequestTracker {
     pub fn new(config: TrackerConfig) -> Self {
         Self {
             config,
-            conns: HashMap::new(),
+            conns: LruTable::default(),
             stats: TrackerStats::default(),
             scratch: Vec::new(),
             given_up: Vec::new(),
@@ -145,6 +186,15 @@ impl RequestTracker {
             self.open(info, out);
             return;
         }
+        if let StreamEvent::Evicted { ts_ns, reason, .. } = event {
+            // The stream stage gave up on it (and counted it).
+            let reason = match reason {
+                Eviction::Idle | Eviction::Full => EndReason::Evicted,
+                Eviction::MemoryBudget => EndReason::MemoryBudget,
+            };
+            self.close_conn(key, ts_ns, reason, out);
+            return;
+        }
         if !self.conns.contains_key(&key) {
             if matches!(event, StreamEvent::Close { .. }) {
                 return;
@@ -155,7 +205,8 @@ impl RequestTracker {
                 StreamEvent::Data { ts_ns, .. }
                 | StreamEvent::Gap { ts_ns, .. }
                 | StreamEvent::Eof { ts_ns, .. }
-                | StreamEvent::Close { ts_ns, .. } => *ts_ns,
+                | StreamEvent::Close { ts_ns, .. }
+                | StreamEvent::Evicted { ts_ns, .. } => *ts_ns,
                 StreamEvent::Open(i) => i.opened_ns,
             };
             self.open(
@@ -173,13 +224,18 @@ impl RequestTracker {
         let mut events = std::mem::take(&mut self.scratch);
         events.clear();
         let mut close_at = None;
+        match &event {
+            StreamEvent::Data { ts_ns, .. }
+            | StreamEvent::Gap { ts_ns, .. }
+            | StreamEvent::Eof { ts_ns, .. } => self.conns.touch(&key, *ts_ns),
+            StreamEvent::Close { .. } | StreamEvent::Evicted { .. } | StreamEvent::Open(_) => {}
+        }
         if let Some(conn) = self.conns.get_mut(&key) {
             let counters = &mut self.stats.protocol;
             match event {
                 StreamEvent::Data {
                     dir, ts_ns, bytes, ..
                 } => {
-                    conn.last_activity_ns = conn.last_activity_ns.max(ts_ns);
                     conn.machine
                         .on_data(dir, ts_ns, &bytes, &mut events, counters);
                     if !conn.given_up && conn.machine.given_up() {
@@ -188,35 +244,51 @@ impl RequestTracker {
                     }
                 }
                 StreamEvent::Gap { dir, ts_ns, .. } => {
-                    conn.last_activity_ns = conn.last_activity_ns.max(ts_ns);
                     conn.machine.on_gap(dir, ts_ns, &mut events, counters);
                 }
                 StreamEvent::Eof { ts_ns, .. } => {
-                    conn.last_activity_ns = conn.last_activity_ns.max(ts_ns);
                     conn.machine.on_eof(ts_ns, &mut events);
                 }
                 StreamEvent::Close { ts_ns, .. } => {
                     conn.machine.on_close(ts_ns, &mut events);
                     close_at = Some(ts_ns);
                 }
-                StreamEvent::Open(_) => {}
+                StreamEvent::Open(_) | StreamEvent::Evicted { .. } => {}
             }
         }
         self.apply(key, &mut events, out);
         self.scratch = events;
         if let Some(ts) = close_at {
             self.close_conn(key, ts, EndReason::ConnectionClosed, out);
+        } else {
+            self.account(key, out);
         }
+    }
+
+    /// After an event for `key`: its bytes as they are now, and the budget kept by evicting
+    /// the least recently active other connections (at `key`'s time: the eviction happens
+    /// now, whatever the victim's last activity was).
+    fn account(&mut self, key: ConnKey, out: &mut Vec<RequestRecord>) {
+        let Some(bytes) = self.conns.get(&key).map(Conn::buffered_bytes) else {
+            return;
+        };
+        self.conns.set_bytes(&key, bytes);
+        let now = self.conns.last_ts(&key).unwrap_or(0);
+        while self.conns.buffered_bytes() > self.config.max_buffered_bytes {
+            // One connection alone is held by its own bounds (heads, JSON copies).
+            let Some(victim) = self.conns.oldest_except(key) else {
+                break;
+            };
+            self.stats.connections_evicted = self.stats.connections_evicted.saturating_add(1);
+            self.stats.budget_evictions = self.stats.budget_evictions.saturating_add(1);
+            self.close_conn(victim, now, EndReason::MemoryBudget, out);
+        }
+        self.stats.buffered_bytes = self.conns.buffered_bytes() as u64;
     }
 
     fn open(&mut self, info: ConnInfo, out: &mut Vec<RequestRecord>) {
         while self.conns.len() >= self.config.max_connections.max(1) {
-            let Some(victim) = self
-                .conns
-                .iter()
-                .min_by_key(|(_, c)| c.last_activity_ns)
-                .map(|(k, _)| *k)
-            else {
+            let Some((victim, _)) = self.conns.oldest() else {
                 break;
             };
             self.stats.connections_evicted = self.stats.connections_evicted.saturating_add(1);
@@ -232,17 +304,17 @@ impl RequestTracker {
             info.preexisting,
         );
         self.stats.connections_opened = self.stats.connections_opened.saturating_add(1);
-        self.conns.insert(
-            info.key,
-            Conn {
-                last_activity_ns: info.opened_ns,
-                info,
-                machine,
-                inflight: VecDeque::new(),
-                given_up: false,
-            },
-        );
+        let (key, ts) = (info.key, info.opened_ns);
+        let conn = Conn {
+            info,
+            machine,
+            inflight: VecDeque::new(),
+            given_up: false,
+        };
+        let bytes = conn.buffered_bytes();
+        self.conns.insert(key, conn, ts, bytes);
         self.stats.connections_open = self.conns.len() as u64;
+        self.account(key, out);
     }
 
     /// Ends a connection: everything still in flight becomes a record.
@@ -271,6 +343,7 @@ impl RequestTracker {
             }
         }
         self.stats.connections_open = self.conns.len() as u64;
+        self.stats.buffered_bytes = self.conns.buffered_bytes() as u64;
     }
 
     fn apply(
@@ -359,16 +432,13 @@ impl RequestTracker {
     }
 
     /// Evict connections idle longer than the timeout (their in-flight requests become
-    /// partial records); counts evictions.
+    /// partial records); counts evictions. Visits only the idle connections, oldest first.
     pub fn evict_idle(&mut self, now_mono_ns: u64, out: &mut Vec<RequestRecord>) {
         let timeout = self.config.idle_timeout_ns;
-        let idle: Vec<ConnKey> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| now_mono_ns.saturating_sub(c.last_activity_ns) > timeout)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in idle {
+        while let Some((key, last_ts)) = self.conns.oldest() {
+            if now_mono_ns.saturating_sub(last_ts) <= timeout {
+                break;
+            }
             self.stats.connections_evicted = self.stats.connections_evicted.saturating_add(1);
             self.close_conn(key, now_mono_ns, EndReason::Evicted, out);
         }
@@ -378,8 +448,8 @@ impl RequestTracker {
     pub fn finish(&mut self, out: &mut Vec<RequestRecord>) {
         let mut keys: Vec<(ConnKey, u64)> = self
             .conns
-            .iter()
-            .map(|(k, c)| (*k, c.last_activity_ns))
+            .keys()
+            .map(|k| (*k, self.conns.last_ts(k).unwrap_or(0)))
             .collect();
         keys.sort_unstable();
         for (key, ts) in keys {
@@ -401,4 +471,17 @@ impl RequestTracker {
     pub fn stats(&self) -> TrackerStats {
         self.stats.clone()
     }
+
+    /// Bytes all connections buffer now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns.buffered_bytes()
+    }
+
+    /// Connections tracked now.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
 }
+
+#[cfg(test)]
+mod tests;

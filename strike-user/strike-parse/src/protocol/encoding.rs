@@ -180,6 +180,27 @@ impl ContentDecoder {
         }
     }
 
+    /// Bytes the decoder holds, estimated: its state (inflate's is about 43 KiB) and
+    /// window (brotli's and zstd's grow with what they decode, up to the 16 MiB and 8 MiB
+    /// their formats and [`ZSTD_WINDOW_LOG_MAX`] allow), and its output buffer.
+    pub fn buffered_bytes(&self) -> usize {
+        const INFLATE_STATE: usize = 43 << 10;
+        const BROTLI_STATE: usize = 64 << 10;
+        const ZSTD_STATE: usize = 160 << 10;
+        let window = |max: usize| usize::try_from(self.output).unwrap_or(usize::MAX).min(max);
+        match &self.inner {
+            Inner::DeflateSniff(head) => head.capacity(),
+            Inner::Gzip(d) => INFLATE_STATE + d.get_ref().buf.capacity(),
+            Inner::Zlib(d) => INFLATE_STATE + d.get_ref().buf.capacity(),
+            Inner::Raw(d) => INFLATE_STATE + d.get_ref().buf.capacity(),
+            Inner::Br(d) => BROTLI_STATE + window(16 << 20) + d.get_ref().buf.capacity(),
+            Inner::Zstd(d) => {
+                ZSTD_STATE + window(1 << ZSTD_WINDOW_LOG_MAX) + d.get_ref().buf.capacity()
+            }
+            Inner::Failed(_) => 0,
+        }
+    }
+
     /// Compressed bytes seen.
     pub fn bytes_in(&self) -> u64 {
         self.input
@@ -355,6 +376,13 @@ impl BodyCoding {
                 None
             }
         }
+    }
+
+    /// Bytes its decoder holds (an estimate; 0 for a body sent as is).
+    pub fn buffered_bytes(&self) -> usize {
+        self.decoder
+            .as_ref()
+            .map_or(0, |d| size_of::<ContentDecoder>() + d.buffered_bytes())
     }
 
     /// Whether the body cannot be decoded.

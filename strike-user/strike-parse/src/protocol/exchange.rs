@@ -74,6 +74,9 @@ pub enum EndReason {
     PipelineOverflow,
     /// The connection was evicted (idle or over the connection limit).
     Evicted,
+    /// The connection was evicted to keep the buffers of all connections under their
+    /// byte budget.
+    MemoryBudget,
     /// Strike is shutting down.
     Shutdown,
 }
@@ -90,6 +93,7 @@ impl EndReason {
             EndReason::NoResponse => "no_response",
             EndReason::PipelineOverflow => "pipeline_overflow",
             EndReason::Evicted => "evicted",
+            EndReason::MemoryBudget => "memory_budget",
             EndReason::Shutdown => "shutdown",
         }
     }
@@ -257,6 +261,22 @@ impl ExchangeMachine {
         }
     }
 
+    /// Bytes the machine buffers: what each direction holds while the role is sniffed,
+    /// each side's bytes not decoded yet (a head in progress), the requests waiting for
+    /// their responses.
+    pub fn buffered_bytes(&self) -> usize {
+        self.sniff.iter().map(BytesMut::capacity).sum::<usize>()
+            + self.req.buffered_bytes()
+            + self.res.buffered_bytes()
+            + self.pending.capacity() * size_of::<Pending>()
+    }
+
+    /// After each call: both sides let go of the bytes they decoded.
+    fn compact(&mut self) {
+        self.req.compact();
+        self.res.compact();
+    }
+
     /// The direction carrying requests, once known.
     pub fn request_direction(&self) -> Option<Direction> {
         self.req_dir
@@ -300,6 +320,7 @@ impl ExchangeMachine {
             let held_res = std::mem::take(&mut self.sniff[dir_index(other(req_dir))]);
             self.feed_request(ts_ns, &held_req, out, counters);
             self.feed_response(ts_ns, &held_res, out, counters);
+            self.compact();
             return;
         }
         if dir == req_dir {
@@ -307,6 +328,7 @@ impl ExchangeMachine {
         } else {
             self.feed_response(ts_ns, bytes, out, counters);
         }
+        self.compact();
     }
 
     /// Role unknown: the direction whose first bytes look like a request line carries
@@ -365,6 +387,7 @@ impl ExchangeMachine {
         } else {
             self.response_gap(ts_ns, out, counters);
         }
+        self.compact();
     }
 
     /// The traced process read end-of-stream (ingress).
@@ -383,6 +406,7 @@ impl ExchangeMachine {
             }
             None => {}
         }
+        self.compact();
     }
 
     /// The socket closed.
@@ -403,6 +427,7 @@ impl ExchangeMachine {
         self.res.abort(ts_ns, reason, out);
         self.abort_pending(ts_ns, reason, out);
         self.res.clear();
+        self.compact();
     }
 }
 

@@ -6,6 +6,12 @@
 //! the configured limit are an error ([`HttpError::HeadTooLarge`]): the caller drops the
 //! message and resynchronises. Bodies are never buffered here: each `Body` frame is the
 //! bytes available now.
+//!
+//! A head that arrives in many pieces (trickled a byte at a time, by a slow or hostile
+//! client) is not parsed again from its start for every piece: [`HeadScan`] runs `httparse`
+//! on a head's first bytes (so bytes that are not HTTP are an error at once), when a blank
+//! line may have ended it, past the bound, and otherwise each time the bytes held have
+//! doubled. A head of `n` bytes costs O(n) in searching and parsing together, not O(n²).
 
 use std::sync::Arc;
 
@@ -443,6 +449,62 @@ fn framing(
     Ok(f)
 }
 
+/// Where the search for the end of the head in progress stands (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HeadScan {
+    /// Bytes already searched for a blank line.
+    searched: usize,
+    /// Bytes held at the last parse; 0 before the first.
+    parsed: usize,
+}
+
+impl HeadScan {
+    /// Whether `httparse` should look at `buf` now; searches the bytes added since the last
+    /// call for a blank line (LF LF or LF CR LF).
+    fn should_parse(&mut self, buf: &[u8], max_head: usize) -> bool {
+        if buf.len() < self.searched || buf.len() < self.parsed {
+            // Not the bytes this scan saw (the caller replaced them): start again.
+            *self = Self::default();
+        }
+        let blank_line = self.search(buf);
+        self.parsed == 0
+            || blank_line
+            || buf.len() > max_head
+            || buf.len() >= self.parsed.saturating_mul(2)
+    }
+
+    fn search(&mut self, buf: &[u8]) -> bool {
+        let mut from = self.searched;
+        while let Some(i) = buf
+            .get(from..)
+            .and_then(|rest| memchr::memchr(b'\n', rest))
+            .map(|i| from + i)
+        {
+            match (buf.get(i + 1), buf.get(i + 2)) {
+                // A LF at the end, or LF CR: the next bytes decide; look here again.
+                (None, _) | (Some(b'\r'), None) => {
+                    self.searched = i;
+                    return false;
+                }
+                (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')) => {
+                    // Past this LF: a blank line that did not end the head (empty lines
+                    // before a request line) is not found again.
+                    self.searched = i + 1;
+                    return true;
+                }
+                _ => from = i + 1,
+            }
+        }
+        self.searched = buf.len();
+        false
+    }
+
+    /// `httparse` found the head incomplete with `len` bytes held.
+    fn partial(&mut self, len: usize) {
+        self.parsed = len.max(1);
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MsgState {
     Head,
@@ -488,6 +550,9 @@ pub struct RequestDecoder {
     /// Hashes API keys; without one they are not recorded at all.
     key_hasher: Option<Arc<KeyHasher>>,
     state: MsgState,
+    scan: HeadScan,
+    /// Times `httparse` ran, over the decoder's life.
+    head_parses: u64,
 }
 
 impl Default for RequestDecoder {
@@ -503,7 +568,15 @@ impl RequestDecoder {
             tenant_header: None,
             key_hasher: None,
             state: MsgState::Head,
+            scan: HeadScan::default(),
+            head_parses: 0,
         }
+    }
+
+    /// Times a head was parsed, over the decoder's life (a bound tests check: a head
+    /// trickled in byte by byte is parsed a few times, not once per byte).
+    pub fn head_parses(&self) -> u64 {
+        self.head_parses
     }
 
     /// Also keeps the value of this header (the tenant) in each request head.
@@ -528,6 +601,7 @@ impl RequestDecoder {
     /// Forgets the message in progress.
     pub fn reset(&mut self) {
         self.state = MsgState::Head;
+        self.scan = HeadScan::default();
     }
 
     /// Decodes the next frame from `buf`, consuming its bytes; `Ok(None)` when more bytes
@@ -553,9 +627,20 @@ impl RequestDecoder {
     }
 
     fn decode_head(&mut self, buf: &mut BytesMut) -> Result<Option<RequestFrame>, HttpError> {
-        if buf.is_empty() {
+        if buf.is_empty() || !self.scan.should_parse(buf, self.max_head) {
             return Ok(None);
         }
+        self.head_parses = self.head_parses.saturating_add(1);
+        let parsed = self.parse_head(buf);
+        if matches!(parsed, Ok(None)) {
+            self.scan.partial(buf.len());
+        } else {
+            self.scan = HeadScan::default();
+        }
+        parsed
+    }
+
+    fn parse_head(&mut self, buf: &mut BytesMut) -> Result<Option<RequestFrame>, HttpError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut more;
         let mut req = httparse::Request::new(&mut headers);
@@ -620,6 +705,9 @@ pub struct ResponseDecoder {
     max_head: usize,
     state: MsgState,
     head_request: bool,
+    scan: HeadScan,
+    /// Times `httparse` ran, over the decoder's life.
+    head_parses: u64,
 }
 
 impl Default for ResponseDecoder {
@@ -634,7 +722,14 @@ impl ResponseDecoder {
             max_head,
             state: MsgState::Head,
             head_request: false,
+            scan: HeadScan::default(),
+            head_parses: 0,
         }
+    }
+
+    /// Times a head was parsed, over the decoder's life.
+    pub fn head_parses(&self) -> u64 {
+        self.head_parses
     }
 
     /// The response being waited for answers a HEAD request (so it has no body).
@@ -650,6 +745,7 @@ impl ResponseDecoder {
     /// Forgets the message in progress.
     pub fn reset(&mut self) {
         self.state = MsgState::Head;
+        self.scan = HeadScan::default();
     }
 
     /// The connection's incoming side ended: a body delimited by close is complete
@@ -660,6 +756,7 @@ impl ResponseDecoder {
             MsgState::Body(BodyState::UntilClose) | MsgState::EndPending
         );
         self.state = MsgState::Head;
+        self.scan = HeadScan::default();
         done.then_some(ResponseFrame::End)
     }
 
@@ -685,9 +782,20 @@ impl ResponseDecoder {
     }
 
     fn decode_head(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseFrame>, HttpError> {
-        if buf.is_empty() {
+        if buf.is_empty() || !self.scan.should_parse(buf, self.max_head) {
             return Ok(None);
         }
+        self.head_parses = self.head_parses.saturating_add(1);
+        let parsed = self.parse_head(buf);
+        if matches!(parsed, Ok(None)) {
+            self.scan.partial(buf.len());
+        } else {
+            self.scan = HeadScan::default();
+        }
+        parsed
+    }
+
+    fn parse_head(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseFrame>, HttpError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut more;
         let mut res = httparse::Response::new(&mut headers);
@@ -1152,6 +1260,79 @@ mod tests {
         let frames =
             resp_frames(&[b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc"], false).unwrap();
         assert_eq!(frames.len(), 2);
+    }
+
+    /// A head of about 60 KiB: a request line, then header lines of 64 bytes.
+    fn long_head(first_line: &str) -> Vec<u8> {
+        let mut head = format!("{first_line}\r\nhost: x\r\n").into_bytes();
+        let mut i = 0;
+        while head.len() < 60 << 10 {
+            head.extend_from_slice(format!("x-h{i:05}: {}\r\n", "v".repeat(52)).as_bytes());
+            i += 1;
+        }
+        head.extend_from_slice(b"content-length: 2\r\n\r\nok");
+        head
+    }
+
+    #[test]
+    fn a_head_trickled_byte_by_byte_is_parsed_a_few_times_not_once_per_byte() {
+        let head = long_head("POST /v1/completions HTTP/1.1");
+        let mut dec = RequestDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for byte in &head {
+            buf.extend_from_slice(&[*byte]);
+            while let Some(f) = dec.decode(&mut buf).unwrap() {
+                frames.push(f);
+            }
+        }
+        // The first byte, each doubling up to 60 KiB (16), the blank line: before, once
+        // per byte (61 000 times).
+        assert!(dec.head_parses() <= 20, "{} parses", dec.head_parses());
+        let whole: Vec<&[u8]> = vec![&head];
+        assert_eq!(merge_req(frames), req_frames(&whole).unwrap());
+
+        let head = long_head("HTTP/1.1 200 OK");
+        let mut dec = ResponseDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for byte in &head {
+            buf.extend_from_slice(&[*byte]);
+            while let Some(f) = dec.decode(&mut buf).unwrap() {
+                frames.push(f);
+            }
+        }
+        assert!(dec.head_parses() <= 20, "{} parses", dec.head_parses());
+        assert!(matches!(frames.first(), Some(ResponseFrame::Head(h)) if h.status == 200));
+    }
+
+    #[test]
+    fn a_trickled_head_that_is_not_http_fails_at_once_and_one_too_large_at_its_bound() {
+        let mut dec = RequestDecoder::default();
+        let mut buf = BytesMut::from(&b"\x16\x03\x01"[..]);
+        assert!(dec.decode(&mut buf).is_err(), "the first bytes are parsed");
+        // Trickled without an end: an error once past the bound, as before.
+        let mut dec = RequestDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut result = Ok(None);
+        let mut fed = 0;
+        let line = b"GET / HTTP/1.1\r\n";
+        for byte in line.iter().chain(std::iter::repeat(&b'a')) {
+            buf.extend_from_slice(&[*byte]);
+            fed += 1;
+            result = dec.decode(&mut buf);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(
+            result,
+            Err(HttpError::HeadTooLarge {
+                limit: DEFAULT_MAX_HEAD_BYTES
+            })
+        );
+        assert_eq!(fed, DEFAULT_MAX_HEAD_BYTES + 1);
+        assert!(dec.head_parses() <= 20, "{} parses", dec.head_parses());
     }
 
     #[test]

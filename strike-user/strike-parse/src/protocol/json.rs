@@ -183,6 +183,13 @@ pub struct BoundedJson<P> {
     failed: Option<JsonError>,
 }
 
+impl<P> BoundedJson<P> {
+    /// Bytes allocated for the copy and the nesting stack (capacity, not length).
+    pub fn buffered_bytes(&self) -> usize {
+        self.out.capacity() + self.stack.capacity() * size_of::<Frame>()
+    }
+}
+
 impl<P: TextPaths> BoundedJson<P> {
     /// A reader whose copy is kept whole up to `budget` bytes and never grows past
     /// `budget` and a quarter of it (64 KiB at least).

@@ -20,6 +20,9 @@ pub enum NdjsonError {
 pub struct NdjsonDecoder {
     max_line: usize,
     discarding: bool,
+    /// Bytes at the start of the caller's buffer already known to hold no LF, so a line
+    /// trickled in is searched once, not from its start for every piece.
+    searched: usize,
 }
 
 impl Default for NdjsonDecoder {
@@ -33,17 +36,26 @@ impl NdjsonDecoder {
         Self {
             max_line,
             discarding: false,
+            searched: 0,
         }
     }
 
     /// Decodes the next non-blank line from `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, NdjsonError> {
         loop {
-            let Some(lf) = memchr::memchr(b'\n', buf) else {
+            let from = self.searched.min(buf.len());
+            let found = buf
+                .get(from..)
+                .and_then(|rest| memchr::memchr(b'\n', rest))
+                .map(|i| from + i);
+            let Some(lf) = found else {
+                self.searched = buf.len();
                 if self.discarding {
                     buf.clear();
+                    self.searched = 0;
                 } else if buf.len() > self.max_line {
                     buf.clear();
+                    self.searched = 0;
                     self.discarding = true;
                     return Err(NdjsonError::LineTooLong {
                         limit: self.max_line,
@@ -51,6 +63,7 @@ impl NdjsonDecoder {
                 }
                 return Ok(None);
             };
+            self.searched = 0;
             let mut line = buf.split_to(lf).freeze();
             buf.advance(1);
             if self.discarding {
@@ -75,6 +88,7 @@ impl NdjsonDecoder {
     /// End of the stream: the last line, if it had no `\n`.
     pub fn finish(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
         let discarding = std::mem::replace(&mut self.discarding, false);
+        self.searched = 0;
         let rest = buf.split().freeze();
         (!discarding && !rest.trim_ascii().is_empty() && rest.len() <= self.max_line)
             .then_some(rest)
@@ -139,5 +153,20 @@ mod tests {
                 Ok(Bytes::from_static(b"{}"))
             ]
         );
+    }
+
+    #[test]
+    fn a_trickled_line_is_searched_once() {
+        let mut dec = NdjsonDecoder::default();
+        let mut buf = BytesMut::new();
+        for _ in 0..10_000 {
+            buf.extend_from_slice(b"x");
+            assert_eq!(dec.decode(&mut buf), Ok(None));
+            // The next search starts where this one stopped.
+            assert_eq!(dec.searched, buf.len());
+        }
+        buf.extend_from_slice(b"\n{}\n");
+        assert_eq!(dec.decode(&mut buf).unwrap().map(|l| l.len()), Some(10_000));
+        assert_eq!(dec.decode(&mut buf).unwrap().as_deref(), Some(&b"{}"[..]));
     }
 }

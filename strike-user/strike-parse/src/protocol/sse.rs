@@ -52,6 +52,9 @@ pub struct SseDecoder {
     /// Dropping the rest of an oversized event.
     discarding_event: bool,
     at_start: bool,
+    /// Bytes at the start of the caller's buffer already known to hold no line end, so a
+    /// line trickled in is searched once, not from its start for every piece.
+    searched: usize,
 }
 
 impl Default for SseDecoder {
@@ -73,7 +76,16 @@ impl SseDecoder {
             discarding_line: false,
             discarding_event: false,
             at_start: true,
+            searched: 0,
         }
+    }
+
+    /// Bytes allocated for the event being assembled (capacity, not length); the bytes not
+    /// framed yet are the caller's buffer.
+    pub fn buffered_bytes(&self) -> usize {
+        self.data.capacity()
+            + self.event.as_ref().map_or(0, String::capacity)
+            + self.last_id.as_ref().map_or(0, String::capacity)
     }
 
     /// Decodes the next complete event from `buf`, consuming the bytes it used.
@@ -98,13 +110,21 @@ impl SseDecoder {
                     buf.advance(3);
                 }
             }
-            let Some(end) = memchr::memchr2(b'\n', b'\r', buf) else {
+            let from = self.searched.min(buf.len());
+            let found = buf
+                .get(from..)
+                .and_then(|rest| memchr::memchr2(b'\n', b'\r', rest))
+                .map(|i| from + i);
+            let Some(end) = found else {
+                self.searched = buf.len();
                 if self.discarding_line {
                     buf.clear();
+                    self.searched = 0;
                     return Ok(None);
                 }
                 if buf.len() > self.max_line {
                     buf.clear();
+                    self.searched = 0;
                     self.discarding_line = true;
                     return Err(SseError::LineTooLong {
                         limit: self.max_line,
@@ -112,6 +132,7 @@ impl SseDecoder {
                 }
                 return Ok(None);
             };
+            self.searched = 0;
             let line = buf.split_to(end).freeze();
             match buf.first() {
                 Some(b'\r') => {
@@ -323,5 +344,20 @@ mod tests {
         assert_eq!(dec.decode(&mut buf), Ok(None));
         assert_eq!(dec.finish(), Some(ev(None, "last", None).unwrap()));
         assert_eq!(dec.finish(), None);
+    }
+
+    #[test]
+    fn a_trickled_line_is_searched_once() {
+        let mut dec = SseDecoder::default();
+        let mut buf = BytesMut::from(&b"data: "[..]);
+        for _ in 0..10_000 {
+            buf.extend_from_slice(b"x");
+            assert_eq!(dec.decode(&mut buf), Ok(None));
+            // The next search starts where this one stopped.
+            assert_eq!(dec.searched, buf.len());
+        }
+        buf.extend_from_slice(b"\n\n");
+        let ev = dec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(ev.data.len(), 10_000);
     }
 }

@@ -4,17 +4,20 @@
 //! knows exactly which bytes it has: in-order bytes pass straight through, a short reorder
 //! window absorbs events that arrive out of order (concurrent writers on one socket), and
 //! anything never delivered (ring buffer full, capture cap, lost reorder) becomes an explicit
-//! [`StreamEvent::Gap`] with its size. Connections are bounded in number and evicted when
-//! idle; every eviction and gap is counted.
+//! [`StreamEvent::Gap`] with its size. Connections are bounded in number, in the bytes their
+//! reorder windows hold all together ([`StreamConfig::max_buffered_bytes`]) and in idle
+//! time; past any bound the least recently active connection is evicted
+//! ([`StreamEvent::Evicted`]), found in O(log N), and every eviction and gap is counted.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use crate::{
-    conn::{ConnInfo, ConnKey, Direction, Role, StreamEvent},
+    conn::{ConnInfo, ConnKey, Direction, Eviction, Role, StreamEvent},
     event::{CaptureEvent, SocketClose, SocketData, SocketOpen},
+    lru::LruTable,
 };
 
 /// Limits of the stream stage.
@@ -28,7 +31,16 @@ pub struct StreamConfig {
     pub reorder_window_ns: u64,
     /// A connection with no event for this long is evicted.
     pub idle_timeout_ns: u64,
+    /// Bytes all connections together may hold (out-of-order segments and each
+    /// connection's own state); past it the least recently active connections are evicted
+    /// until the stage is under it again (`budget_evictions`). Bytes out of order are
+    /// rare and short-lived: 64 MiB is far above what reordering needs, and bounds what
+    /// 16 384 connections × 2 directions × 64 segments of up to 256 KiB could otherwise hold.
+    pub max_buffered_bytes: usize,
 }
+
+/// Default [`StreamConfig::max_buffered_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
 
 impl Default for StreamConfig {
     fn default() -> Self {
@@ -37,6 +49,7 @@ impl Default for StreamConfig {
             max_pending_segments: 64,
             reorder_window_ns: 50_000_000,
             idle_timeout_ns: 600_000_000_000,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
         }
     }
 }
@@ -49,7 +62,12 @@ pub struct StreamStats {
     /// Connections whose data arrived without an open event (opened before capture, or the
     /// open event was lost).
     pub connections_without_open: u64,
+    /// Connections evicted, for any reason (idle, over `max_connections`, over the budget).
     pub connections_evicted: u64,
+    /// Of `connections_evicted`, those evicted to get back under `max_buffered_bytes`.
+    pub budget_evictions: u64,
+    /// Bytes the stage's connections hold now (a gauge, not a counter).
+    pub buffered_bytes: u64,
     pub data_events: u64,
     pub bytes: u64,
     pub gaps: u64,
@@ -75,12 +93,44 @@ struct DirState {
     pending: BTreeMap<u64, (u64, Bytes)>,
 }
 
+/// What one held segment costs beside its bytes: its node in the map, its `Bytes` handle.
+const SEGMENT_OVERHEAD: usize = 64;
+
+impl DirState {
+    /// Bytes the reorder window holds.
+    fn buffered_bytes(&self) -> usize {
+        self.pending
+            .values()
+            .map(|(_, b)| b.len() + SEGMENT_OVERHEAD)
+            .sum()
+    }
+}
+
 struct Conn {
     dirs: [DirState; 2],
-    last_ts: u64,
     /// Given up on ([`Reassembler::ignore`]): its bytes are dropped, and what the kernel
     /// no longer sends is not a gap.
     ignored: bool,
+}
+
+impl Conn {
+    /// Bytes this connection holds: its state and its reorder windows (at most
+    /// `max_pending_segments` each, so this is a short sum).
+    fn buffered_bytes(&self) -> usize {
+        size_of::<Self>()
+            + self
+                .dirs
+                .iter()
+                .map(DirState::buffered_bytes)
+                .sum::<usize>()
+    }
+}
+
+/// How a connection ends in this stage.
+#[derive(Clone, Copy)]
+enum End {
+    Closed,
+    Evicted(Eviction),
 }
 
 /// Connections ended by the session remembered at most (their late bytes are dropped).
@@ -89,7 +139,9 @@ const MAX_ENDED: usize = 16_384;
 /// Reassembles capture events into ordered per-connection stream events.
 pub struct Reassembler {
     config: StreamConfig,
-    conns: HashMap<ConnKey, Conn>,
+    conns: LruTable<Conn>,
+    /// Connections that may hold out-of-order segments (a superset): what `tick` visits.
+    reordering: BTreeSet<ConnKey>,
     /// Connections the session ended with a close of its own (no final offsets): connection
     /// ids are never reused, so any byte of theirs that still comes is late. Oldest first,
     /// at most [`MAX_ENDED`].
@@ -116,7 +168,8 @@ impl Reassembler {
     pub fn new(config: StreamConfig, max_capture_bytes: u32) -> Self {
         Reassembler {
             config,
-            conns: HashMap::new(),
+            conns: LruTable::default(),
+            reordering: BTreeSet::new(),
             ended: HashSet::new(),
             ended_order: VecDeque::new(),
             stats: StreamStats::default(),
@@ -126,12 +179,20 @@ impl Reassembler {
     }
 
     pub fn stats(&self) -> StreamStats {
-        self.stats
+        StreamStats {
+            buffered_bytes: self.conns.buffered_bytes() as u64,
+            ..self.stats
+        }
     }
 
     /// Connections tracked now.
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Bytes all connections hold now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns.buffered_bytes()
     }
 
     /// Feeds one capture event. Process events (fork, exit, facts) are not stream events and
@@ -140,7 +201,11 @@ impl Reassembler {
         self.now_ns = self.now_ns.max(event.ts_ns());
         match event {
             CaptureEvent::Open(open) => self.open(open, true, out),
-            CaptureEvent::Data(data) => self.data(data, out),
+            CaptureEvent::Data(data) => {
+                let key = data.key;
+                self.data(data, out);
+                self.account(key, out);
+            }
             CaptureEvent::Close(close) => self.close(&close, out),
             CaptureEvent::Fork { .. }
             | CaptureEvent::Exit { .. }
@@ -164,23 +229,21 @@ impl Reassembler {
         // Every socket the kernel or userspace tracks starts at offset 0 in both directions; a
         // connection seen without its open event anchors at its first byte instead.
         let start = if anchored { Some(0) } else { None };
-        self.conns.insert(
-            open.key,
-            Conn {
-                dirs: [
-                    DirState {
-                        next: start,
-                        ..DirState::default()
-                    },
-                    DirState {
-                        next: start,
-                        ..DirState::default()
-                    },
-                ],
-                last_ts: open.ts_ns,
-                ignored: false,
-            },
-        );
+        let conn = Conn {
+            dirs: [
+                DirState {
+                    next: start,
+                    ..DirState::default()
+                },
+                DirState {
+                    next: start,
+                    ..DirState::default()
+                },
+            ],
+            ignored: false,
+        };
+        let bytes = conn.buffered_bytes();
+        self.conns.insert(open.key, conn, open.ts_ns, bytes);
         out.push(StreamEvent::Open(ConnInfo {
             key: open.key,
             comm: open.comm,
@@ -193,11 +256,34 @@ impl Reassembler {
 
     fn make_room(&mut self, out: &mut Vec<StreamEvent>) {
         while self.conns.len() >= self.config.max_connections.max(1) {
-            let Some((&oldest, _)) = self.conns.iter().min_by_key(|(_, c)| c.last_ts) else {
+            let Some((oldest, _)) = self.conns.oldest() else {
                 return;
             };
-            self.stats.connections_evicted += 1;
-            self.finish_conn(oldest, self.now_ns, None, out);
+            self.evict(oldest, Eviction::Full, out);
+        }
+    }
+
+    fn evict(&mut self, key: ConnKey, reason: Eviction, out: &mut Vec<StreamEvent>) {
+        self.stats.connections_evicted += 1;
+        if reason == Eviction::MemoryBudget {
+            self.stats.budget_evictions += 1;
+        }
+        self.finish_conn(key, self.now_ns, None, End::Evicted(reason), out);
+    }
+
+    /// After an event for `key`: its bytes as they are now, and the budget kept by evicting
+    /// the least recently active other connections.
+    fn account(&mut self, key: ConnKey, out: &mut Vec<StreamEvent>) {
+        let Some(bytes) = self.conns.get(&key).map(Conn::buffered_bytes) else {
+            return;
+        };
+        self.conns.set_bytes(&key, bytes);
+        while self.conns.buffered_bytes() > self.config.max_buffered_bytes {
+            // One connection alone is held by its own bounds (`max_pending_segments`).
+            let Some(victim) = self.conns.oldest_except(key) else {
+                return;
+            };
+            self.evict(victim, Eviction::MemoryBudget, out);
         }
     }
 
@@ -225,10 +311,10 @@ impl Reassembler {
         }
         let window = self.config.reorder_window_ns;
         let max_pending = self.config.max_pending_segments;
+        self.conns.touch(&key, data.ts_ns);
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
-        conn.last_ts = conn.last_ts.max(data.ts_ns);
         if conn.ignored {
             self.stats.ignored_bytes += data.bytes.len() as u64;
             return;
@@ -269,6 +355,7 @@ impl Reassembler {
         if seq > next {
             self.stats.reordered_segments += 1;
             d.pending.insert(seq, (data.ts_ns, bytes));
+            self.reordering.insert(key);
             if truncated_tail > 0 {
                 // The tail never comes: hold an empty marker right after it.
                 d.pending
@@ -315,20 +402,22 @@ impl Reassembler {
             return;
         }
         self.stats.connections_closed += 1;
-        self.finish_conn(close.key, close.ts_ns, close.final_seq, out);
+        self.finish_conn(close.key, close.ts_ns, close.final_seq, End::Closed, out);
     }
 
-    /// Flushes a connection's pending bytes (declaring gaps), reports lost tails, and closes it.
+    /// Flushes a connection's pending bytes (declaring gaps), reports lost tails, and ends it.
     fn finish_conn(
         &mut self,
         key: ConnKey,
         ts_ns: u64,
         final_seq: Option<[u64; 2]>,
+        end: End,
         out: &mut Vec<StreamEvent>,
     ) {
         let Some(mut conn) = self.conns.remove(&key) else {
             return;
         };
+        self.reordering.remove(&key);
         let final_seq = final_seq.filter(|_| !conn.ignored);
         for dir in DIRS {
             let d = &mut conn.dirs[idx(dir)];
@@ -347,21 +436,28 @@ impl Reassembler {
                 }
             }
         }
-        out.push(StreamEvent::Close { key, ts_ns });
+        out.push(match end {
+            End::Closed => StreamEvent::Close { key, ts_ns },
+            End::Evicted(reason) => StreamEvent::Evicted { key, ts_ns, reason },
+        });
     }
 
     /// Gives up on a connection that the protocol stage found is not HTTP: its held bytes
     /// are dropped and the bytes still to come are counted, not reassembled. Its close
     /// still ends it downstream.
     pub fn ignore(&mut self, key: ConnKey) {
-        if let Some(conn) = self.conns.get_mut(&key) {
-            conn.ignored = true;
-            for d in &mut conn.dirs {
-                let held: usize = d.pending.values().map(|(_, b)| b.len()).sum();
-                self.stats.ignored_bytes += held as u64;
-                d.pending.clear();
-            }
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        conn.ignored = true;
+        for d in &mut conn.dirs {
+            let held: usize = d.pending.values().map(|(_, b)| b.len()).sum();
+            self.stats.ignored_bytes += held as u64;
+            d.pending.clear();
         }
+        let bytes = conn.buffered_bytes();
+        self.conns.set_bytes(&key, bytes);
+        self.reordering.remove(&key);
     }
 
     /// Closes connections of a process that exited (their close events never come).
@@ -374,18 +470,21 @@ impl Reassembler {
             .collect();
         for key in keys {
             self.stats.connections_closed += 1;
-            self.finish_conn(key, ts_ns, None, out);
+            self.finish_conn(key, ts_ns, None, End::Closed, out);
         }
     }
 
     /// Periodic upkeep: flushes reorder windows that expired and evicts idle connections.
-    /// `now_ns` is kernel monotonic time.
+    /// `now_ns` is kernel monotonic time. Visits only the connections holding segments out
+    /// of order and the idle ones, not every connection.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<StreamEvent>) {
         self.now_ns = self.now_ns.max(now_ns);
         let window = self.config.reorder_window_ns;
         let idle = self.config.idle_timeout_ns;
-        let mut evict = Vec::new();
-        for (&key, conn) in &mut self.conns {
+        for key in std::mem::take(&mut self.reordering) {
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
             for dir in DIRS {
                 let d = &mut conn.dirs[idx(dir)];
                 let expired = d
@@ -396,13 +495,18 @@ impl Reassembler {
                     flush_pending(&mut self.stats, key, dir, d, out);
                 }
             }
-            if now_ns.saturating_sub(conn.last_ts) > idle {
-                evict.push(key);
+            if conn.dirs.iter().any(|d| !d.pending.is_empty()) {
+                self.reordering.insert(key);
             }
+            let bytes = conn.buffered_bytes();
+            self.conns.set_bytes(&key, bytes);
         }
-        for key in evict {
+        while let Some((key, last_ts)) = self.conns.oldest() {
+            if now_ns.saturating_sub(last_ts) <= idle {
+                break;
+            }
             self.stats.connections_evicted += 1;
-            self.finish_conn(key, now_ns, None, out);
+            self.finish_conn(key, now_ns, None, End::Evicted(Eviction::Idle), out);
         }
     }
 
@@ -410,7 +514,7 @@ impl Reassembler {
     pub fn finish(&mut self, out: &mut Vec<StreamEvent>) {
         let keys: Vec<ConnKey> = self.conns.keys().copied().collect();
         for key in keys {
-            self.finish_conn(key, self.now_ns, None, out);
+            self.finish_conn(key, self.now_ns, None, End::Closed, out);
         }
     }
 }
@@ -550,6 +654,7 @@ mod tests {
                 StreamEvent::Gap { missing, .. } => format!("G{missing}"),
                 StreamEvent::Eof { .. } => "E".into(),
                 StreamEvent::Close { .. } => "C".into(),
+                StreamEvent::Evicted { reason, .. } => format!("X{reason:?}"),
             })
             .collect::<Vec<_>>()
             .join(" ")
@@ -737,9 +842,142 @@ mod tests {
             o.ts_ns = 5;
         }
         r.handle(second, &mut out);
-        assert_eq!(text(&out), "O C O");
+        assert_eq!(text(&out), "O XFull O");
         assert_eq!(r.stats().connections_evicted, 1);
         r.tick(1_000, &mut out);
+        assert_eq!(r.connections(), 0);
+        assert_eq!(r.stats().connections_evicted, 2);
+    }
+
+    #[test]
+    fn reorder_windows_stay_under_the_budget_least_recent_first() {
+        const CONNS: u64 = 20_000;
+        const BUDGET: usize = 64 << 20;
+        let config = StreamConfig {
+            max_connections: 32_768,
+            max_buffered_bytes: BUDGET,
+            ..StreamConfig::default()
+        };
+        let mut r = Reassembler::new(config, 256 * 1024);
+        let mut out = Vec::new();
+        let segment = Bytes::from(vec![b'x'; 60 << 10]);
+        let conn = |id: u64| ConnKey {
+            tgid: 10,
+            conn_id: id,
+        };
+        let mut peak = 0;
+        for id in 0..CONNS {
+            let key = conn(id);
+            let ts = 1 + id * 1000;
+            r.handle(
+                CaptureEvent::Open(SocketOpen {
+                    key,
+                    fd: 5,
+                    ts_ns: ts,
+                    role: Role::Server,
+                    peer: None,
+                    comm: "srv".into(),
+                    preexisting: false,
+                }),
+                &mut out,
+            );
+            // Bytes 4.. arrive before bytes 0..4: held until the hole is filled.
+            r.handle(
+                CaptureEvent::Data(SocketData {
+                    key,
+                    fd: 5,
+                    tid: 10,
+                    ts_ns: ts,
+                    dir: Direction::Ingress,
+                    seq: 4,
+                    call_len: 60 << 10,
+                    truncated: false,
+                    bytes: segment.clone(),
+                }),
+                &mut out,
+            );
+            peak = peak.max(r.buffered_bytes());
+            assert!(r.buffered_bytes() <= BUDGET, "over the budget at {id}");
+        }
+        let stats = r.stats();
+        let evicted = out
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    StreamEvent::Evicted {
+                        reason: Eviction::MemoryBudget,
+                        ..
+                    }
+                )
+            })
+            .count() as u64;
+        assert_eq!(stats.budget_evictions, evicted);
+        assert_eq!(stats.connections_evicted, evicted);
+        assert_eq!(r.connections() as u64, CONNS - evicted);
+        assert_eq!(stats.buffered_bytes, r.buffered_bytes() as u64);
+        eprintln!(
+            "20 000 reorder windows of 60 KiB, budget 64 MiB: {} connections kept, peak {peak} B, {evicted} evicted",
+            r.connections()
+        );
+        // The least recently active went first: every evicted one is older than every kept one.
+        let first_kept = CONNS - r.connections() as u64;
+        let mut evicted_ids = out.iter().filter_map(|e| match e {
+            StreamEvent::Evicted { key, .. } => Some(key.conn_id),
+            _ => None,
+        });
+        assert!(evicted_ids.all(|id| id < first_kept));
+        // Each evicted connection gave up its hole: one gap each, before its end.
+        assert_eq!(stats.gaps, evicted);
+        // The most recent one still gets its bytes, in order, once its hole is filled.
+        out.clear();
+        r.handle(
+            CaptureEvent::Data(SocketData {
+                key: conn(CONNS - 1),
+                fd: 5,
+                tid: 10,
+                ts_ns: CONNS * 1000,
+                dir: Direction::Ingress,
+                seq: 0,
+                call_len: 4,
+                truncated: false,
+                bytes: Bytes::from_static(b"abcd"),
+            }),
+            &mut out,
+        );
+        let delivered: usize = out
+            .iter()
+            .map(|e| match e {
+                StreamEvent::Data { bytes, .. } => bytes.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(delivered, 4 + (60 << 10));
+        assert_eq!(r.stats().gaps, evicted, "nothing kept was given up");
+    }
+
+    #[test]
+    fn an_active_old_connection_outlives_an_idle_newer_one() {
+        let config = StreamConfig {
+            idle_timeout_ns: 100,
+            ..StreamConfig::default()
+        };
+        let mut r = Reassembler::new(config, 1024);
+        let mut out = Vec::new();
+        r.handle(open(), &mut out);
+        let mut second = open();
+        if let CaptureEvent::Open(o) = &mut second {
+            o.key.conn_id = 2;
+            o.ts_ns = 5;
+        }
+        r.handle(second, &mut out);
+        // The first, older, is active again at 90; the second was last active at 5.
+        r.handle(data(Direction::Ingress, 0, 90, b"GET"), &mut out);
+        r.tick(150, &mut out);
+        assert_eq!(text(&out), "O O >GET XIdle");
+        assert!(matches!(out.last(), Some(StreamEvent::Evicted { key, .. }) if key.conn_id == 2));
+        assert_eq!(r.connections(), 1);
+        r.tick(191, &mut out);
         assert_eq!(r.connections(), 0);
         assert_eq!(r.stats().connections_evicted, 2);
     }

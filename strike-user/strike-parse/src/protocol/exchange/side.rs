@@ -156,6 +156,8 @@ pub(super) struct Side<D> {
     pub(super) buf: BytesMut,
     pub(super) mode: Mode,
     cur: Option<Current>,
+    /// Bytes were taken from `buf` since the last [`Side::compact`].
+    consumed: bool,
 }
 
 impl<D: Decode> Side<D> {
@@ -165,7 +167,20 @@ impl<D: Decode> Side<D> {
             buf: BytesMut::new(),
             mode,
             cur: None,
+            consumed: false,
         }
+    }
+
+    /// After a segment: lets go of the bytes already decoded ([`crate::protocol::compact`]).
+    pub(super) fn compact(&mut self) {
+        crate::protocol::compact(&mut self.buf, self.consumed);
+        self.consumed = false;
+    }
+
+    /// Bytes buffered and not decoded yet (capacity, not length: a head trickled in holds
+    /// its allocation until it is decoded).
+    pub(super) fn buffered_bytes(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// True while a message is in progress (its head decoded, its end not).
@@ -179,6 +194,7 @@ impl<D: Decode> Side<D> {
         let before = self.buf.len();
         let frame = self.dec.decode_frame(&mut self.buf);
         let consumed = before.saturating_sub(self.buf.len()) as u64;
+        self.consumed |= consumed > 0;
         match frame {
             Ok(None) => {
                 self.add_wire(consumed);
@@ -249,6 +265,7 @@ impl<D: Decode> Side<D> {
         let n = n.min(self.buf.len());
         counters.resync_skipped_bytes = counters.resync_skipped_bytes.saturating_add(n as u64);
         let _ = self.buf.split_to(n);
+        self.consumed = true;
     }
 
     /// Skips every buffered byte.
