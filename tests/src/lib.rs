@@ -12,11 +12,14 @@
 //!   bodiless responses, matched to records by `traceparent`.
 //! - [`servers`]: llama-server and the uvicorn app, started the same way by every test.
 //! - [`sse`]: the `data:` line splitter the load generator uses.
+//! - [`hostile`]: hostile clients (header floods, giant model names, trickles, random bytes,
+//!   pipelined garbage, resets, half-open connections), bounded in count and time.
 //! - [`check`]: matches strike's records to the requests sent and lists every disagreement.
 
 pub mod check;
 pub mod collector;
 pub mod env;
+pub mod hostile;
 pub mod load;
 pub mod native;
 pub mod process;

@@ -524,3 +524,158 @@ fn preflight_names_missing_capabilities() -> Result<()> {
     ensure!(problems.is_empty(), "e2e preflight: {problems:#?}");
     Ok(())
 }
+
+/// Hostile clients against the uvicorn app under `strike run`, all at once and alongside an
+/// ordinary load: 500 half-open connections held throughout, a 130-field head followed by
+/// five requests on its connection, 300 requests with distinct 64 KiB model names, a request
+/// trickled a byte at a time, 20 connections of random bytes, garbage pipelined after a
+/// request, 10 streams reset mid-way. Every ordinary request (the load's and those the
+/// hostile clients send among their garbage) has exactly one exact record; Strike's memory
+/// stays under [`HOSTILE_RSS_MIB`]; `/healthz` answers 200 throughout; what was refused or
+/// bounded is counted (not-HTTP connections, label overflows).
+#[test]
+#[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
+fn uvicorn_hostile_clients() -> Result<()> {
+    use strike_tests::hostile;
+    use strike_tests::process::{free_port, http_get};
+
+    let Some(env) = e2e_env("e2e uvicorn-hostile", &[Need::PythonApp]) else {
+        return Ok(());
+    };
+    let dir = servers::work_dir(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        "e2e-uvicorn-hostile",
+    )?;
+    let (mut service, app_log) = servers::start_openai_app(&env, &dir, 1.0)?;
+    let strike_bin = env.strike_bin.as_deref().context("no strike path")?;
+    let port = service.port;
+    let listen = free_port()?;
+    let (listen_arg, port_arg) = (format!("127.0.0.1:{listen}"), port.to_string());
+    let strike = Strike::start_run(
+        strike_bin,
+        &["--port", &port_arg, "--no-otlp", "--listen", &listen_arg],
+        &[],
+        &dir,
+        Duration::from_secs(90),
+    )?;
+    let before = strike.memory_kib();
+    let health = hostile::HealthPoller::start(listen);
+    let half_open = hostile::half_open(port, 500)?;
+    let hostiles = hostile::spawn_hostiles(port);
+    let mut plan = servers::app_plan(&service, 5);
+    plan.trace_salt = Some(0x4057);
+    let sent = run_load(&plan)?;
+    let outcome = hostiles
+        .join()
+        .map_err(|_| anyhow::anyhow!("the hostile clients panicked"))??;
+    drop(half_open);
+    let want = sent.len() + outcome.answered.len() + outcome.giant_models;
+    let written = strike.wait_for_records(want, Duration::from_mins(1));
+    let t = Instant::now();
+    let (metrics_status, metrics) = http_get(listen, "/metrics")?;
+    let metrics_ms = t.elapsed().as_millis();
+    let status: serde_json::Value = serde_json::from_str(&http_get(listen, "/v1/status")?.1)?;
+    let (health_ok, health_bad) = health.stop();
+    let after = strike.memory_kib();
+    let out = strike.finish(Duration::from_secs(30))?;
+    service.stop()?;
+    ensure!(out.status.success(), "strike exited with {}", out.status);
+    println!("strike summary: {}", out.summary);
+
+    // The ordinary load: matched by response id, exact against the app's own counts.
+    let app = check::read_app_log(&app_log)?;
+    let ids: std::collections::HashSet<&str> = sent
+        .iter()
+        .filter_map(|s| s.response_id.as_deref())
+        .collect();
+    let ordinary: Vec<serde_json::Value> = out
+        .records
+        .iter()
+        .filter(|r| r["response_id"].as_str().is_some_and(|id| ids.contains(id)))
+        .cloned()
+        .collect();
+    let report = check::compare(&sent, &ordinary, Some(&app));
+    let mut problems = report.problems.clone();
+    problems.extend(hostile::problems(
+        &outcome,
+        &out.records,
+        &out.summary,
+        &status,
+    ));
+    if written < want {
+        problems.push(format!(
+            "{written} records written, {want} expected at least"
+        ));
+    }
+    problems.extend(hostile_limits(
+        before,
+        after,
+        (metrics_status, metrics.len(), metrics_ms),
+        (health_ok, &health_bad),
+    ));
+    println!(
+        "e2e uvicorn-hostile: {}",
+        hostile::counted(&out.summary, &status)
+    );
+    println!(
+        "e2e uvicorn-hostile: {} ordinary requests matched {} of them, {} sent among garbage, {} giant models; {}",
+        sent.len(),
+        report.matched,
+        outcome.answered.len(),
+        outcome.giant_models,
+        report.counts()
+    );
+    ensure!(
+        problems.is_empty(),
+        "e2e uvicorn-hostile: {} problems: {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(25)]
+    );
+    Ok(())
+}
+
+/// What is wrong with Strike's memory, `/metrics` and `/healthz` in the hostile test
+/// (memory as [`Strike::memory_kib`] read it before and after; `/metrics` as status, bytes
+/// and milliseconds; `/healthz` as 200s and other answers).
+fn hostile_limits(
+    before: Option<(u64, u64)>,
+    after: Option<(u64, u64)>,
+    (metrics_status, metrics_len, metrics_ms): (u16, usize, u128),
+    (health_ok, health_bad): (u32, &[String]),
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    // Bounded by the labels' bounds: 128 values of at most 128 characters per label (the
+    // server echoes each giant model name, so each is a server-reported one).
+    if metrics_status != 200 || metrics_len > 8 << 20 {
+        problems.push(format!(
+            "/metrics: status {metrics_status}, {metrics_len} bytes"
+        ));
+    }
+    if !health_bad.is_empty() {
+        problems.push(format!(
+            "/healthz failed {} times (ok {health_ok}): {:?}",
+            health_bad.len(),
+            &health_bad[..health_bad.len().min(5)]
+        ));
+    }
+    if let (Some((rss0, _)), Some((rss, peak))) = (before, after) {
+        println!(
+            "e2e uvicorn-hostile: strike memory: {} MiB after attaching, {} MiB at the end, {} MiB peak; /metrics {} KiB in {metrics_ms} ms; /healthz ok {health_ok} times",
+            rss0 / 1024,
+            rss / 1024,
+            peak / 1024,
+            metrics_len / 1024
+        );
+        if peak / 1024 > HOSTILE_RSS_MIB {
+            problems.push(format!(
+                "strike's peak RSS {} MiB is over {HOSTILE_RSS_MIB} MiB",
+                peak / 1024
+            ));
+        }
+    }
+    problems
+}
+
+/// The peak resident memory Strike may reach under the hostile test: a quarter of the
+/// `DaemonSet`'s 512 MiB limit.
+const HOSTILE_RSS_MIB: u64 = 128;
