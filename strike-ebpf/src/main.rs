@@ -382,14 +382,8 @@ fn emit_data(
     // SAFETY: per-CPU scratch slot; no other program runs on this CPU meanwhile.
     let ev = unsafe { &mut *ev };
     ev.header = EventHeader {
-        kind: kind::DATA,
         flags,
-        pad: [0; 2],
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        fd: p.fd,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        conn_id,
+        ..header(kind::DATA, pid_tgid, p.fd, conn_id)
     };
     ev.seq = seq;
     ev.call_len = call_len as u32;
@@ -571,16 +565,7 @@ fn try_exit_sock(ctx: &TracePointContext, op: u8) -> Result<u32, u32> {
         count(counter::SOCKS_FULL, 1);
         return Ok(0);
     }
-    open.header = EventHeader {
-        kind: kind::OPEN,
-        flags: 0,
-        pad: [0; 2],
-        tgid,
-        tid: pid_tgid as u32,
-        fd,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        conn_id,
-    };
+    open.header = header(kind::OPEN, pid_tgid, fd, conn_id);
     open.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     output(&open);
     Ok(0)
@@ -651,16 +636,7 @@ fn close_sock(pid_tgid: u64, fd: u32) {
     };
     let _ = SOCKS.remove(key);
     let close = CloseEvent {
-        header: EventHeader {
-            kind: kind::CLOSE,
-            flags: 0,
-            pad: [0; 2],
-            tgid,
-            tid: pid_tgid as u32,
-            fd,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            conn_id: state.conn_id,
-        },
+        header: header(kind::CLOSE, pid_tgid, fd, state.conn_id),
         seq: state.seq,
     };
     output(&close);
@@ -732,16 +708,7 @@ fn try_enter_close_range(ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     }
     let ev = CloseRangeEvent {
-        header: EventHeader {
-            kind: kind::CLOSE_RANGE,
-            flags: 0,
-            pad: [0; 2],
-            tgid,
-            tid: pid_tgid as u32,
-            fd: first,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            conn_id: 0,
-        },
+        header: header(kind::CLOSE_RANGE, pid_tgid, first, 0),
         last,
         pad: [0; 4],
     };
@@ -779,16 +746,7 @@ fn try_newtask(ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     }
     let ev = ProcEvent {
-        header: EventHeader {
-            kind: kind::FORK,
-            flags: 0,
-            pad: [0; 2],
-            tgid,
-            tid: pid_tgid as u32,
-            fd: 0,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            conn_id: 0,
-        },
+        header: header(kind::FORK, pid_tgid, 0, 0),
         pid: child,
         pad: [0; 4],
     };
@@ -810,16 +768,7 @@ fn try_sched_exit(_ctx: &TracePointContext) -> Result<u32, u32> {
     }
     let _ = TARGETS.remove(tgid);
     let ev = ProcEvent {
-        header: EventHeader {
-            kind: kind::EXIT,
-            flags: 0,
-            pad: [0; 2],
-            tgid,
-            tid: tgid,
-            fd: 0,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            conn_id: 0,
-        },
+        header: header(kind::EXIT, pid_tgid, 0, 0),
         pid: tgid,
         pad: [0; 4],
     };
@@ -840,16 +789,7 @@ fn try_sched_exec(_ctx: &TracePointContext) -> Result<u32, u32> {
         return Ok(0);
     }
     let ev = ProcEvent {
-        header: EventHeader {
-            kind: kind::EXEC,
-            flags: 0,
-            pad: [0; 2],
-            tgid,
-            tid: pid_tgid as u32,
-            fd: 0,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            conn_id: 0,
-        },
+        header: header(kind::EXEC, pid_tgid, 0, 0),
         pid: tgid,
         pad: [0; 4],
     };
@@ -865,6 +805,21 @@ fn wakeup_flags() -> u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
+    }
+}
+
+/// The header of a record of the current thread's.
+#[inline(always)]
+fn header(kind: u8, pid_tgid: u64, fd: u32, conn_id: u64) -> EventHeader {
+    EventHeader {
+        kind,
+        flags: 0,
+        pad: [0; 2],
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        fd,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        conn_id,
     }
 }
 

@@ -63,6 +63,29 @@ fn http_get(port: u16, path: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
+/// `strike run ARGS --no-otlp --output json --listen 127.0.0.1:FREE`; returns it, its
+/// stderr, its first status line and the endpoint's port.
+fn start_run(
+    args: &[&str],
+) -> (
+    privileged::Kill,
+    std::io::BufReader<std::process::ChildStderr>,
+    String,
+    u16,
+) {
+    let listen = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen_arg = format!("127.0.0.1:{listen}");
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--no-otlp", "--output", "json", "--listen", &listen_arg]);
+    let (strike, err, first) = start_strike(all);
+    (strike, err, first, listen)
+}
+
 fn targets(status: &Value) -> Vec<u64> {
     status["session"]["targets"]
         .as_array()
@@ -83,24 +106,8 @@ fn picks_up_a_container_started_later_and_releases_it() {
     if let Err(e) = std::fs::create_dir(&cgroup.0) {
         return skip(&format!("cannot create {}: {e}", cgroup.0.display()));
     }
-    let listen = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-
     // Strike first: nothing matches yet, and `strike run` waits for it.
-    let listen_arg = format!("127.0.0.1:{listen}");
-    let (strike, err, first) = start_strike([
-        "run",
-        "--container",
-        &id[..12],
-        "--no-otlp",
-        "--output",
-        "json",
-        "--listen",
-        &listen_arg,
-    ]);
+    let (strike, err, first, listen) = start_run(&["--container", &id[..12]]);
     assert!(
         first.starts_with("strike: running: 0 process(es)"),
         "{first}"
@@ -184,23 +191,8 @@ fn sockets_ended_without_close_and_not_http_connections_are_not_captured() {
     let mut cmd = Command::new("python3");
     cmd.arg(FDPLAY);
     let (server, mut server_out, port) = start_prefork(cmd);
-    let listen = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen_arg = format!("127.0.0.1:{listen}");
     let pid = server.0.id().to_string();
-    let (strike, err, first) = start_strike([
-        "run",
-        "--pid",
-        &pid,
-        "--no-otlp",
-        "--output",
-        "json",
-        "--listen",
-        &listen_arg,
-    ]);
+    let (strike, err, first, listen) = start_run(&["--pid", &pid]);
     assert!(first.starts_with("strike: running: 1 process"), "{first}");
     let status = || http_get(listen, "/v1/status")["session"].clone();
 
