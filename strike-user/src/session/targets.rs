@@ -230,7 +230,9 @@ impl Targets {
     ) -> Vec<CaptureEvent> {
         let mut events = Vec::new();
         for &pid in selected {
-            if self.known.contains_key(&pid) {
+            // The scan read /proc a moment ago: a process that has exited since (its exit
+            // event maybe handled already) is not taken again.
+            if self.known.contains_key(&pid) || !self.proc.is_live(pid) {
                 continue;
             }
             match self.add(capture, pid, stats) {
@@ -308,7 +310,7 @@ impl Targets {
             }
         }
         for &pid in &found.unknown {
-            if self.known.contains_key(&pid) {
+            if self.known.contains_key(&pid) || !self.proc.is_live(pid) {
                 continue;
             }
             stats.reconciled_targets += 1;
