@@ -19,8 +19,8 @@ use serde_json::Value;
 
 mod privileged;
 use privileged::{
-    line, post_chat, root_or_skip, skip, start_prefork, start_strike, stop_strike, wait_until,
-    PREFORK,
+    line, post_chat, root_or_skip, skip, start_prefork, start_strike, stop_strike, wait_for,
+    wait_until, PREFORK,
 };
 
 /// A cgroup created for the test, removed (after its processes are gone) when dropped.
@@ -149,10 +149,19 @@ fn picks_up_a_container_started_later_and_releases_it() {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(i32::try_from(worker).unwrap(), libc::SIGKILL) };
     drop(server);
-    wait_until("the release of the exited processes", || {
-        let status = http_get(listen, "/v1/status");
-        targets(&status).is_empty() && status["session"]["pipeline"]["targets_released"] == 2
+    let mut last = Value::Null;
+    let released = wait_for(|| {
+        last = http_get(listen, "/v1/status");
+        targets(&last).is_empty() && last["session"]["pipeline"]["targets_released"] == 2
     });
+    if !released {
+        let (_, log) = stop_strike(strike, err, libc::SIGTERM);
+        panic!(
+            "the exited processes were not released within {:?}: {}\n{log}",
+            privileged::PATIENCE,
+            last["session"]["pipeline"]
+        );
+    }
 
     let (records, rest) = stop_strike(strike, err, libc::SIGTERM);
     assert_eq!(records.len(), 1, "{records:?}\n{rest}");

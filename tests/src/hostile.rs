@@ -221,6 +221,32 @@ pub fn resets_mid_stream(port: u16, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// A secret that must never leave Strike: in a query string and as a bearer key.
+pub const SECRET: &str = "sk-HOSTILE-SECRET-0f1e2d3c";
+
+/// An ordinary request to `/v1/chat/completions?api_key=SECRET` with `Authorization:
+/// Bearer SECRET`.
+pub fn secret_in_query_and_key(port: u16) -> Result<Answered> {
+    let s = connect(port)?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let mut req = chat_request(
+        "secret-model",
+        &format!("authorization: Bearer {SECRET}\r\n"),
+        3,
+    );
+    let at = req.iter().position(|&b| b == b' ').context("no method")? + 1;
+    let path_end = at + "/v1/chat/completions".len();
+    req.splice(
+        path_end..path_end,
+        format!("?api_key={SECRET}").into_bytes(),
+    );
+    w.write_all(&req)?;
+    let (status, body) = read_response(&mut r)?;
+    ensure!(status == 200, "secret request: status {status}");
+    answered("with a secret in its query string and key", &body)
+}
+
 /// `n` connections that each send the start of a head and then nothing, held open until
 /// the returned guard is dropped.
 pub fn half_open(port: u16, n: usize) -> Result<Vec<TcpStream>> {
@@ -251,6 +277,7 @@ pub struct HostileOutcome {
 pub fn spawn_hostiles(port: u16) -> JoinHandle<Result<HostileOutcome>> {
     std::thread::spawn(move || {
         let mut answered = header_flood(port)?;
+        answered.push(secret_in_query_and_key(port)?);
         let giant_models = distinct_models(port, 300, 64 * 1024)?;
         answered.push(trickle(port)?);
         random_bytes(port, 20, 64 * 1024)?;
@@ -368,4 +395,22 @@ pub fn counted(summary: &Value, status: &Value) -> String {
         count("/kernel/ringbuf_full"),
         count("/pipeline/events_dropped"),
     )
+}
+
+/// Where [`SECRET`] shows: in what `/v1/requests` serves, in `/metrics`, in the records
+/// printed. The secret request's record must be served (without it).
+pub fn secret_problems(served: &str, metrics: &str, records: &str) -> Vec<String> {
+    let mut problems: Vec<String> = [
+        ("/v1/requests", served),
+        ("/metrics", metrics),
+        ("the records", records),
+    ]
+    .into_iter()
+    .filter(|(_, text)| text.contains(SECRET))
+    .map(|(place, _)| format!("the secret is in {place}"))
+    .collect();
+    if !served.contains("secret-model") {
+        problems.push("/v1/requests does not serve the secret request's record".to_owned());
+    }
+    problems
 }

@@ -575,6 +575,7 @@ fn uvicorn_hostile_clients() -> Result<()> {
     let (metrics_status, metrics) = http_get(listen, "/metrics")?;
     let metrics_ms = t.elapsed().as_millis();
     let status: serde_json::Value = serde_json::from_str(&http_get(listen, "/v1/status")?.1)?;
+    let (_, served) = http_get(listen, "/v1/requests?limit=10000")?;
     let (health_ok, health_bad) = health.stop();
     let after = strike.memory_kib();
     let out = strike.finish(Duration::from_secs(30))?;
@@ -607,6 +608,8 @@ fn uvicorn_hostile_clients() -> Result<()> {
             "{written} records written, {want} expected at least"
         ));
     }
+    let records_text = std::fs::read_to_string(dir.join("records.jsonl"))?;
+    problems.extend(hostile::secret_problems(&served, &metrics, &records_text));
     problems.extend(hostile_limits(
         before,
         after,

@@ -144,9 +144,10 @@ impl Targets {
         if self.known.contains_key(&pid) {
             return Ok(Vec::new());
         }
-        self.known
-            .insert(pid, self.proc.start_time(pid).unwrap_or_default());
+        let start = self.proc.start_time(pid).unwrap_or_default();
+        self.known.insert(pid, start);
         stats.targets_added += 1;
+        tracing::debug!("target {pid} added (started at tick {start})");
         let now = monotonic_ns();
         let cgroups = self.proc.cgroups(pid);
         let sockets = self.proc.open_sockets(pid);
@@ -252,6 +253,7 @@ impl Targets {
         capture.remove_target(pid);
         if self.known.remove(&pid).is_some() {
             stats.targets_released += 1;
+            tracing::debug!("target {pid} released");
         }
         let now = monotonic_ns();
         self.sockets
@@ -305,6 +307,7 @@ impl Targets {
                 .get(&pid)
                 .is_none_or(|t| self.known.get(&pid) == Some(t));
             if same {
+                tracing::debug!("target {pid} is gone (reconciliation)");
                 stats.reconciled_targets += 1;
                 events.extend(self.release(capture, pid, stats));
             }
@@ -313,6 +316,7 @@ impl Targets {
             if self.known.contains_key(&pid) || !self.proc.is_live(pid) {
                 continue;
             }
+            tracing::debug!("target {pid} found in the kernel's map only (reconciliation)");
             stats.reconciled_targets += 1;
             match self.add(capture, pid, stats) {
                 Ok(evs) => events.extend(evs),

@@ -57,6 +57,19 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Polls `done` until it holds or [`PATIENCE`] has passed; returns whether it held (for a
+/// caller that says more about what did not happen than [`wait_until`] can).
+pub fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// One line, trimmed.
 pub fn line(r: &mut impl BufRead) -> String {
     let mut s = String::new();
