@@ -251,7 +251,14 @@ pub struct SockState {
 pub struct TargetState {
     /// 1 when userspace selected the process, 2 when it was added on fork.
     pub origin: u32,
-    pub pad: u32,
+    /// `target_flag::*`.
+    pub flags: u32,
+}
+
+/// Flags in [`TargetState::flags`].
+pub mod target_flag {
+    /// The process's children become targets as they are created (and inherit the flag).
+    pub const FOLLOW: u32 = 1 << 0;
 }
 
 /// Connection ids assigned by userspace (for sockets already open at start) have this bit

@@ -34,8 +34,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use strike_common::{
-    counter, direction, flag, kind, role, sock_flag, CloseEvent, CloseRangeEvent, DataEvent,
-    EventHeader, OpenEvent, ProcEvent, SockKey, SockState, TargetState, DATA_CHUNK,
+    counter, direction, flag, kind, role, sock_flag, target_flag, CloseEvent, CloseRangeEvent,
+    DataEvent, EventHeader, OpenEvent, ProcEvent, SockKey, SockState, TargetState, DATA_CHUNK,
     DATA_EVENT_HEADER_LEN, DEFAULT_MAX_CAPTURE, MAX_CAPTURE_LIMIT, MAX_CHUNKS, MAX_IOV_SEGMENTS,
 };
 
@@ -730,7 +730,12 @@ probe!(
 fn try_newtask(ctx: &TracePointContext) -> Result<u32, u32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !is_target(tgid) {
+    // SAFETY: the flags are copied out at once.
+    let Some(flags) = (unsafe { TARGETS.get(tgid) }).map(|t| t.flags) else {
+        return Ok(0);
+    };
+    // `--no-follow`: the target's children are not traced.
+    if flags & target_flag::FOLLOW == 0 {
         return Ok(0);
     }
     let flags_off = unsafe { ptr::read_volatile(&NEWTASK_FLAGS_OFF) } as usize;
@@ -740,7 +745,10 @@ fn try_newtask(ctx: &TracePointContext) -> Result<u32, u32> {
     }
     let pid_off = unsafe { ptr::read_volatile(&NEWTASK_PID_OFF) } as usize;
     let child = unsafe { ctx.read_at::<u32>(pid_off) }.map_err(|_| 1u32)?;
-    let state = TargetState { origin: 2, pad: 0 };
+    let state = TargetState {
+        origin: 2,
+        flags: target_flag::FOLLOW,
+    };
     if TARGETS.insert(child, state, 0).is_err() {
         count(counter::TARGETS_FULL, 1);
         return Ok(0);

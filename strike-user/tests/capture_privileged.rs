@@ -126,7 +126,7 @@ fn captures_own_sockets_across_syscalls() {
     };
     let mut ring = capture.take_ring().unwrap();
     let me = std::process::id();
-    capture.add_target(me).unwrap();
+    capture.add_target(me, true).unwrap();
 
     let (sfd, cfd, peer, addr) = drive_sockets();
     let events = drain(&mut ring, |evs| {

@@ -75,6 +75,40 @@ fn follows_a_worker_forked_after_attach() {
     );
 }
 
+/// With `--no-follow` a worker forked after attach is not traced: the kernel does not make
+/// it a target, so its request has no record.
+#[test]
+fn does_not_follow_a_worker_with_no_follow() {
+    if !root_or_skip() {
+        return;
+    }
+    let (mut server, mut server_out, port) = start_prefork(prefork_command());
+    let parent = server.0.id();
+    let (strike, err, attached) = start_strike([
+        "trace",
+        "--pid",
+        &parent.to_string(),
+        "--no-follow",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        attached.starts_with("strike: attached to 1 process(es)"),
+        "{attached}"
+    );
+    server.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let worker: u32 = line(&mut server_out).parse().unwrap();
+    let _worker = KillPid(worker);
+    let mut response = None;
+    wait_until("an answer from the worker", || {
+        response = post_chat(port);
+        response.is_some()
+    });
+    let (records, rest) = stop_strike(strike, err, libc::SIGINT);
+    assert!(records.is_empty(), "the worker was traced: {records:?}");
+    assert!(rest.contains("1 target process(es)"), "{rest}");
+}
+
 /// A recording replays to exactly the records of the live session that wrote it: every field
 /// but Strike's own `request_id`, `start` to the nanosecond, and what the session read from
 /// `/proc` (`server_port` from the worker's listening socket when the client sent no `Host`).

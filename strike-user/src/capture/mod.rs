@@ -16,7 +16,7 @@ use aya::{
 };
 use serde::Serialize;
 use strike_common::{
-    counter, role, sock_flag, SockKey, SockState, TargetState, GLOBAL_CONTROL_RESERVE,
+    counter, role, sock_flag, target_flag, SockKey, SockState, TargetState, GLOBAL_CONTROL_RESERVE,
     GLOBAL_MAX_CAPTURE, GLOBAL_NEWTASK_FLAGS_OFF, GLOBAL_NEWTASK_PID_OFF, MAP_COUNTERS, MAP_EVENTS,
     MAP_SOCKS, MAP_TARGETS, USER_CONN_ID_BIT,
 };
@@ -333,10 +333,15 @@ impl Capture {
         self.ring.take()
     }
 
-    /// Starts capturing `tgid`.
-    pub fn add_target(&mut self, tgid: u32) -> Result<(), CaptureError> {
+    /// Starts capturing `tgid`; with `follow`, the kernel makes its children targets as
+    /// they are created.
+    pub fn add_target(&mut self, tgid: u32, follow: bool) -> Result<(), CaptureError> {
+        let state = TargetState {
+            origin: 1,
+            flags: if follow { target_flag::FOLLOW } else { 0 },
+        };
         self.targets
-            .insert(tgid, TargetState { origin: 1, pad: 0 }, 0)
+            .insert(tgid, state, 0)
             .map_err(|e| CaptureError::MapUpdate {
                 name: MAP_TARGETS,
                 source: Box::new(e),

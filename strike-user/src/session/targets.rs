@@ -140,7 +140,7 @@ impl Targets {
         pid: u32,
         stats: &mut PipelineStats,
     ) -> Result<Vec<CaptureEvent>, CaptureError> {
-        capture.add_target(pid)?;
+        capture.add_target(pid, self.selector.follow_children)?;
         if self.known.contains_key(&pid) {
             return Ok(Vec::new());
         }
