@@ -20,6 +20,9 @@ pub enum NdjsonError {
 pub struct NdjsonDecoder {
     max_line: usize,
     discarding: bool,
+    /// Bytes at the start of the caller's buffer already searched for a `\n` (there is
+    /// none in them): a long line arriving in many pieces is searched once.
+    scanned: usize,
 }
 
 impl Default for NdjsonDecoder {
@@ -33,13 +36,16 @@ impl NdjsonDecoder {
         Self {
             max_line,
             discarding: false,
+            scanned: 0,
         }
     }
 
     /// Decodes the next non-blank line from `buf`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, NdjsonError> {
         loop {
-            let Some(lf) = memchr::memchr(b'\n', buf) else {
+            let from = self.scanned.min(buf.len());
+            let Some(lf) = memchr::memchr(b'\n', &buf[from..]).map(|i| from + i) else {
+                self.scanned = 0;
                 if self.discarding {
                     buf.clear();
                 } else if buf.len() > self.max_line {
@@ -48,9 +54,12 @@ impl NdjsonDecoder {
                     return Err(NdjsonError::LineTooLong {
                         limit: self.max_line,
                     });
+                } else {
+                    self.scanned = buf.len();
                 }
                 return Ok(None);
             };
+            self.scanned = 0;
             let mut line = buf.split_to(lf).freeze();
             buf.advance(1);
             if self.discarding {
@@ -75,6 +84,7 @@ impl NdjsonDecoder {
     /// End of the stream: the last line, if it had no `\n`.
     pub fn finish(&mut self, buf: &mut BytesMut) -> Option<Bytes> {
         let discarding = std::mem::replace(&mut self.discarding, false);
+        self.scanned = 0;
         let rest = buf.split().freeze();
         (!discarding && !rest.trim_ascii().is_empty() && rest.len() <= self.max_line)
             .then_some(rest)

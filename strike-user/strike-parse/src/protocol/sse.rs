@@ -52,6 +52,10 @@ pub struct SseDecoder {
     /// Dropping the rest of an oversized event.
     discarding_event: bool,
     at_start: bool,
+    /// Bytes at the start of the caller's buffer already searched for a line end (there
+    /// is none in them): a long line arriving in many pieces is searched once, not once
+    /// per piece.
+    scanned: usize,
 }
 
 impl Default for SseDecoder {
@@ -73,6 +77,7 @@ impl SseDecoder {
             discarding_line: false,
             discarding_event: false,
             at_start: true,
+            scanned: 0,
         }
     }
 
@@ -98,7 +103,9 @@ impl SseDecoder {
                     buf.advance(3);
                 }
             }
-            let Some(end) = memchr::memchr2(b'\n', b'\r', buf) else {
+            let from = self.scanned.min(buf.len());
+            let Some(end) = memchr::memchr2(b'\n', b'\r', &buf[from..]).map(|i| from + i) else {
+                self.scanned = 0;
                 if self.discarding_line {
                     buf.clear();
                     return Ok(None);
@@ -110,8 +117,10 @@ impl SseDecoder {
                         limit: self.max_line,
                     });
                 }
+                self.scanned = buf.len();
                 return Ok(None);
             };
+            self.scanned = 0;
             let line = buf.split_to(end).freeze();
             match buf.first() {
                 Some(b'\r') => {
