@@ -479,6 +479,42 @@ fn decode_body_frame(
     }
 }
 
+/// How much of a partial head was parsed, so that a head arriving in many pieces is parsed
+/// a few times, not once per piece: only when the request or status line completes, or
+/// when the head may have ended (a blank line among the new bytes). Until then another
+/// parse could only say "partial" (or find an error in a header line, which is then
+/// found at the end of the head, or the bound).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HeadScan {
+    /// Bytes at the start of the buffer parsed as a partial head; 0 before the first parse.
+    parsed: usize,
+    /// The first line was among them.
+    line_done: bool,
+}
+
+impl HeadScan {
+    /// Whether `buf` (the parsed bytes and new ones) is worth parsing again.
+    fn worth_parsing(&self, buf: &[u8]) -> bool {
+        if self.parsed == 0 || self.parsed > buf.len() {
+            return true;
+        }
+        let new = &buf[self.parsed..];
+        if !self.line_done && memchr::memchr(b'\n', new).is_some() {
+            return true;
+        }
+        let tail = &buf[self.parsed.saturating_sub(2)..];
+        memchr::memmem::find(tail, b"\n\n").is_some()
+            || memchr::memmem::find(&buf[self.parsed.saturating_sub(3)..], b"\n\r\n").is_some()
+    }
+
+    /// `buf` was parsed as a partial head.
+    fn partial(&mut self, buf: &[u8]) {
+        self.line_done =
+            self.line_done || memchr::memchr(b'\n', &buf[self.parsed.min(buf.len())..]).is_some();
+        self.parsed = buf.len();
+    }
+}
+
 /// Incremental decoder of HTTP/1.x requests.
 #[derive(Debug, Clone)]
 pub struct RequestDecoder {
@@ -488,6 +524,7 @@ pub struct RequestDecoder {
     /// Hashes API keys; without one they are not recorded at all.
     key_hasher: Option<Arc<KeyHasher>>,
     state: MsgState,
+    scan: HeadScan,
 }
 
 impl Default for RequestDecoder {
@@ -503,6 +540,7 @@ impl RequestDecoder {
             tenant_header: None,
             key_hasher: None,
             state: MsgState::Head,
+            scan: HeadScan::default(),
         }
     }
 
@@ -528,6 +566,7 @@ impl RequestDecoder {
     /// Forgets the message in progress.
     pub fn reset(&mut self) {
         self.state = MsgState::Head;
+        self.scan = HeadScan::default();
     }
 
     /// Decodes the next frame from `buf`, consuming its bytes; `Ok(None)` when more bytes
@@ -555,6 +594,10 @@ impl RequestDecoder {
     fn decode_head(&mut self, buf: &mut BytesMut) -> Result<Option<RequestFrame>, HttpError> {
         if buf.is_empty() {
             return Ok(None);
+        }
+        if !self.scan.worth_parsing(buf) {
+            self.scan.partial(buf);
+            return partial_head(buf.len(), self.max_head);
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut more;
@@ -602,17 +645,13 @@ impl RequestDecoder {
                     head_len,
                 };
                 buf.advance(head_len);
+                self.scan = HeadScan::default();
                 self.state = next_state(body);
                 Ok(Some(RequestFrame::Head(head)))
             }
             Ok(httparse::Status::Partial) => {
-                if buf.len() > self.max_head {
-                    Err(HttpError::HeadTooLarge {
-                        limit: self.max_head,
-                    })
-                } else {
-                    Ok(None)
-                }
+                self.scan.partial(buf);
+                partial_head(buf.len(), self.max_head)
             }
             Err(source) => Err(HttpError::Head { source }),
         }
@@ -626,6 +665,7 @@ pub struct ResponseDecoder {
     max_head: usize,
     state: MsgState,
     head_request: bool,
+    scan: HeadScan,
 }
 
 impl Default for ResponseDecoder {
@@ -640,6 +680,7 @@ impl ResponseDecoder {
             max_head,
             state: MsgState::Head,
             head_request: false,
+            scan: HeadScan::default(),
         }
     }
 
@@ -656,6 +697,7 @@ impl ResponseDecoder {
     /// Forgets the message in progress.
     pub fn reset(&mut self) {
         self.state = MsgState::Head;
+        self.scan = HeadScan::default();
     }
 
     /// The connection's incoming side ended: a body delimited by close is complete
@@ -693,6 +735,10 @@ impl ResponseDecoder {
     fn decode_head(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseFrame>, HttpError> {
         if buf.is_empty() {
             return Ok(None);
+        }
+        if !self.scan.worth_parsing(buf) {
+            self.scan.partial(buf);
+            return partial_head(buf.len(), self.max_head);
         }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut more;
@@ -739,22 +785,27 @@ impl ResponseDecoder {
                     header_tokens: f.header_tokens,
                 };
                 buf.advance(head_len);
+                self.scan = HeadScan::default();
                 if !head.is_interim() {
                     self.state = next_state(body);
                 }
                 Ok(Some(ResponseFrame::Head(head)))
             }
             Ok(httparse::Status::Partial) => {
-                if buf.len() > self.max_head {
-                    Err(HttpError::HeadTooLarge {
-                        limit: self.max_head,
-                    })
-                } else {
-                    Ok(None)
-                }
+                self.scan.partial(buf);
+                partial_head(buf.len(), self.max_head)
             }
             Err(source) => Err(HttpError::Head { source }),
         }
+    }
+}
+
+/// A partial head of `len` bytes: more are needed, unless it is over the bound already.
+fn partial_head<T>(len: usize, max_head: usize) -> Result<Option<T>, HttpError> {
+    if len > max_head {
+        Err(HttpError::HeadTooLarge { limit: max_head })
+    } else {
+        Ok(None)
     }
 }
 
@@ -1174,6 +1225,34 @@ mod tests {
             dec.decode(&mut buf),
             Err(HttpError::HeadTooLarge { limit: 64 })
         );
+    }
+
+    #[test]
+    fn a_head_in_many_pieces_is_parsed_as_a_whole_one() {
+        let mut head = b"POST /v1/chat/completions HTTP/1.1\r\n".to_vec();
+        for i in 0..2000 {
+            head.extend_from_slice(format!("x-pad-{i}: aaaaaaaaaaaa\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"content-length: 2\r\n\r\n{}");
+        let whole = req_frames(&[&head]).unwrap();
+        let pieces: Vec<&[u8]> = head.chunks(3).collect();
+        assert_eq!(req_frames(&pieces).unwrap(), whole);
+        // A bad header line is still an error, found by the end of the head.
+        let bad = [&head[..100], b"bad header\r\n", &head[100..]].concat();
+        assert!(req_frames(&[&bad]).is_err());
+        let pieces: Vec<&[u8]> = bad.chunks(3).collect();
+        assert!(req_frames(&pieces).is_err());
+        // So is a bad request line, as soon as it ends.
+        let mut dec = RequestDecoder::default();
+        let mut buf = BytesMut::new();
+        for b in b"NOT A REQUEST LINE\r\n" {
+            buf.extend_from_slice(&[*b]);
+            if let Err(e) = dec.decode(&mut buf) {
+                assert!(matches!(e, HttpError::Head { .. }));
+                return;
+            }
+        }
+        panic!("a bad request line went unnoticed");
     }
 
     #[test]
