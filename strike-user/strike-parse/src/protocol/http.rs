@@ -481,14 +481,17 @@ fn decode_body_frame(
 
 /// How much of a partial head was parsed, so that a head arriving in many pieces is parsed
 /// a few times, not once per piece: only when the request or status line completes, or
-/// when the head may have ended (a blank line among the new bytes). Until then another
-/// parse could only say "partial" (or find an error in a header line, which is then
-/// found at the end of the head, or the bound).
+/// when the head may have ended (a blank line among the new bytes, after the first line).
+/// Until then another parse could only say "partial" (or find an error in a header line,
+/// which is then found at the end of the head, or at the bound).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct HeadScan {
     /// Bytes at the start of the buffer parsed as a partial head; 0 before the first parse.
     parsed: usize,
-    /// The first line was among them.
+    /// A byte other than CR or LF was among them: the first line began (empty lines before
+    /// it are skipped, so they end nothing).
+    started: bool,
+    /// The first line ended among them.
     line_done: bool,
 }
 
@@ -499,18 +502,39 @@ impl HeadScan {
             return true;
         }
         let new = &buf[self.parsed..];
-        if !self.line_done && memchr::memchr(b'\n', new).is_some() {
-            return true;
+        if !self.line_done {
+            let mut ahead = *self;
+            ahead.scan(new);
+            return ahead.line_done;
         }
-        let tail = &buf[self.parsed.saturating_sub(2)..];
-        memchr::memmem::find(tail, b"\n\n").is_some()
-            || memchr::memmem::find(&buf[self.parsed.saturating_sub(3)..], b"\n\r\n").is_some()
+        memchr::memmem::find(&buf[self.parsed.saturating_sub(1)..], b"\n\n").is_some()
+            || memchr::memmem::find(&buf[self.parsed.saturating_sub(2)..], b"\n\r\n").is_some()
     }
 
-    /// `buf` was parsed as a partial head.
+    fn scan(&mut self, new: &[u8]) {
+        for &b in new {
+            if self.line_done {
+                return;
+            }
+            if b != b'\r' && b != b'\n' {
+                self.started = true;
+            } else if b == b'\n' && self.started {
+                self.line_done = true;
+            }
+        }
+    }
+
+    /// `buf` was parsed (or found not worth parsing) as a partial head.
     fn partial(&mut self, buf: &[u8]) {
-        self.line_done =
-            self.line_done || memchr::memchr(b'\n', &buf[self.parsed.min(buf.len())..]).is_some();
+        let from = if self.parsed > buf.len() {
+            0
+        } else {
+            self.parsed
+        };
+        if from == 0 {
+            *self = HeadScan::default();
+        }
+        self.scan(&buf[from..]);
         self.parsed = buf.len();
     }
 }
