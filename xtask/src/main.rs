@@ -4,11 +4,13 @@
 //! - `demo`: runs `strike trace` against a real llama-server with a few requests;
 //! - `test`: setup, then fmt, clippy, the unit tests, and the privileged end-to-end tests
 //!   (twice: strike as root, then as a non-root uid with only its capabilities);
-//!   `test --repeat N` runs the privileged suites N times and counts passes.
+//!   `test --repeat N` runs the privileged suites N times and counts passes;
+//! - `fuzz`: coverage-guided fuzzing of the parsers and the tracker (cargo-afl; not in CI).
 
 mod bench;
 mod ctx;
 mod demo;
+mod fuzz;
 mod http;
 mod repeat;
 mod setup;
@@ -60,6 +62,23 @@ enum Cmd {
         #[arg(long, requires = "repeat")]
         cpu_hog: bool,
     },
+    /// Coverage-guided fuzzing (cargo-afl, installed if missing) of every parser and the
+    /// whole tracker at the live bounds: seeds from the golden captures, one AFL++ run per
+    /// target, then a table of executions, coverage, crashes and hangs. Crashes and hangs
+    /// are minimised into `strike-user/strike-parse/tests/fuzz_regressions/`. Not run by
+    /// `test` or CI.
+    Fuzz {
+        /// Minutes per target.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Only this target (repeatable): `request_decoder`, `response_decoder`, `sse`,
+        /// `ndjson`, `openai_event`, `bounded_json`, `content_decoding`, `tracker`.
+        #[arg(long = "target", value_name = "T")]
+        targets: Vec<String>,
+        /// Stop each target after this many executions (if before --minutes).
+        #[arg(long, value_name = "M")]
+        execs: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +100,18 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Bench { rounds, seconds } => bench::run(&ctx, rounds, seconds),
+        Cmd::Fuzz {
+            minutes,
+            targets,
+            execs,
+        } => fuzz::run(
+            &ctx,
+            &fuzz::Fuzz {
+                minutes,
+                targets,
+                execs,
+            },
+        ),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

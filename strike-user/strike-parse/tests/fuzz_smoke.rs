@@ -1,5 +1,7 @@
 //! Runs every fuzz target body (`strike_parse::fuzz`) over deterministic pseudo-random
-//! inputs and mutations of the golden scenarios, so CI exercises them without nightly.
+//! inputs and mutations of the golden scenarios, over inputs that cross the live bounds
+//! (asserting what each bound does), and over every input `cargo xtask fuzz` found
+//! (`tests/fuzz_regressions/<target>/`), so each test run covers what the fuzzer covers.
 
 #![expect(
     clippy::cast_possible_truncation,
@@ -11,7 +13,7 @@ mod common;
 use std::path::Path;
 
 use strike_parse::conn::StreamEvent;
-use strike_parse::fuzz;
+use strike_parse::fuzz::{self, encode, op};
 
 /// xorshift64*: deterministic and dependency-free.
 struct Rng(u64);
@@ -51,7 +53,6 @@ fn corpus() -> Vec<Vec<u8>> {
         out.push(ingress);
         out.push(egress);
     }
-    assert!(out.len() >= 20, "golden corpus missing");
     out
 }
 
@@ -97,26 +98,33 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A byte stream target's input: `payload` fed in pieces picked by `ctl`, not repeated.
+fn plain(ctl: u8, payload: &[u8]) -> Vec<u8> {
+    encode(ctl, 0, 0, 0, payload)
+}
+
 fn inputs(seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng(seed);
     let corpus = corpus();
     let mut out = Vec::new();
     for c in &corpus {
-        for split in [1u8, 3, 16, 200] {
-            let mut v = vec![split];
-            v.extend_from_slice(c);
-            out.push(v);
+        // Pieces of 1, 3, 16 and 256 bytes.
+        for ctl in [0x00, 0x02, 0x06, 0x0a] {
+            out.push(plain(ctl, c));
         }
     }
     for _ in 0..1500 {
         let base = &corpus[rng.below(corpus.len())];
-        let mut v = vec![rng.next() as u8];
-        v.extend(mutate(&mut rng, base));
-        out.push(v);
+        out.push(plain(rng.next() as u8, &mutate(&mut rng, base)));
     }
     for _ in 0..1500 {
         let len = rng.below(512);
-        out.push((0..len).map(|_| rng.next() as u8).collect());
+        let mut v: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        // No repeats: random repeats would make these megabytes each.
+        if let Some(rep) = v.get_mut(1) {
+            *rep = 0;
+        }
+        out.push(v);
     }
     out
 }
@@ -134,15 +142,11 @@ fn decoders_survive() {
         // SSE event payloads too.
         if let Some(pos) = input.windows(6).position(|w| w == b"data: ") {
             fuzz::fuzz_entry_openai_event(&input[pos + 6..]);
-            let mut json = vec![input[0]];
-            json.extend_from_slice(&input[pos + 6..]);
-            fuzz::fuzz_entry_bounded_json(&json);
+            fuzz::fuzz_entry_bounded_json(&plain(input[0], &input[pos + 6..]));
         }
         // And HTTP bodies.
         if let Some(pos) = input.windows(4).position(|w| w == b"\r\n\r\n") {
-            let mut json = vec![input[0]];
-            json.extend_from_slice(&input[pos + 4..]);
-            fuzz::fuzz_entry_bounded_json(&json);
+            fuzz::fuzz_entry_bounded_json(&plain(input[0], &input[pos + 4..]));
         }
     }
 }
@@ -152,23 +156,24 @@ fn tracker_survives() {
     let mut rng = Rng(0x5eed_0002);
     let corpus = corpus();
     for input in inputs(0x5eed_0003) {
-        fuzz::fuzz_entry_tracker(&input);
+        // Random repeat ops could make each of these megabytes: 64 KiB at most here.
+        fuzz::tracker_run(&input, 64 << 10);
     }
     // Well-formed op streams carrying golden bytes: open, data in/out with length bytes.
     for _ in 0..2000 {
         let base = &corpus[rng.below(corpus.len())];
-        let mut ops = vec![0x00u8]; // open conn 0 as server
+        let mut ops = vec![op::OPEN << 2]; // open conn 0 as server
         let mut pos = 0;
         while pos < base.len() {
             let len = (rng.below(255) + 1).min(base.len() - pos);
             let dir = if rng.below(2) == 0 { 0u8 } else { 2u8 };
-            let op = match rng.below(20) {
-                0 => 5 << 2 | dir, // gap
-                1 => 6 << 2,       // eof
-                _ => 1 << 2 | dir, // data
+            let kind = match rng.below(20) {
+                0 => op::GAP,
+                1 => op::EOF,
+                _ => op::DATA,
             };
-            ops.push(op | (((rng.below(4) as u8) << 5) & 0x60));
-            if (op >> 2) % 8 == 1 {
+            ops.push(kind << 2 | dir | (((rng.below(4) as u8) << 5) & 0x60));
+            if kind == op::DATA {
                 ops.push(len as u8);
                 ops.extend_from_slice(&base[pos..pos + len]);
                 pos += len;
@@ -176,10 +181,9 @@ fn tracker_survives() {
         }
         fuzz::fuzz_entry_tracker(&ops);
     }
-    // Behaviour, not input counts: each golden scenario's requests then its responses, in
-    // random pieces without loss, give a record for every request line and a status for each
-    // request its response answered.
-    let mut checked = 0;
+    // Each golden scenario's requests then its responses, in random pieces without loss,
+    // give a record for every request line and a status for each request its response
+    // answered.
     for pair in corpus.chunks(2) {
         let [ingress, egress] = pair else { continue };
         let requests = count_lines(ingress, |l| {
@@ -189,25 +193,58 @@ fn tracker_survives() {
         if requests == 0 || !egress.starts_with(b"HTTP/1.") {
             continue;
         }
-        let mut ops = vec![0x00u8];
-        for (dir, bytes) in [(0u8, ingress), (2u8, egress)] {
-            for piece in bytes.chunks(rng.below(200) + 1) {
-                ops.push(1 << 2 | dir);
-                ops.push(u8::try_from(piece.len()).unwrap());
-                ops.extend_from_slice(piece);
-            }
-        }
-        let records = fuzz::tracker_records(&ops);
+        let records = fuzz::tracker_records(&in_then_out(&mut rng, ingress, egress));
         assert!(
             records.len() >= requests && records.iter().any(|r| r.status.is_some()),
             "{requests} request lines gave {} records",
             records.len()
         );
-        checked += 1;
     }
-    assert!(
-        checked >= 10,
-        "only {checked} golden scenarios have both sides to check"
+}
+
+/// Tracker ops: connection 0 opened as a server, `ingress` then `egress` in random pieces.
+fn in_then_out(rng: &mut Rng, ingress: &[u8], egress: &[u8]) -> Vec<u8> {
+    let mut ops = vec![op::OPEN << 2];
+    for (dir, bytes) in [(0u8, ingress), (2u8, egress)] {
+        for piece in bytes.chunks(rng.below(200) + 1) {
+            ops.push(op::DATA << 2 | dir);
+            ops.push(u8::try_from(piece.len()).unwrap());
+            ops.extend_from_slice(piece);
+        }
+    }
+    ops
+}
+
+#[test]
+fn golden_keepalive_through_the_tracker_target() {
+    // The op encoding carries a scenario as the tracker target reads it: the keep-alive
+    // scenario's three requests come out with their paths and statuses, in any pieces.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/tracker/keepalive_three_requests/scenario.txt"),
+    )
+    .unwrap();
+    let events: Vec<StreamEvent> = common::parse(&text)
+        .unwrap()
+        .steps
+        .into_iter()
+        .filter_map(|s| match s {
+            common::Step::Event(e) => Some(e),
+            common::Step::Evict(_) => None,
+        })
+        .collect();
+    let records = fuzz::tracker_records(&fuzz::tracker_ops(&events));
+    let seen: Vec<(&str, Option<u16>, bool)> = records
+        .iter()
+        .map(|r| (r.path.as_str(), r.status, r.partial))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/health", Some(200), false),
+            ("/v1/chat/completions", Some(200), false),
+            ("/metrics", Some(200), false)
+        ]
     );
 }
 
@@ -236,20 +273,184 @@ fn content_decoders_survive_damaged_streams() {
             zstd::encode_all(base.as_slice(), 1).unwrap(),
         ];
         for (pick, body) in [(0u8, &compressed[0]), (3u8, &compressed[1])] {
-            // The intact stream, then damaged copies: the coding byte, a piece-size byte.
-            let mut v = vec![pick, rng.next() as u8];
-            v.extend_from_slice(body);
-            fuzz::fuzz_entry_content_decoding(&v);
-            let mut damaged = vec![pick, rng.next() as u8];
-            damaged.extend(mutate(&mut rng, body));
-            fuzz::fuzz_entry_content_decoding(&damaged);
+            // The intact stream, then damaged copies: the coding and a piece size.
+            let ctl = pick << 4 | (rng.next() as u8 & 0x0f);
+            fuzz::fuzz_entry_content_decoding(&plain(ctl, body));
+            let ctl = pick << 4 | (rng.next() as u8 & 0x0f);
+            fuzz::fuzz_entry_content_decoding(&plain(ctl, &mutate(&mut rng, body)));
         }
         // A bomb now and then: many zeros, compressed.
         if i % 100 == 0 {
             let zeros = vec![0u8; 8 << 20];
-            let mut v = vec![3u8, 200];
-            v.extend(zstd::encode_all(zeros.as_slice(), 3).unwrap());
+            let v = plain(0x3d, &zstd::encode_all(zeros.as_slice(), 3).unwrap());
             fuzz::fuzz_entry_content_decoding(&v);
+        }
+    }
+}
+
+/// Tracker ops: connection 0 opened as a server, then `(direction bit, bytes, repeat)`
+/// each as one data op (`repeat`: the bytes sent `1 << repeat` times in one event).
+fn ops(parts: &[(u8, &[u8], Option<u8>)]) -> Vec<u8> {
+    let mut ops = vec![op::OPEN << 2];
+    for &(dir, bytes, repeat) in parts {
+        ops.push(
+            if repeat.is_some() {
+                op::REPEAT
+            } else {
+                op::DATA
+            } << 2
+                | dir,
+        );
+        ops.push(u8::try_from(bytes.len()).unwrap());
+        ops.extend(repeat);
+        ops.extend_from_slice(bytes);
+    }
+    ops
+}
+
+const OK_JSON: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+
+#[test]
+fn a_head_over_64_kib_is_counted() {
+    // 70 KiB of one header line, in events of 255 and of 16 bytes: the same outcome (a head
+    // over the bound in one piece: `http.rs`'s `oversized_head_in_one_piece_is_an_error_too`).
+    let line = b"x-pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut head = b"POST /v1/chat/completions HTTP/1.1\r\n".to_vec();
+    while head.len() < 70 << 10 {
+        head.extend_from_slice(line);
+    }
+    head.extend_from_slice(b"content-length: 2\r\n\r\n{}");
+    for piece in [255, 16] {
+        let mut parts: Vec<(u8, &[u8], Option<u8>)> =
+            head.chunks(piece).map(|c| (0, c, None)).collect();
+        parts.push((2, OK_JSON, None));
+        let (records, stats) = fuzz::tracker_run(&ops(&parts), usize::MAX);
+        assert_eq!(stats.protocol.heads_too_large, 1, "pieces of {piece}");
+        // Its request line was read: one record, partial, answered by the response.
+        let seen: Vec<_> = records
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str(), r.status, r.partial))
+            .collect();
+        assert_eq!(
+            seen,
+            [("POST", "/v1/chat/completions", Some(200), true)],
+            "pieces of {piece}"
+        );
+    }
+    // The decoder target takes it too (a header line repeated 4096 times: 352 KiB).
+    let payload = [b"POST / HTTP/1.1\r\n".as_slice(), line, b"\r\n"].concat();
+    fuzz::fuzz_entry_request(&encode(0x0c, 12, 17, line.len() as u8, &payload));
+}
+
+#[test]
+fn a_json_body_over_1_mib_is_read_whole_and_counted() {
+    // A 2 MiB request body: one long prompt string, past max_body_bytes.
+    let (open, run, close) = (
+        br#"{"model":"m","messages":[{"role":"user","content":""#.as_slice(),
+        b"xxxxxxxxxxxxxxxx".as_slice(),
+        br#""}]}"#.as_slice(),
+    );
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        open.len() + (run.len() << 17) + close.len()
+    );
+    let (records, stats) = fuzz::tracker_run(
+        &ops(&[
+            (0, head.as_bytes(), None),
+            (0, open, None),
+            (0, run, Some(fuzz::repeat_byte(17))),
+            (0, close, None),
+            (2, OK_JSON, None),
+        ]),
+        usize::MAX,
+    );
+    assert_eq!(stats.bodies_elided, 1);
+    assert_eq!(stats.bodies_over_limit, 0);
+    let [r] = records.as_slice() else {
+        panic!("{} records", records.len())
+    };
+    assert_eq!(
+        (r.request_model.as_deref(), r.status, r.partial),
+        (Some("m"), Some(200), false)
+    );
+    assert_eq!(
+        r.request_bytes,
+        (head.len() + open.len() + (run.len() << 17) + close.len()) as u64
+    );
+}
+
+#[test]
+fn stream_lines_over_1_mib_are_counted() {
+    let sse_head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n".as_slice();
+    let nd_head = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n\r\n".as_slice();
+    let request = b"POST /v1/chat/completions HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: 27\r\n\r\n{\"model\":\"m\",\"stream\":true}";
+    let ollama = b"POST /api/chat HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: 14\r\n\r\n{\"model\":\"m\"}";
+    // An SSE data line of 2 MiB and a normal event after it.
+    let (_, sse) = fuzz::tracker_run(
+        &ops(&[
+            (0, request, None),
+            (2, sse_head, None),
+            (2, b"data: ", None),
+            (2, b"xxxxxxxxxxxxxxxx", Some(fuzz::repeat_byte(17))),
+            (2, b"\n\ndata: [DONE]\n\n", None),
+        ]),
+        usize::MAX,
+    );
+    assert_eq!(sse.sse_errors, 1);
+    // An NDJSON line of 2 MiB.
+    let (_, nd) = fuzz::tracker_run(
+        &ops(&[
+            (0, ollama, None),
+            (2, nd_head, None),
+            (2, b"xxxxxxxxxxxxxxxx", Some(fuzz::repeat_byte(17))),
+            (2, b"\n{\"done\":true}\n", None),
+        ]),
+        usize::MAX,
+    );
+    assert_eq!(nd.ndjson_errors, 1);
+    // The decoder targets at their bounds: a 2 MiB SSE line, an event of 5 MiB of lines,
+    // a 2 MiB NDJSON line.
+    fuzz::fuzz_entry_sse(&encode(0x0d, 17, 6, 16, b"data: xxxxxxxxxxxxxxxx\n\n"));
+    fuzz::fuzz_entry_sse(&encode(0x0e, 18, 0, 21, b"data: xxxxxxxxxxxxxx\n\n"));
+    fuzz::fuzz_entry_ndjson(&encode(0x0d, 17, 0, 16, b"xxxxxxxxxxxxxxxx\n{}\n"));
+    fuzz::fuzz_entry_bounded_json(&encode(0x0d, 17, 2, 16, br#"["xxxxxxxxxxxxxx",""]"#));
+}
+
+#[test]
+fn fuzz_regressions_replay() {
+    // Every input `cargo xtask fuzz` minimised from a crash or hang, through its target:
+    // a panic fails this test. The folder names are the targets.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let target = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let entry: fn(&[u8]) = match target.as_str() {
+            "request_decoder" => fuzz::fuzz_entry_request,
+            "response_decoder" => fuzz::fuzz_entry_response,
+            "sse" => fuzz::fuzz_entry_sse,
+            "ndjson" => fuzz::fuzz_entry_ndjson,
+            "openai_event" => fuzz::fuzz_entry_openai_event,
+            "bounded_json" => fuzz::fuzz_entry_bounded_json,
+            "content_decoding" => fuzz::fuzz_entry_content_decoding,
+            "tracker" => fuzz::fuzz_entry_tracker,
+            other => panic!("{}: no fuzz target {other:?}", dir.display()),
+        };
+        for input in std::fs::read_dir(&dir).unwrap() {
+            let path = input.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            let started = std::time::Instant::now();
+            entry(&bytes);
+            // A hang the fuzzer found must be fixed too (debug build: generous).
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{} took {:?}",
+                path.display(),
+                started.elapsed()
+            );
         }
     }
 }

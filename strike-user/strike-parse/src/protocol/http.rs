@@ -651,6 +651,12 @@ impl RequestDecoder {
             parsed = req.parse(buf);
         }
         match parsed {
+            // The bound holds however the head arrived: in pieces (below) or all at once.
+            Ok(httparse::Status::Complete(head_len)) if head_len > self.max_head => {
+                Err(HttpError::HeadTooLarge {
+                    limit: self.max_head,
+                })
+            }
             Ok(httparse::Status::Complete(head_len)) => {
                 let f = framing(
                     req.headers,
@@ -806,6 +812,11 @@ impl ResponseDecoder {
             parsed = res.parse(buf);
         }
         match parsed {
+            Ok(httparse::Status::Complete(head_len)) if head_len > self.max_head => {
+                Err(HttpError::HeadTooLarge {
+                    limit: self.max_head,
+                })
+            }
             Ok(httparse::Status::Complete(head_len)) => {
                 let f = framing(res.headers, None, None)?;
                 let status = res.code.unwrap_or_default();
@@ -1343,6 +1354,41 @@ mod tests {
         assert_eq!(
             dec.decode(&mut buf),
             Err(HttpError::HeadTooLarge { limit: 64 })
+        );
+    }
+
+    #[test]
+    fn oversized_head_in_one_piece_is_an_error_too() {
+        // At the live bound: a head one byte over it, complete in one piece, and a head of
+        // exactly the bound.
+        let head = |len: usize| {
+            let mut h = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+            h.resize(len - 4, b'a');
+            h.extend_from_slice(b"\r\n\r\n");
+            h
+        };
+        let mut dec = RequestDecoder::default();
+        let mut buf = BytesMut::from(&head(DEFAULT_MAX_HEAD_BYTES + 1)[..]);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Err(HttpError::HeadTooLarge {
+                limit: DEFAULT_MAX_HEAD_BYTES
+            })
+        );
+        let mut buf = BytesMut::from(&head(DEFAULT_MAX_HEAD_BYTES)[..]);
+        assert!(
+            matches!(dec.decode(&mut buf), Ok(Some(RequestFrame::Head(h))) if h.head_len == DEFAULT_MAX_HEAD_BYTES)
+        );
+        let mut res = ResponseDecoder::default();
+        let mut big = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+        big.resize(DEFAULT_MAX_HEAD_BYTES, b'a');
+        big.extend_from_slice(b"\r\n\r\n");
+        let mut buf = BytesMut::from(&big[..]);
+        assert_eq!(
+            res.decode(&mut buf),
+            Err(HttpError::HeadTooLarge {
+                limit: DEFAULT_MAX_HEAD_BYTES
+            })
         );
     }
 

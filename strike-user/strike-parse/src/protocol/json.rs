@@ -125,7 +125,8 @@ impl Elided {
 /// Why a body could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JsonError {
-    /// The copy reached its hard cap, or the body nests deeper than [`MAX_DEPTH`].
+    /// The copy reached its hard cap, the body nests deeper than [`MAX_DEPTH`], or a
+    /// number is longer than 64 bytes.
     #[error("JSON body over its bounds")]
     OverLimit,
     /// Not JSON (or a body cut short).
@@ -286,7 +287,8 @@ impl<P: TextPaths> BoundedJson<P> {
                     let b = data[i];
                     if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.') {
                         if self.token_len == MAX_TOKEN {
-                            return Err(JsonError::Malformed);
+                            // Valid JSON may hold longer numbers: over a bound, not malformed.
+                            return Err(JsonError::OverLimit);
                         }
                         self.token[self.token_len] = b;
                         self.token_len += 1;

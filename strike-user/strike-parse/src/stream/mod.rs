@@ -287,6 +287,25 @@ impl Reassembler {
         }
     }
 
+    /// A connection whose bytes come without an open event (opened before capture, or its
+    /// open lost): tracked from its first byte, role unknown.
+    fn open_unannounced(&mut self, data: &SocketData, out: &mut Vec<StreamEvent>) {
+        self.stats.connections_without_open += 1;
+        self.open(
+            SocketOpen {
+                key: data.key,
+                fd: data.fd,
+                ts_ns: data.ts_ns,
+                role: Role::Unknown,
+                peer: None,
+                comm: String::new(),
+                preexisting: true,
+            },
+            false,
+            out,
+        );
+    }
+
     fn data(&mut self, data: SocketData, out: &mut Vec<StreamEvent>) {
         let key = data.key;
         if self.ended.contains(&key) {
@@ -294,20 +313,7 @@ impl Reassembler {
             return;
         }
         if !self.conns.contains_key(&key) {
-            self.stats.connections_without_open += 1;
-            self.open(
-                SocketOpen {
-                    key,
-                    fd: data.fd,
-                    ts_ns: data.ts_ns,
-                    role: Role::Unknown,
-                    peer: None,
-                    comm: String::new(),
-                    preexisting: true,
-                },
-                false,
-                out,
-            );
+            self.open_unannounced(&data, out);
         }
         let window = self.config.reorder_window_ns;
         let max_pending = self.config.max_pending_segments;
@@ -319,12 +325,27 @@ impl Reassembler {
             self.stats.ignored_bytes += data.bytes.len() as u64;
             return;
         }
+        // Bytes of one direction answer (or are answered by) the other's: once this one
+        // moves on, a hole still open in the other is lost. Flushing it now keeps the two
+        // in the order they happened, so a lost request is known before its response.
+        let other = 1 - idx(data.dir);
+        flush_pending(
+            &mut self.stats,
+            key,
+            DIRS[other],
+            &mut conn.dirs[other],
+            out,
+        );
         let d = &mut conn.dirs[idx(data.dir)];
 
         if data.bytes.is_empty() {
             if data.call_len == 0 && data.dir == Direction::Ingress {
                 // End of stream: everything before it must be out first.
                 flush_pending(&mut self.stats, key, data.dir, d, out);
+                // Its offset is the stream's length: bytes before it that never came are
+                // lost (a lost tail would otherwise be found only at the close, after the
+                // end of stream was acted on).
+                lost_before(&mut self.stats, key, data.dir, data.ts_ns, data.seq, d, out);
                 out.push(StreamEvent::Eof {
                     key,
                     ts_ns: data.ts_ns,
@@ -538,6 +559,29 @@ fn emit_data(
             ts_ns,
             bytes,
         });
+    }
+}
+
+/// Declares the bytes from the next expected offset up to `seq` lost, if any.
+fn lost_before(
+    stats: &mut StreamStats,
+    key: ConnKey,
+    dir: Direction,
+    ts_ns: u64,
+    seq: u64,
+    d: &mut DirState,
+    out: &mut Vec<StreamEvent>,
+) {
+    if let Some(next) = d.next.filter(|&n| seq > n) {
+        stats.gaps += 1;
+        stats.gap_bytes += seq - next;
+        out.push(StreamEvent::Gap {
+            key,
+            dir,
+            ts_ns,
+            missing: seq - next,
+        });
+        d.next = Some(seq);
     }
 }
 
@@ -824,6 +868,22 @@ mod tests {
             matches!(&out[0], StreamEvent::Open(i) if i.preexisting && i.role == Role::Unknown)
         );
         assert_eq!(r.stats().connections_without_open, 1);
+    }
+
+    #[test]
+    fn lost_tail_is_found_at_end_of_stream() {
+        let mut r = Reassembler::new(StreamConfig::default(), 1024);
+        let mut out = Vec::new();
+        r.handle(open(), &mut out);
+        r.handle(data(Direction::Ingress, 0, 1, b"abc"), &mut out);
+        // Bytes 3..7 never came; the end of stream says the stream was 7 bytes long.
+        let mut eof = data(Direction::Ingress, 7, 2, b"");
+        if let CaptureEvent::Data(d) = &mut eof {
+            d.call_len = 0;
+        }
+        r.handle(eof, &mut out);
+        assert_eq!(text(&out), "O >abc G4 E");
+        assert_eq!((r.stats().gaps, r.stats().gap_bytes), (1, 4));
     }
 
     #[test]

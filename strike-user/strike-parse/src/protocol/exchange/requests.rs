@@ -209,8 +209,13 @@ impl ExchangeMachine {
         out: &mut Vec<ExchangeEvent>,
         counters: &mut ProtocolCounters,
     ) {
-        if !self.req.abort(ts_ns, EndReason::Gap, out) && self.req.mode == Mode::Normal {
-            // At a request boundary: the lost bytes began a request we will never see.
+        // At a request boundary, or first thing on a connection joined mid-stream: the lost
+        // bytes began (or finished) a request we will never see, and its response will come.
+        let boundary = matches!(
+            self.req.mode,
+            Mode::Normal | Mode::Resync(EndReason::CaptureStart)
+        );
+        if !self.req.abort(ts_ns, EndReason::Gap, out) && boundary {
             self.lost_request(ts_ns, EndReason::Gap, out, counters);
         }
         self.req.lose_sync(EndReason::Gap, counters);

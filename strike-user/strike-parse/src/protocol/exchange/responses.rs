@@ -120,7 +120,12 @@ impl ExchangeMachine {
         out: &mut Vec<ExchangeEvent>,
         counters: &mut ProtocolCounters,
     ) {
-        if !self.res.abort(ts_ns, EndReason::Gap, out) && self.res.mode == Mode::Normal {
+        // Before the first status line of a connection joined mid-request, the lost bytes
+        // were (part of) the response to that request, as at a boundary.
+        let joined = self.res.mode == Mode::Resync(EndReason::CaptureStart)
+            && self.pending.front().is_some_and(|p| p.lost);
+        if !self.res.abort(ts_ns, EndReason::Gap, out) && (self.res.mode == Mode::Normal || joined)
+        {
             // The lost bytes began the response to the oldest waiting request.
             self.give_up_oldest(ts_ns, self.res_interim_wire, EndReason::Gap, out);
         }
@@ -144,10 +149,14 @@ impl ExchangeMachine {
         self.res.clear();
         self.res.abort(ts_ns, reason, out);
         // Requests waiting for a response that never began: on a closed connection that is a
-        // fact about the exchange, not about the capture; on eviction or shutdown it is not.
-        let unanswered = match reason {
-            EndReason::ConnectionClosed | EndReason::ClientDisconnected => EndReason::NoResponse,
-            other => other,
+        // fact about the exchange, not about the capture; on eviction or shutdown it is not,
+        // nor when response bytes were lost since (theirs may have been among them).
+        let unanswered = match (reason, self.res.mode) {
+            (_, Mode::Resync(EndReason::Gap)) => EndReason::Gap,
+            (EndReason::ConnectionClosed | EndReason::ClientDisconnected, _) => {
+                EndReason::NoResponse
+            }
+            (other, _) => other,
         };
         self.abort_pending(ts_ns, unanswered, out);
     }

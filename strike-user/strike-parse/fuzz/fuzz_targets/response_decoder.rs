@@ -1,0 +1,3 @@
+fn main() {
+    afl::fuzz!(|data: &[u8]| strike_parse::fuzz::fuzz_entry_response(data));
+}
