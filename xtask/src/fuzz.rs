@@ -164,6 +164,7 @@ fn fuzz_target(
     dict: &Path,
 ) -> Result<(Stats, Vec<PathBuf>)> {
     let out = dir.join("out");
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::create_dir_all(input)?;
     // What the last run found seeds this one.
     keep_queue(&out.join("default/queue"), input)?;
