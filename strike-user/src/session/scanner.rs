@@ -166,8 +166,7 @@ fn judge(
             continue;
         }
         match (start_time(pid), known.get(&pid)) {
-            // A start time the session could not read (0) is not evidence of reuse.
-            (Some(now), Some(&then)) if then != 0 && now != then => {
+            (Some(now), Some(&then)) if now != then => {
                 found.gone.push(pid);
                 found.known_start.insert(pid, then);
             }

@@ -140,11 +140,16 @@ impl Targets {
         pid: u32,
         stats: &mut PipelineStats,
     ) -> Result<Vec<CaptureEvent>, CaptureError> {
+        // A process that exited since it was found (a scan read /proc a moment ago, its exit
+        // event maybe handled already) is not taken again; its start time also names it
+        // against a reused pid.
+        let Some(start) = self.proc.start_time(pid) else {
+            return Ok(Vec::new());
+        };
         capture.add_target(pid, self.selector.follow_children)?;
         if self.known.contains_key(&pid) {
             return Ok(Vec::new());
         }
-        let start = self.proc.start_time(pid).unwrap_or_default();
         self.known.insert(pid, start);
         stats.targets_added += 1;
         tracing::debug!("target {pid} added (started at tick {start})");
@@ -231,9 +236,7 @@ impl Targets {
     ) -> Vec<CaptureEvent> {
         let mut events = Vec::new();
         for &pid in selected {
-            // The scan read /proc a moment ago: a process that has exited since (its exit
-            // event maybe handled already) is not taken again.
-            if self.known.contains_key(&pid) || !self.proc.is_live(pid) {
+            if self.known.contains_key(&pid) {
                 continue;
             }
             match self.add(capture, pid, stats) {
@@ -313,13 +316,17 @@ impl Targets {
             }
         }
         for &pid in &found.unknown {
-            if self.known.contains_key(&pid) || !self.proc.is_live(pid) {
+            if self.known.contains_key(&pid) {
                 continue;
             }
-            tracing::debug!("target {pid} found in the kernel's map only (reconciliation)");
-            stats.reconciled_targets += 1;
             match self.add(capture, pid, stats) {
-                Ok(evs) => events.extend(evs),
+                // Empty when it exited since the scan.
+                Ok(evs) if evs.is_empty() => {}
+                Ok(evs) => {
+                    tracing::debug!("target {pid} found in the kernel's map only (reconciliation)");
+                    stats.reconciled_targets += 1;
+                    events.extend(evs);
+                }
                 Err(error) => TargetNotAdded { pid, error: &error }.emit(incidents),
             }
         }
