@@ -3,6 +3,7 @@
 //! See `docs/ARCHITECTURE.md` for the stages and the data flow between them.
 
 pub mod capture;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod cost;

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => strike::cli::trace::run(&args),
         Command::Run(args) => strike::cli::run::run(&args),
         Command::Replay(args) => strike::cli::replay::run(&args),
+        Command::Check(args) => strike::cli::check::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,10 +26,10 @@ use crate::conn::Role;
 /// The compiled kernel programs (see `build.rs`). Empty when the build had no BPF toolchain.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/strike-ebpf.o"));
 
-const TRACEFS: &str = "/sys/kernel/tracing";
+pub const TRACEFS: &str = "/sys/kernel/tracing";
 /// [`TRACEFS`] for mount(2).
 const TRACEFS_C: &std::ffi::CStr = c"/sys/kernel/tracing";
-const BTF: &str = "/sys/kernel/btf/vmlinux";
+pub const BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// (program, category, tracepoint): every attachment Strike makes.
 const ATTACHMENTS: &[(&str, &str, &str)] = &[
@@ -68,6 +68,37 @@ const ATTACHMENTS: &[(&str, &str, &str)] = &[
 /// Tracepoints some architectures or older kernels lack: attached where they exist
 /// (arm64 has no `dup2`; `close_range` is Linux 5.9).
 const OPTIONAL: &[&str] = &["sys_enter_dup2", "sys_enter_close_range"];
+
+/// The tracepoints Strike attaches, as `category/name`, that tracefs lacks: `required` ones
+/// stop capture from starting; `optional` ones are skipped (see [`OPTIONAL`]).
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct MissingTracepoints {
+    pub present: usize,
+    pub required: Vec<String>,
+    pub optional: Vec<String>,
+}
+
+/// Which of [`ATTACHMENTS`] exist in tracefs now.
+pub fn missing_tracepoints() -> MissingTracepoints {
+    let mut out = MissingTracepoints::default();
+    for &(_, category, name) in ATTACHMENTS {
+        let events = Path::new(TRACEFS).join("events");
+        if events.join(category).join(name).exists() {
+            out.present += 1;
+        } else if OPTIONAL.contains(&name) {
+            out.optional.push(format!("{category}/{name}"));
+        } else {
+            out.required.push(format!("{category}/{name}"));
+        }
+    }
+    out
+}
+
+/// Whether the compiled kernel programs are in this binary (a build without the BPF
+/// toolchain has none).
+pub fn has_programs() -> bool {
+    !EBPF_OBJECT.is_empty()
+}
 
 /// Settings of the kernel side, as validated by `config` (the one place that checks
 /// settings; the kernel program clamps the cap again on its side).
@@ -157,6 +188,8 @@ pub struct Capture {
     socks: BpfHashMap<MapData, SockKey, SockState>,
     counters: PerCpuArray<MapData, u64>,
     next_user_conn: u64,
+    /// Programs loaded and tracepoints attached.
+    attached: (usize, usize),
 }
 
 /// Checks what loading needs: the capabilities of [`privilege::REQUIREMENTS`] (root has
@@ -275,6 +308,7 @@ impl Capture {
             .map_err(|e| CaptureError::Load(Box::new(e)))?;
 
         let mut loaded: Vec<&str> = Vec::new();
+        let mut attached = 0;
         for &(program, category, name) in ATTACHMENTS {
             if !Path::new(TRACEFS)
                 .join("events")
@@ -308,6 +342,7 @@ impl Capture {
                 loaded.push(program);
             }
             tp.attach(category, name).map_err(prog_err)?;
+            attached += 1;
         }
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, MAP_EVENTS)?)
@@ -325,7 +360,13 @@ impl Capture {
             socks,
             counters,
             next_user_conn: 0,
+            attached: (loaded.len(), attached),
         })
+    }
+
+    /// Programs loaded and tracepoints attached, for `strike check`.
+    pub fn attached(&self) -> (usize, usize) {
+        self.attached
     }
 
     /// The ring buffer, for the reader task (once).

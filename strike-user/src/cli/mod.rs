@@ -1,6 +1,7 @@
 //! Command line: one file per subcommand. Raw arguments become a validated configuration
 //! before any work starts.
 
+pub mod check;
 pub mod replay;
 pub mod run;
 pub mod trace;
@@ -32,6 +33,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run a capture recording (`strike trace --record`) through the pipeline again.
     Replay(replay::ReplayArgs),
+    /// Check whether Strike can run here: kernel, privileges, tracefs, a real load of the
+    /// eBPF programs, PID namespace, cgroups, GPUs, the collector, the endpoint, and what a
+    /// selection would trace. Exits non-zero when an item fails, with its fix.
+    Check(check::CheckArgs),
 }
 
 /// What every tracing command (`strike trace`, `strike run`) is told by flags: the flags

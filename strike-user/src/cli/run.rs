@@ -63,6 +63,11 @@ pub struct RunArgs {
 impl RunArgs {
     /// Merges the file, the environment and the flags.
     pub fn load_config(&self) -> Result<RunConfig, UsageError> {
+        Ok(self.loader()?.load()?)
+    }
+
+    /// The file, the environment and the flags, as layers not yet merged.
+    pub fn loader(&self) -> Result<ConfigLoader, UsageError> {
         let mut loader = ConfigLoader::default();
         let file = self
             .config
@@ -94,7 +99,7 @@ impl RunArgs {
             ("--listen", "server.listen", self.listen.clone()),
             ("--output", "output.records", self.output.clone()),
         ];
-        Ok(self.session.layer(loader.flags(singles)).load()?)
+        Ok(self.session.layer(loader.flags(singles)))
     }
 }
 

@@ -46,6 +46,16 @@ impl NvmlSource {
         self.devices
     }
 
+    /// Each device's MIG mode: `None` where it has none (or the reading fails).
+    pub fn mig_modes(&self) -> Vec<Option<bool>> {
+        (0..self.devices)
+            .map(|i| {
+                let device = self.nvml.device_by_index(i).ok()?;
+                device.mig_mode().ok().map(|m| m.current != 0)
+            })
+            .collect()
+    }
+
     /// The driver version, for messages.
     pub fn driver_version(&self) -> Option<String> {
         self.nvml.sys_driver_version().ok()
