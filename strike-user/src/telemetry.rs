@@ -33,6 +33,9 @@ pub struct PipelineStats {
     pub targets_not_added: u64,
     /// Processes released (exited).
     pub targets_released: u64,
+    /// Processes a `/proc` scan found after their exit event had released them (still
+    /// being torn down by the kernel), not taken again.
+    pub exited_targets_not_readded: u64,
     /// Sockets found already open at start or on fork and tracked.
     pub preexisting_sockets: u64,
     /// Tracked sockets ended without a close event of their own: by `close_range`, by

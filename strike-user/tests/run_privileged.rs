@@ -155,10 +155,18 @@ fn picks_up_a_container_started_later_and_releases_it() {
         targets(&last).is_empty()
             && last["session"]["pipeline"]["targets_released"].as_u64() >= Some(2)
     });
-    // Seen about once in fifteen runs on a loaded machine: one of the two added and released
-    // twice. Both are released all the same; the log (below) says which.
-    let twice = (last["session"]["pipeline"]["targets_added"] != 2)
-        .then(|| last["session"]["pipeline"].to_string());
+    // Seen about once in fifteen runs on a loaded machine before `exited_targets_not_readded`:
+    // a scan that read the worker while the kernel tore it down took it again after its exit
+    // event, and only reconciliation released it. Said, not failed, should it recur.
+    let pipeline = &last["session"]["pipeline"];
+    eprintln!(
+        "targets added {}, released {}, exited not re-added {}, reconciled {}",
+        pipeline["targets_added"],
+        pipeline["targets_released"],
+        pipeline["exited_targets_not_readded"],
+        pipeline["reconciled_targets"]
+    );
+    let twice = (pipeline["targets_added"] != 2).then(|| pipeline.to_string());
     if !released {
         let (_, log) = stop_strike(strike, err, libc::SIGTERM);
         panic!(

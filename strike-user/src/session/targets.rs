@@ -106,6 +106,10 @@ impl TargetSelector {
     }
 }
 
+/// Released targets remembered at most (see `Targets::exited`): they leave `/proc` within
+/// milliseconds of their exit, and every reconciliation prunes them.
+const MAX_EXITED: usize = 4096;
+
 /// Tracks the live target set: adds selected and forked processes, releases exited ones,
 /// and registers the sockets they already had open. What it reads from `/proc` reaches the
 /// processor as events ([`ProcessFact`], synthetic opens and closes), so recordings hold it
@@ -116,6 +120,12 @@ pub(super) struct Targets {
     pub(super) selector: TargetSelector,
     /// Every target, with its start time (`/proc/PID/stat`), which tells a reused pid apart.
     pub(super) known: BTreeMap<u32, u64>,
+    /// Targets released on their exit event, with their start times, while `/proc` still
+    /// shows them: a dying process is listed (not yet a zombie) for as long as the kernel
+    /// takes to tear it down, and a scan that read it then must not take it again, since no
+    /// second exit event would release it. Pruned once `/proc` no longer shows the process
+    /// (or shows another one under its pid); at most [`MAX_EXITED`].
+    exited: BTreeMap<u32, u64>,
     pub(super) sockets: SocketIndex,
     /// GPU compute processes already described to the processor.
     gpu_pids: BTreeSet<u32>,
@@ -127,6 +137,7 @@ impl Targets {
             proc: Proc::default(),
             selector,
             known: BTreeMap::new(),
+            exited: BTreeMap::new(),
             sockets: SocketIndex::default(),
             gpu_pids: BTreeSet::new(),
         }
@@ -146,6 +157,18 @@ impl Targets {
         let Some(start) = self.proc.start_time(pid) else {
             return Ok(Vec::new());
         };
+        match self.exited.get(&pid) {
+            Some(&t) if t == start => {
+                stats.exited_targets_not_readded += 1;
+                tracing::debug!("target {pid} exited already: not added again");
+                return Ok(Vec::new());
+            }
+            // Another process under a reused pid.
+            Some(_) => {
+                self.exited.remove(&pid);
+            }
+            None => {}
+        }
         capture.add_target(pid, self.selector.follow_children)?;
         if self.known.contains_key(&pid) {
             return Ok(Vec::new());
@@ -254,9 +277,10 @@ impl Targets {
         stats: &mut PipelineStats,
     ) -> Vec<CaptureEvent> {
         capture.remove_target(pid);
-        if self.known.remove(&pid).is_some() {
+        if let Some(start) = self.known.remove(&pid) {
             stats.targets_released += 1;
             tracing::debug!("target {pid} released");
+            self.remember_exited(pid, start);
         }
         let now = monotonic_ns();
         self.sockets
@@ -267,6 +291,24 @@ impl Targets {
                 synthetic_close(pid, fd, conn_id, now)
             })
             .collect()
+    }
+
+    /// Remembers a released target while `/proc` may still show it; forgets the entries
+    /// whose process is gone from `/proc` first when the table is full.
+    fn remember_exited(&mut self, pid: u32, start: u64) {
+        if self.exited.len() >= MAX_EXITED {
+            self.prune_exited();
+        }
+        if self.exited.len() < MAX_EXITED {
+            self.exited.insert(pid, start);
+        }
+    }
+
+    /// Forgets released targets that `/proc` no longer shows as the same process.
+    pub(super) fn prune_exited(&mut self) {
+        let proc = &self.proc;
+        self.exited
+            .retain(|&pid, &mut start| proc.start_time(pid) == Some(start));
     }
 
     /// Ends the tracking of the sockets of `pid` in `fds` (closed without a close event:
@@ -301,6 +343,7 @@ impl Targets {
         stats: &mut PipelineStats,
         incidents: &Incidents,
     ) -> Vec<CaptureEvent> {
+        self.prune_exited();
         let mut events = Vec::new();
         for &pid in &found.gone {
             // Known by its start time: a pid that was released and reused since the scan
