@@ -72,7 +72,17 @@ pub fn run(config: &RunConfig, options: Options) -> Report {
     let tracefs = tracefs();
     checks.push(judge_tracefs(tracefs, caps.unwrap_or_default()));
     checks.push(judge_tracepoints(&capture::missing_tracepoints(), tracefs));
-    checks.push(judge_load(&load(config, options, privileged)));
+    let tracefs_usable = match tracefs {
+        Tracefs::Ready => true,
+        Tracefs::Unreadable => false,
+        Tracefs::NotMounted => caps.is_some_and(|c| c.has(privilege::Cap::SysAdmin)),
+    };
+    checks.push(judge_load(&load(
+        config,
+        options,
+        privileged,
+        tracefs_usable,
+    )));
     checks.push(judge_pid_namespace(
         std::fs::read_to_string("/proc/self/status")
             .ok()
@@ -137,12 +147,15 @@ fn features(privileged: bool) -> Item {
 }
 
 /// Loads and attaches every program as `strike run` does, then drops them (which detaches).
-fn load(config: &RunConfig, options: Options, privileged: bool) -> Load {
+fn load(config: &RunConfig, options: Options, privileged: bool, tracefs: bool) -> Load {
     if !options.load {
         return Load::NotAsked;
     }
     if !privileged {
         return Load::Blocked("the capabilities above are missing");
+    }
+    if !tracefs {
+        return Load::Blocked("tracefs can be neither read nor mounted");
     }
     if !capture::has_programs() {
         return Load::Failed(capture::CaptureError::NoObject.to_string());
@@ -168,8 +181,12 @@ fn chain(e: &capture::CaptureError) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        // Some messages quote their cause already.
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out
