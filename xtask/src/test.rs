@@ -85,7 +85,8 @@ pub(crate) fn e2e_blockers() -> Vec<&'static str> {
 pub(crate) fn with_peers<'c>(ctx: &Ctx, cmd: &'c mut Command) -> &'c mut Command {
     cmd.env("STRIKE_LLAMA_SERVER", ctx.llama_server())
         .env("STRIKE_TINY_MODEL", ctx.model())
-        .env("STRIKE_PYTHON", ctx.python());
+        .env("STRIKE_PYTHON", ctx.python())
+        .env("STRIKE_KUBECTL", ctx.venv().join("bin/kubectl"));
     if let Some(agent) = ctx.rotel_agent() {
         cmd.env("STRIKE_ROTEL_AGENT", agent);
     }

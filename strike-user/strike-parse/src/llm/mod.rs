@@ -30,7 +30,7 @@ use inflight::InFlight;
 
 /// Default [`TrackerConfig::max_buffered_bytes`]: 192 MiB. With the stream stage's 64 MiB
 /// that is 256 MiB for every per-connection buffer of the agent, half of its memory limit
-/// in `deploy/kubernetes/daemonset.yaml` (512 MiB): the rest is for the ring buffer
+/// in `deploy/kubernetes/base/daemonset.yaml` (512 MiB): the rest is for the ring buffer
 /// (16 MiB), the queues between the stages, the span queue, the recent-requests store and
 /// the allocator. Ordinary connections hold a few KiB; one with a 64 KiB head in progress
 /// about 62 KiB (3 000 of them fit); the most one can hold is bounded by its buffers' own
