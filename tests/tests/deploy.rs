@@ -10,9 +10,9 @@
 //! selects the agent, a collector that runs `deploy/collector/<backend>.yaml` unchanged with
 //! every `${env:…}` it reads defined and every secret taken from a Secret by reference.
 //!
-//! Tools: `kubectl` (`STRIKE_KUBECTL`, else on `PATH`) and `kubernetes-validate` in the
-//! Python of `STRIKE_PYTHON` (the venv `cargo xtask setup` makes; else `kubernetes-validate`
-//! on `PATH`). Without them a test skips with the reason, and fails under `CI=true`.
+//! Tools: `kubectl` (`STRIKE_KUBECTL`) and `kubernetes-validate` in the Python of
+//! `STRIKE_PYTHON`, which `cargo xtask test` sets; else both from the venv `cargo xtask setup`
+//! makes (`$STRIKE_CACHE/venv/bin`), else on `PATH`. Without them a test skips with the reason, and fails under `CI=true`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,16 @@ fn repo() -> PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
+}
+
+/// `name` in the bin directory of the venv `cargo xtask setup` makes (`$STRIKE_CACHE/venv`,
+/// default `~/.cache/strike/venv`, as `xtask/src/ctx.rs` has it): the tools of a plain
+/// `cargo test` run on a machine that was set up.
+fn in_setup_venv(name: &str) -> Option<PathBuf> {
+    let cache = std::env::var_os("STRIKE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/strike")))?;
+    Some(cache.join("venv/bin").join(name)).filter(|p| p.is_file())
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -78,13 +88,14 @@ fn find_validator() -> Result<Validator, String> {
             python.display()
         ));
     }
-    on_path("kubernetes-validate")
+    in_setup_venv("kubernetes-validate")
+        .or_else(|| on_path("kubernetes-validate"))
         .map(|program| Validator {
             program,
             args: Vec::new(),
         })
         .ok_or_else(|| {
-            "no kubernetes-validate: STRIKE_PYTHON is not set (cargo xtask test sets it) and none is on PATH"
+            "no kubernetes-validate: STRIKE_PYTHON is not set (cargo xtask test sets it), and none is in the setup venv or on PATH"
                 .to_owned()
         })
 }
@@ -94,10 +105,10 @@ fn tools(test: &str) -> Option<Tools> {
     let mut problems = Vec::new();
     let kubectl = match std::env::var_os("STRIKE_KUBECTL") {
         Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
-        None => on_path("kubectl"),
+        None => in_setup_venv("kubectl").or_else(|| on_path("kubectl")),
     };
     if kubectl.is_none() {
-        problems.push("no kubectl (STRIKE_KUBECTL, else on PATH)".to_owned());
+        problems.push("no kubectl (STRIKE_KUBECTL, else in the setup venv or on PATH)".to_owned());
     }
     let validator = find_validator().map_err(|e| problems.push(e)).ok();
     if let (Some(kubectl), Some(validator)) = (kubectl, validator) {
