@@ -682,3 +682,114 @@ fn hostile_limits(
 /// The peak resident memory Strike may reach under the hostile test: a quarter of the
 /// `DaemonSet`'s 512 MiB limit.
 const HOSTILE_RSS_MIB: u64 = 128;
+
+/// Requests `tests/gpu/load.py` makes: 4 sequential, 4 pairs, a burst of 8, 2 at the tail.
+const GPU_PROOF_REQUESTS: usize = 22;
+
+/// The GPU proof's run half (`tests/gpu/run.sh`, docs/GPU-PROOF.md) in fake mode: its server
+/// with the CPU model, `strike run --gpu off` against it, its load and `check.py`. Proves
+/// everything but NVML here: every request has one record with the client's numbers exactly.
+#[test]
+#[ignore = "privileged (root, BTF): run through `cargo xtask test`"]
+fn gpu_proof_fake() -> Result<()> {
+    let Some(env) = e2e_env("e2e gpu-proof-fake", &[Need::PythonApp]) else {
+        return Ok(());
+    };
+    let dir = servers::work_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "e2e-gpu-proof")?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("gpu/run.sh");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(&script)
+        .env("OUT", &dir)
+        .env("GPU_PROOF_MODE", "fake")
+        .env(
+            "STRIKE_BIN",
+            env.strike_bin.as_deref().context("no strike")?,
+        )
+        .env("PYTHON", env.python.as_deref().context("no python")?)
+        .env("GPU_PROOF_PORT", "18391")
+        .env("GPU_PROOF_STRIKE_PORT", "19391");
+    if env::unprivileged() {
+        // strike writes its summary into OUT as the unprivileged uid.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
+        let mut prefix = vec![env::SETPRIV.to_owned()];
+        prefix.extend(env::setpriv_args(env::UNPRIVILEGED_UID, env::STRIKE_CAPS));
+        cmd.env("STRIKE_PREFIX", prefix.join(" "));
+    }
+    let out = cmd.output().context("running tests/gpu/run.sh")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    ensure!(
+        out.status.success(),
+        "run.sh failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json"))?)?;
+    ensure!(summary["ok"] == true, "summary not ok: {summary}");
+    let status = |name: &str| {
+        summary["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .map(|c| c["status"].clone())
+    };
+    ensure!(status("records_exact") == Some("pass".into()), "{summary}");
+    ensure!(status("no_gpu_fields") == Some("pass".into()), "{summary}");
+    // Beside check.py's own verdict: the record and client files, read here.
+    let lines = |name: &str| -> Result<Vec<serde_json::Value>> {
+        std::fs::read_to_string(dir.join(name))?
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).context("a JSON line"))
+            .collect()
+    };
+    let client = lines("client.jsonl")?;
+    let records = lines("records.jsonl")?;
+    ensure!(
+        client.len() == GPU_PROOF_REQUESTS,
+        "{} requests",
+        client.len()
+    );
+    ensure!(
+        records.len() == GPU_PROOF_REQUESTS,
+        "{} records",
+        records.len()
+    );
+    let by_id: HashMap<&str, &serde_json::Value> = records
+        .iter()
+        .filter_map(|r| Some((r["response_id"].as_str()?, r)))
+        .collect();
+    let server_pid: u64 = std::fs::read_to_string(dir.join("server.pid"))?
+        .trim()
+        .parse()?;
+    for c in &client {
+        let id = c["response_id"].as_str().context("client without id")?;
+        let r = by_id
+            .get(id)
+            .with_context(|| format!("no record of {id}"))?;
+        ensure!(r["output_tokens"] == c["max_tokens"], "{id}: {r}");
+        ensure!(
+            r["input_tokens"] == c["usage"]["prompt_tokens"],
+            "{id}: {r}"
+        );
+        ensure!(
+            r["stream"] == c["stream"] && r["status"] == 200,
+            "{id}: {r}"
+        );
+        ensure!(
+            r["pid"] == server_pid,
+            "{id}: pid {} != {server_pid}",
+            r["pid"]
+        );
+        if c["stream"] == true {
+            ensure!(
+                r["content_events"] == c["content_events"],
+                "{id}: content events {} != {}",
+                r["content_events"],
+                c["content_events"]
+            );
+        }
+    }
+    Ok(())
+}

@@ -5,17 +5,20 @@
 //! - `test`: setup, then fmt, clippy, the unit tests, and the privileged end-to-end tests
 //!   (twice: strike as root, then as a non-root uid with only its capabilities);
 //!   `test --repeat N` runs the privileged suites N times and counts passes;
+//! - `gpu-proof --prepare`: stages a stripped `strike` for the GPU proof (`tests/gpu/run.sh`);
 //! - `fuzz`: coverage-guided fuzzing of the parsers and the tracker (cargo-afl; not in CI).
 
 mod bench;
 mod ctx;
 mod demo;
 mod fuzz;
+mod gpu_proof;
 mod http;
 mod repeat;
 mod setup;
 mod test;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +65,14 @@ enum Cmd {
         #[arg(long, requires = "repeat")]
         cpu_hog: bool,
     },
+    /// Stage the GPU proof for a machine with an NVIDIA GPU where nothing can be built: a
+    /// release `strike`, stripped, in DIR (default `target/gpu-proof`, an ignored path that
+    /// can be carried there). The run half is `bash tests/gpu/run.sh`; see docs/GPU-PROOF.md.
+    GpuProof {
+        /// Build and stage into this folder (relative to the workspace root).
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "target/gpu-proof")]
+        prepare: Option<PathBuf>,
+    },
     /// Coverage-guided fuzzing (cargo-afl, installed if missing) of every parser and the
     /// whole tracker at the live bounds: seeds from the golden captures, one AFL++ run per
     /// target, then a table of executions, coverage, crashes and hangs. Crashes and hangs
@@ -100,6 +111,10 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Bench { rounds, seconds } => bench::run(&ctx, rounds, seconds),
+        Cmd::GpuProof { prepare } => {
+            let dir = prepare.map_or_else(|| gpu_proof::default_dir(&ctx), |d| ctx.root.join(d));
+            gpu_proof::prepare(&ctx, &dir)
+        }
         Cmd::Fuzz {
             minutes,
             targets,

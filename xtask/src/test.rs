@@ -152,6 +152,20 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         with_peers(ctx, ctx.cargo().args(["test", "--workspace"])),
     )?;
 
+    // The GPU proof's checks over synthetic inputs (its run half: the e2e `gpu_proof_fake`).
+    s.cmd(
+        "gpu-proof-unit",
+        ctx.cmd(ctx.python()).args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "tests/gpu",
+            "-p",
+            "test_*.py",
+        ]),
+    )?;
+
     let blockers = e2e_blockers();
     if !blockers.is_empty() && !ctx::in_ci() {
         println!(
