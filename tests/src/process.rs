@@ -190,6 +190,7 @@ impl Drop for Service {
 #[derive(Debug)]
 pub struct Strike {
     child: Option<Child>,
+    launch: Launch,
     stdout_path: PathBuf,
     summary_path: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -215,6 +216,160 @@ pub const ATTACHED: &str = "strike: attached";
 /// The same for `strike run`.
 pub const RUNNING: &str = "strike: running";
 
+/// How a test starts `strike`.
+#[derive(Debug, Clone)]
+pub enum Launch {
+    /// The binary on the host: as root, or through `setpriv` under `STRIKE_UNPRIVILEGED=1`
+    /// (see [`strike_command`]).
+    Host(PathBuf),
+    /// `podman run` of an image, as the `DaemonSet` runs it: the host's PID namespace (and
+    /// network, for its servers on 127.0.0.1), uid 0 holding only [`env::STRIKE_CAPS`] with
+    /// `no_new_privs`, the seccomp profile of [`SECCOMP_PROFILE_ENV`], a read-only root filesystem, tracefs
+    /// and the cgroup hierarchy mounted read-only, and the test's directory at the same path.
+    Container {
+        image: String,
+        /// The container's name, unique per test.
+        name: String,
+    },
+}
+
+/// Where podman is (Debian's package).
+pub const PODMAN: &str = "podman";
+
+/// The seccomp profile [`Launch::Container`] runs under, when set: `cargo xtask image`'s
+/// `target/image/seccomp.json` (podman's default plus `bpf(2)` with `CAP_BPF` and
+/// `perf_event_open(2)` with `CAP_PERFMON`); otherwise podman's default.
+pub const SECCOMP_PROFILE_ENV: &str = "STRIKE_SECCOMP_PROFILE";
+
+impl Launch {
+    /// The command that runs `strike` with `args` and `envs`, writing into `dir`.
+    pub fn command(&self, args: &[&str], envs: &[(&str, &str)], dir: &Path) -> Command {
+        match self {
+            Launch::Host(bin) => {
+                let mut cmd = strike_command(bin);
+                cmd.args(args).envs(envs.iter().copied());
+                cmd
+            }
+            Launch::Container { image, name } => {
+                let mut cmd = Command::new(PODMAN);
+                cmd.args(container_args(name, dir));
+                for (k, v) in envs {
+                    cmd.arg(format!("--env={k}={v}"));
+                }
+                cmd.arg(image).args(args);
+                cmd
+            }
+        }
+    }
+
+    /// The host pid of the `strike` process that `child` started.
+    fn strike_pid(&self, child: &Child) -> Result<u32> {
+        match self {
+            Launch::Host(_) => Ok(child.id()),
+            Launch::Container { name, .. } => container_pid(name),
+        }
+    }
+}
+
+/// `podman run` flags for [`Launch::Container`], up to the image.
+pub fn container_args(name: &str, dir: &Path) -> Vec<String> {
+    let caps = env::STRIKE_CAPS
+        .iter()
+        .map(|c| c.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut args: Vec<String> = [
+        "run",
+        "--rm",
+        "--pull=never",
+        "--pid=host",
+        "--network=host",
+        "--user=0:0",
+        "--cap-drop=all",
+        "--security-opt=no-new-privileges",
+        "--read-only",
+        "--volume=/sys/kernel/tracing:/sys/kernel/tracing:ro",
+        "--volume=/sys/fs/cgroup:/sys/fs/cgroup:ro",
+        // The DaemonSet's probes, not the image's HEALTHCHECK (it needs systemd timers here).
+        "--no-healthcheck",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(runtime_flags());
+    if let Some(profile) = std::env::var_os(SECCOMP_PROFILE_ENV) {
+        args.push(format!(
+            "--security-opt=seccomp={}",
+            Path::new(&profile).display()
+        ));
+    }
+    args.push(format!("--cap-add={caps}"));
+    args.push(format!("--name={name}"));
+    args.push(format!("--volume={0}:{0}", dir.display()));
+    args
+}
+
+/// podman flags for this host, as `cargo xtask image` builds with (`xtask/src/image.rs`):
+/// runc (crun 1.8 refuses a hybrid cgroup hierarchy) and the caller's `NOFILE`/`NPROC` hard
+/// limits instead of podman's 1048576, which a root without `CAP_SYS_RESOURCE` cannot set.
+pub fn runtime_flags() -> Vec<String> {
+    let hard = |resource| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given and has no other effect.
+        let ok = unsafe { libc::getrlimit(resource, &raw mut lim) } == 0;
+        if ok {
+            lim.rlim_max
+        } else {
+            1024
+        }
+    };
+    let nofile = hard(libc::RLIMIT_NOFILE).min(1 << 20);
+    let nproc = hard(libc::RLIMIT_NPROC).min(32_768);
+    vec![
+        "--runtime=runc".to_owned(),
+        format!("--ulimit=nofile={nofile}:{nofile}"),
+        format!("--ulimit=nproc={nproc}:{nproc}"),
+    ]
+}
+
+/// The host pid of the running container `name`'s process, waiting up to 30 s for podman to
+/// report it.
+pub fn container_pid(name: &str) -> Result<u32> {
+    let started = Instant::now();
+    loop {
+        let out = Command::new(PODMAN)
+            .args(["inspect", "--format", "{{.State.Pid}}", name])
+            .output()
+            .context("running podman inspect")?;
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .ok();
+        if let Some(pid) = pid.filter(|p| *p > 0) {
+            return Ok(pid);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "podman reported no pid for container {name}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes the container `name` if it still exists (a test that failed midway).
+pub fn remove_container(name: &str) {
+    let _ = Command::new(PODMAN)
+        .args(["rm", "--force", "--ignore", "--time=2", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 impl Strike {
     /// Starts `strike trace --format json --port <port> --summary-file <dir>/summary.json`,
     /// stdout to `<dir>/records.jsonl`, and waits for [`ATTACHED`] on stderr.
@@ -230,10 +385,21 @@ impl Strike {
         dir: &Path,
         timeout: Duration,
     ) -> Result<Self> {
+        Self::trace(&Launch::Host(bin.to_owned()), port, flags, dir, timeout)
+    }
+
+    /// [`Strike::start_with`], started by `launch`.
+    pub fn trace(
+        launch: &Launch,
+        port: u16,
+        flags: &[&str],
+        dir: &Path,
+        timeout: Duration,
+    ) -> Result<Self> {
         let port = port.to_string();
         let mut args = vec!["trace", "--format", "json", "--port", &port];
         args.extend_from_slice(flags);
-        Self::spawn(bin, &args, &[], dir, ATTACHED, timeout)
+        Self::spawn(launch, &args, &[], dir, ATTACHED, timeout)
     }
 
     /// Starts `strike run --output json <args> --summary-file <dir>/summary.json` with `envs`,
@@ -247,11 +413,18 @@ impl Strike {
     ) -> Result<Self> {
         let mut all = vec!["run", "--output", "json"];
         all.extend_from_slice(args);
-        Self::spawn(bin, &all, envs, dir, RUNNING, timeout)
+        Self::spawn(
+            &Launch::Host(bin.to_owned()),
+            &all,
+            envs,
+            dir,
+            RUNNING,
+            timeout,
+        )
     }
 
     fn spawn(
-        bin: &Path,
+        launch: &Launch,
         args: &[&str],
         envs: &[(&str, &str)],
         dir: &Path,
@@ -263,18 +436,20 @@ impl Strike {
         let _ = std::fs::remove_file(&summary_path);
         let stdout = File::create(&stdout_path)
             .with_context(|| format!("creating {}", stdout_path.display()))?;
-        if env::unprivileged() {
+        if env::unprivileged() && matches!(launch, Launch::Host(_)) {
             // strike writes its summary (and any --record) here, as that uid.
             let id = env::UNPRIVILEGED_UID;
             std::os::unix::fs::chown(dir, Some(id), Some(id))
                 .with_context(|| format!("chown {id} {}", dir.display()))?;
         }
-        let mut cmd = strike_command(bin);
-        cmd.args(args)
-            .arg("--summary-file")
-            .arg(&summary_path)
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
+        if let Launch::Container { name, .. } = launch {
+            remove_container(name);
+        }
+        let summary = summary_path.display().to_string();
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--summary-file", &summary]);
+        let mut cmd = launch.command(&all, envs, dir);
+        cmd.stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
@@ -299,6 +474,7 @@ impl Strike {
         };
         let mut strike = Strike {
             child: Some(child),
+            launch: launch.clone(),
             stdout_path,
             summary_path,
             stderr,
@@ -330,7 +506,8 @@ impl Strike {
     /// `STRIKE_UNPRIVILEGED=1`, an error unless they are exactly [`env::UNPRIVILEGED_UID`] and
     /// [`env::STRIKE_CAPS`].
     fn identity(&self) -> Result<String> {
-        let pid = self.child.as_ref().context("strike exited")?.id();
+        let child = self.child.as_ref().context("strike exited")?;
+        let pid = self.launch.strike_pid(child)?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let field = |name: &str| {
             status
@@ -341,8 +518,20 @@ impl Strike {
         };
         let uids = field("Uid:")?.to_owned();
         let cap_eff = u64::from_str_radix(field("CapEff:")?, 16)?;
-        let text = format!("uids {uids}, CapEff {cap_eff:#x}");
-        if env::unprivileged() {
+        let no_new_privs = field("NoNewPrivs:")? == "1";
+        let text =
+            format!("pid {pid}, uids {uids}, CapEff {cap_eff:#x}, NoNewPrivs {no_new_privs}");
+        if let Launch::Container { .. } = self.launch {
+            // The DaemonSet's identity: uid 0 holding exactly the four capabilities.
+            ensure!(
+                uids.split_whitespace().all(|u| u == "0")
+                    && cap_eff == env::STRIKE_CAPS_MASK
+                    && no_new_privs,
+                "strike in its container runs with {text}, not uid 0 with exactly {:#x} ({}) and NoNewPrivs",
+                env::STRIKE_CAPS_MASK,
+                env::STRIKE_CAPS.join(", ")
+            );
+        } else if env::unprivileged() {
             let uid = env::UNPRIVILEGED_UID.to_string();
             ensure!(
                 uids.split_whitespace().all(|u| u == uid),
@@ -360,7 +549,7 @@ impl Strike {
 
     /// Strike's resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
     pub fn memory_kib(&self) -> Option<(u64, u64)> {
-        let pid = self.child.as_ref()?.id();
+        let pid = self.launch.strike_pid(self.child.as_ref()?).ok()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let field = |name: &str| {
             status
@@ -439,6 +628,10 @@ impl Drop for Strike {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Killing podman's client leaves its container running.
+        if let Launch::Container { name, .. } = &self.launch {
+            remove_container(name);
         }
     }
 }

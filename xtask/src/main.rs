@@ -5,6 +5,7 @@
 //! - `test`: setup, then fmt, clippy, the unit tests, and the privileged end-to-end tests
 //!   (twice: strike as root, then as a non-root uid with only its capabilities);
 //!   `test --repeat N` runs the privileged suites N times and counts passes;
+//! - `image`: the container image (podman, base images from mmdebstrap), then its tests;
 //! - `gpu-proof --prepare`: stages a stripped `strike` for the GPU proof (`tests/gpu/run.sh`);
 //! - `fuzz`: coverage-guided fuzzing of the parsers and the tracker (cargo-afl; not in CI).
 
@@ -14,6 +15,7 @@ mod demo;
 mod fuzz;
 mod gpu_proof;
 mod http;
+mod image;
 mod repeat;
 mod setup;
 mod test;
@@ -65,6 +67,16 @@ enum Cmd {
         #[arg(long, requires = "repeat")]
         cpu_hog: bool,
     },
+    /// Build the container image from `deploy/container/Containerfile` with podman, on base
+    /// images that mmdebstrap makes from Debian packages (no registry needed): tagged
+    /// `localhost/strike:VERSION` and `:VERSION-REVISION`, the debug info apart in
+    /// `target/image/`. Needs root; installs podman and mmdebstrap if missing.
+    Image {
+        /// Also write the image as an OCI archive in `target/image/` (for `ctr images
+        /// import`, `kind load image-archive`, `podman load`).
+        #[arg(long)]
+        save: bool,
+    },
     /// Stage the GPU proof for a machine with an NVIDIA GPU where nothing can be built: a
     /// release `strike`, stripped, in DIR (default `target/gpu-proof`, an ignored path that
     /// can be carried there). The run half is `bash tests/gpu/run.sh`; see docs/GPU-PROOF.md.
@@ -111,6 +123,7 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Bench { rounds, seconds } => bench::run(&ctx, rounds, seconds),
+        Cmd::Image { save } => image::run_image(&ctx, save).map(|_| ()),
         Cmd::GpuProof { prepare } => {
             let dir = prepare.map_or_else(|| gpu_proof::default_dir(&ctx), |d| ctx.root.join(d));
             gpu_proof::prepare(&ctx, &dir)

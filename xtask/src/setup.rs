@@ -288,15 +288,29 @@ fn venv(ctx: &Ctx) -> Result<()> {
 }
 
 /// rotel's agent links Debian's libpython3.11.
+/// (Elsewhere the export test says what is missing.)
 fn rotel_runtime() -> Result<()> {
-    const LIB: &str = "libpython3.11";
-    let t = Instant::now();
-    if !is_debian() || apt_installed(LIB) {
-        report("rotel runtime", t, &format!("present ({LIB})"));
+    if !is_debian() {
         return Ok(());
     }
+    apt_ensure("rotel runtime", &["libpython3.11"])
+}
+
+/// Installs whichever of the Debian packages `pkgs` are missing (root only), with
+/// `apt-get update` first if a plain install fails on a stale list; one report line.
+pub(crate) fn apt_ensure(step: &str, pkgs: &[&str]) -> Result<()> {
+    let t = Instant::now();
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !apt_installed(p)).collect();
+    if missing.is_empty() {
+        report(step, t, &format!("present ({})", pkgs.join(" ")));
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !is_debian() {
+        bail!("{step}: not a Debian machine; install the equivalent of Debian's {list}");
+    }
     if !is_root() {
-        bail!("missing Debian package {LIB} (rotel-agent needs it); run as root, or: sudo apt-get install -y {LIB}");
+        bail!("{step}: missing Debian packages {list}; run as root, or: sudo apt-get install -y {list}");
     }
     let apt = |args: &[&str]| {
         run_cmd(
@@ -305,11 +319,16 @@ fn rotel_runtime() -> Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
     };
-    if apt(&["install", "-y", LIB]).is_err() {
+    let install = |missing: &[&str]| {
+        let mut args = vec!["install", "-y", "--no-install-recommends"];
+        args.extend_from_slice(missing);
+        apt(&args)
+    };
+    if install(&missing).is_err() {
         apt(&["update"])?;
-        apt(&["install", "-y", LIB])?;
+        install(&missing)?;
     }
-    report("rotel runtime", t, &format!("installed ({LIB})"));
+    report(step, t, &format!("installed ({list})"));
     Ok(())
 }
 

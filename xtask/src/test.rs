@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::ctx::{self, describe, Ctx};
 
@@ -189,6 +189,26 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         s.cmd(
             "e2e-unprivileged",
             with_peers(ctx, e2e_suites(ctx).env("STRIKE_UNPRIVILEGED", "1")),
+        )?;
+        // The image the DaemonSet runs: built, then `strike check` and `strike trace` in it
+        // (host PID namespace, only the four capabilities) against a server on the host.
+        let mut built = None;
+        s.run("image", "cargo xtask image", || {
+            built = Some(crate::image::run_image(ctx, false)?);
+            Ok(())
+        })?;
+        let built = built.context("no image")?;
+        s.cmd(
+            "image-e2e",
+            with_peers(
+                ctx,
+                ctx.cargo()
+                    .args(["test", "-p", "strike-tests", "--release", "--test", "image"])
+                    .args(["--", "--ignored", "--test-threads=1", "--nocapture"])
+                    .env("STRIKE_IMAGE", &built.image)
+                    .env("STRIKE_SECCOMP_PROFILE", &built.seccomp)
+                    .env_remove("STRIKE_UNPRIVILEGED"),
+            ),
         )?;
     }
     println!(

@@ -341,7 +341,8 @@ pub enum Load {
     Failed(String),
 }
 
-pub fn judge_load(load: &Load) -> Item {
+/// `seccomp`: this process's seccomp mode (`Seccomp:` of `/proc/self/status`, 2 = filter).
+pub fn judge_load(load: &Load, seccomp: Option<u8>) -> Item {
     match load {
         Load::NotAsked => Item::skip("ebpf_load", "not tried (--no-load)"),
         Load::Blocked(why) => Item::skip("ebpf_load", format!("not tried: {why}")),
@@ -349,12 +350,27 @@ pub fn judge_load(load: &Load) -> Item {
             "ebpf_load",
             format!("{programs} programs loaded and attached to {tracepoints} tracepoints in {ms} ms, then detached"),
         ),
+        // EPERM with the capabilities held (loading is only tried then) under a seccomp
+        // filter: the container runtime's profile, not the kernel.
+        Load::Failed(e) if seccomp == Some(2) && e.contains("Operation not permitted") => Item::fail(
+            "ebpf_load",
+            format!("{e} (with the capabilities held, under a seccomp filter)"),
+            "the container runtime's seccomp profile blocks bpf(2) or perf_event_open(2): use one that allows them with CAP_BPF and CAP_PERFMON (the defaults of containerd 1.6.x and later and Docker 23 and later do; for podman, `cargo xtask image` writes target/image/seccomp.json: see deploy/container/README.md)",
+        ),
         Load::Failed(e) => Item::fail(
             "ebpf_load",
             e.clone(),
             "run with STRIKE_LOG=debug for the verifier log; a kernel older than 5.17, a lockdown mode that forbids BPF, or a seccomp profile that blocks bpf(2) stop the programs from loading",
         ),
     }
+}
+
+/// The seccomp mode of a `/proc/PID/status` (0 none, 1 strict, 2 filter).
+pub fn parse_seccomp(status: &str) -> Option<u8> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The `NSpid:` line of `/proc/self/status`: this process's pid in each PID namespace it is
@@ -783,5 +799,32 @@ mod tests {
         let bad = Report::new(vec![Item::fail("kernel", "old", "upgrade")], None, None);
         assert!(!bad.ok);
         assert_eq!(bad.failures().count(), 1);
+    }
+
+    #[test]
+    fn eperm_under_a_seccomp_filter_names_the_runtime_profile() {
+        let status = "Name:\tstrike\nNoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+        assert_eq!(parse_seccomp(status), Some(2));
+        assert_eq!(parse_seccomp("Name:\tx\n"), None);
+        let failed = Load::Failed(
+            "map error: failed to create map `COPY`: Operation not permitted (os error 1)".into(),
+        );
+        let item = judge_load(&failed, Some(2));
+        assert_eq!(item.status, Status::Fail);
+        assert!(item
+            .fix
+            .as_deref()
+            .is_some_and(|f| f.contains("seccomp profile blocks bpf(2)")));
+        // Without a filter, or another error: the general advice.
+        for (load, mode) in [
+            (&failed, Some(0)),
+            (&Load::Failed("verifier: invalid".into()), Some(2)),
+        ] {
+            let item = judge_load(load, mode);
+            assert!(item
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.starts_with("run with STRIKE_LOG=debug")));
+        }
     }
 }

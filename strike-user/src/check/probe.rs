@@ -19,8 +19,8 @@ use aya::{
 use super::{
     judge_btf, judge_cgroup, judge_features, judge_gpu, judge_kernel, judge_listen, judge_load,
     judge_otlp, judge_pid_namespace, judge_privileges, judge_targets, judge_tracefs,
-    judge_tracepoints, parse_nspid, Cgroup, GpuDevice, GpuFacts, GpuProcess, Item, Listen, Load,
-    Probed, Reach, Report, TargetProcess, Tracefs,
+    judge_tracepoints, parse_nspid, parse_seccomp, Cgroup, GpuDevice, GpuFacts, GpuProcess, Item,
+    Listen, Load, Probed, Reach, Report, TargetProcess, Tracefs,
 };
 use crate::{
     capture::{
@@ -77,18 +77,13 @@ pub fn run(config: &RunConfig, options: Options) -> Report {
         Tracefs::Unreadable => false,
         Tracefs::NotMounted => caps.is_some_and(|c| c.has(privilege::Cap::SysAdmin)),
     };
-    checks.push(judge_load(&load(
-        config,
-        options,
-        privileged,
-        tracefs_usable,
-    )));
+    let status = std::fs::read_to_string("/proc/self/status").ok();
+    checks.push(judge_load(
+        &load(config, options, privileged, tracefs_usable),
+        status.as_deref().and_then(parse_seccomp),
+    ));
     checks.push(judge_pid_namespace(
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .as_deref()
-            .and_then(parse_nspid)
-            .as_deref(),
+        status.as_deref().and_then(parse_nspid).as_deref(),
     ));
     checks.push(judge_cgroup(cgroup()));
     let gpu = gpu_facts();
