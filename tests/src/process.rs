@@ -309,30 +309,17 @@ pub fn container_args(name: &str, dir: &Path) -> Vec<String> {
     args
 }
 
-/// podman flags for this host, as `cargo xtask image` builds with (`xtask/src/image.rs`):
-/// runc (crun 1.8 refuses a hybrid cgroup hierarchy) and the caller's `NOFILE`/`NPROC` hard
-/// limits instead of podman's 1048576, which a root without `CAP_SYS_RESOURCE` cannot set.
+/// Flags for this host that `cargo xtask test` passes to every `podman run` here, as it
+/// builds the image with them (`xtask/src/image.rs`, `runtime_flags`): space-separated.
+pub const PODMAN_FLAGS_ENV: &str = "STRIKE_PODMAN_FLAGS";
+
+/// [`PODMAN_FLAGS_ENV`]'s flags, none when unset.
 pub fn runtime_flags() -> Vec<String> {
-    let hard = |resource| {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes the struct it is given and has no other effect.
-        let ok = unsafe { libc::getrlimit(resource, &raw mut lim) } == 0;
-        if ok {
-            lim.rlim_max
-        } else {
-            1024
-        }
-    };
-    let nofile = hard(libc::RLIMIT_NOFILE).min(1 << 20);
-    let nproc = hard(libc::RLIMIT_NPROC).min(32_768);
-    vec![
-        "--runtime=runc".to_owned(),
-        format!("--ulimit=nofile={nofile}:{nofile}"),
-        format!("--ulimit=nproc={nproc}:{nproc}"),
-    ]
+    std::env::var(PODMAN_FLAGS_ENV)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The host pid of the running container `name`'s process, waiting up to 30 s for podman to

@@ -140,6 +140,18 @@ pub fn run_image(ctx: &Ctx, save: bool) -> Result<Built> {
             .arg(format!("--build-arg=VERSION={VERSION}"))
             .arg(format!("--build-arg=REVISION={rev}"))
             .arg(format!("--build-arg=CREATED={created}"));
+        // The same labels again as flags: buildah 1.28 reuses a cached `LABEL k="${ARG}"`
+        // step when only the ARG changed (the image of a new commit with an unchanged
+        // binary kept the old revision: the image test caught it); a `--label` is applied
+        // by a last step of its own, never cached.
+        for (key, value) in [
+            ("version", VERSION),
+            ("revision", rev.as_str()),
+            ("created", created.as_str()),
+            ("base.name", runtime.as_str()),
+        ] {
+            cmd.arg(format!("--label=org.opencontainers.image.{key}={value}"));
+        }
         cmd
     };
     println!("image: building {exact} (a cold build compiles bpf-linker and strike: minutes) ...");
@@ -252,7 +264,7 @@ fn megabytes(bytes: u64) -> f64 {
 /// podman flags for this host: runc, which handles a hybrid cgroup v1/v2 hierarchy (crun
 /// 1.8 refuses one: this CI VM has one), and the process's own `NOFILE`/`NPROC` hard limits
 /// instead of podman's default 1048576, which a root without `CAP_SYS_RESOURCE` (also this
-/// VM) cannot set. `tests/src/process.rs` passes the same to `podman run`.
+/// VM) cannot set. `cargo xtask test` hands them to the image tests (`STRIKE_PODMAN_FLAGS`).
 pub fn runtime_flags() -> Vec<String> {
     let hard = |resource| {
         let mut lim = libc::rlimit {

@@ -207,6 +207,10 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                     .args(["--", "--ignored", "--test-threads=1", "--nocapture"])
                     .env("STRIKE_IMAGE", &built.image)
                     .env("STRIKE_SECCOMP_PROFILE", &built.seccomp)
+                    .env(
+                        "STRIKE_PODMAN_FLAGS",
+                        crate::image::runtime_flags().join(" "),
+                    )
                     .env_remove("STRIKE_UNPRIVILEGED"),
             ),
         )?;
