@@ -146,39 +146,7 @@ fn ebpf_toolchain(ctx: &Ctx) -> Result<()> {
         }
     }
 
-    let missing = apt_missing;
-    if missing.is_empty() {
-        report(
-            "apt packages",
-            t,
-            &format!("present ({})", APT_PACKAGES.join(" ")),
-        );
-    } else {
-        if !is_root() {
-            bail!(
-                "missing Debian packages {}; run as root, or: sudo apt-get install -y {}",
-                missing.join(" "),
-                missing.join(" ")
-            );
-        }
-        println!("setup: apt packages: installing {} ...", missing.join(" "));
-        run_cmd(
-            Command::new("apt-get")
-                .arg("update")
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-        run_cmd(
-            Command::new("apt-get")
-                .args(["install", "-y"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-        report(
-            "apt packages",
-            t,
-            &format!("installed ({})", missing.join(" ")),
-        );
-    }
+    apt_ensure("apt packages", &APT_PACKAGES)?;
     bpf_linker(ctx)
 }
 
@@ -296,8 +264,8 @@ fn rotel_runtime() -> Result<()> {
     apt_ensure("rotel runtime", &["libpython3.11"])
 }
 
-/// Installs whichever of the Debian packages `pkgs` are missing (root only), with
-/// `apt-get update` first if a plain install fails on a stale list; one report line.
+/// Installs whichever of the Debian packages `pkgs` are missing (root only), after
+/// `apt-get update`; one report line.
 pub(crate) fn apt_ensure(step: &str, pkgs: &[&str]) -> Result<()> {
     let t = Instant::now();
     let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !apt_installed(p)).collect();
@@ -312,22 +280,19 @@ pub(crate) fn apt_ensure(step: &str, pkgs: &[&str]) -> Result<()> {
     if !is_root() {
         bail!("{step}: missing Debian packages {list}; run as root, or: sudo apt-get install -y {list}");
     }
-    let apt = |args: &[&str]| {
-        run_cmd(
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    };
-    let install = |missing: &[&str]| {
-        let mut args = vec!["install", "-y", "--no-install-recommends"];
-        args.extend_from_slice(missing);
-        apt(&args)
-    };
-    if install(&missing).is_err() {
-        apt(&["update"])?;
-        install(&missing)?;
-    }
+    println!("setup: {step}: installing {list} ...");
+    // The list first: a stale one installs old versions (rustc-web 1.85 instead of 1.96).
+    run_cmd(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
     report(step, t, &format!("installed ({list})"));
     Ok(())
 }
